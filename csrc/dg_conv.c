@@ -1,0 +1,589 @@
+/*
+ * dg_conv.c -- 2-D convolution and transposed convolution, forward and
+ * backward, as im2col/col2im around one large dg_sgemm per group of images.
+ *
+ *   conv2d            out = conv2d(inp, weight) + bias   (torch.nn.functional.conv2d,
+ *                     cross-correlation, groups = 1, dilation = 1)
+ *   conv_transpose2d  out = conv_transpose2d(inp, weight) + bias
+ *                     (torch.nn.functional.conv_transpose2d, groups = 1, dilation = 1),
+ *                     the adjoint of conv2d with the same weight tensor, plus bias
+ *   https://pytorch.org/docs/stable/generated/torch.nn.ConvTranspose2d.html
+ *
+ * Dimension letters:
+ *   N = batch size, C = input channels, H, W = input height/width,
+ *   OC = output channels, OH, OW = output height/width,
+ *   KH, KW = kernel size, SH, SW = stride, PH, PW = zero padding.
+ *   KK = KH*KW, HW = H*W, OHW = OH*OW.
+ *
+ * The col matrix. For an image (C, H, W) seen through a conv2d window that
+ * produces (OH, OW) positions, im2col writes
+ *   col[(c*KH + kh)*KW + kw, i*OHW + oh*OW + ow] = img[i, c, oh*SH - PH + kh, ow*SW - PW + kw]
+ * (zero where the index falls in the padding), for the nb images i of a group
+ * side by side, so that one GEMM covers the whole group. col2im is its adjoint
+ * (adds every col entry back onto the pixel it came from).
+ *
+ *   conv2d forward       col = im2col(inp)              (C*KK, nb*OHW)
+ *                        tmp = weight @ col             (OC, nb*OHW), scattered to NCHW + bias
+ *   conv2d backward      tmp = dout gathered            (OC, nb*OHW)
+ *                        dweight += tmp @ col^T; col = weight^T @ tmp; dinp += col2im(col)
+ *   conv_t forward       x = inp gathered               (C, nb*HW)
+ *                        col = weight^T @ x             (OC*KK, nb*HW); out = bias + col2im(col)
+ *   conv_t backward      col = im2col(dout)             (OC*KK, nb*HW)
+ *                        dweight += x @ col^T; x = weight @ col; dinp += x scattered
+ *
+ * Batching: a group holds enough images for a GEMM about DG_CONV_GEMM_COLS
+ * columns wide, within DG_CONV_WS_TARGET floats of workspace (and at least one
+ * image); the groups of a batch are balanced. A GEMM over a group is much
+ * faster than one per image when images are small (a 7x7 map gives a GEMM 49
+ * columns wide, and each call repacks the weights), and the bounded group
+ * keeps the workspace from growing with the batch and near cache. With one image per
+ * group the gather/scatter buffer is skipped and the GEMM reads or writes the
+ * NCHW tensor directly. The workspace of dg_*_workspace_size covers both
+ * forward and backward of the same shapes.
+ *
+ * im2col/col2im visit one input plane at a time and all its kernel taps while
+ * it is in cache; the window ranges of each tap are computed once per call,
+ * so the inner loops (over a contiguous output row) hold no division.
+ */
+#include "distgan.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+/* GEMM columns aimed at per group of images: OpenBLAS runs near its peak from
+ * about 1500 columns on, and a group not much larger keeps the col matrix and
+ * the gather/scatter buffer close to cache. */
+#define DG_CONV_GEMM_COLS 2048
+/* Most workspace floats per group (16 MiB) when the col matrix is tall; a
+ * group is at least one image, so the workspace exceeds it for huge images. */
+#define DG_CONV_WS_TARGET ((size_t)4 << 20)
+
+/* Largest tensor, in floats, whose byte size and float index fit a ptrdiff_t. */
+#define DG_CONV_MAX_FLOATS ((size_t)PTRDIFF_MAX / sizeof(float))
+
+/* The plan of one conv call, shared by its workspace_size, forward and backward. */
+typedef struct {
+    size_t col_rows;   /* rows of the col matrix: C*KK (conv2d) or OC*KK (conv_t) */
+    size_t buf_rows;   /* rows of the gather/scatter buffer: OC (conv2d) or C (conv_t) */
+    size_t cols;       /* GEMM columns per image: OHW (conv2d) or HW (conv_t) */
+    int nb;            /* images per group */
+    size_t ws;         /* workspace floats */
+} conv_plan;
+
+/* *r = a * b, returning 0 when it overflows DG_CONV_MAX_FLOATS. */
+static int mul_ok(size_t *r, size_t a, size_t b) {
+    if (a != 0 && b > DG_CONV_MAX_FLOATS / a) return 0;
+    *r = a * b;
+    return 1;
+}
+
+static int mul4_ok(size_t *r, size_t a, size_t b, size_t c, size_t d) {
+    size_t ab, abc;
+    return mul_ok(&ab, a, b) && mul_ok(&abc, ab, c) && mul_ok(r, abc, d);
+}
+
+/* Validates the sizes shared by both ops and fills the plan: every tensor
+ * size fits, padded sizes and GEMM dimensions fit an int, and the group size
+ * nb follows from DG_CONV_WS_TARGET. */
+static dg_status plan_common(conv_plan *p, int N, int C, int H, int W, int OC,
+                             int KH, int KW, int SH, int SW, int PH, int PW,
+                             int OH, int OW, int transposed) {
+    if (N <= 0 || C <= 0 || H <= 0 || W <= 0 || OC <= 0 || KH <= 0 || KW <= 0 ||
+        SH <= 0 || SW <= 0 || PH < 0 || PW < 0 || OH <= 0 || OW <= 0) {
+        return DG_STATUS_ERR_SHAPE;
+    }
+    if ((long long)H + 2LL * PH > INT_MAX || (long long)W + 2LL * PW > INT_MAX ||
+        (long long)OH + 2LL * PH > INT_MAX || (long long)OW + 2LL * PW > INT_MAX) {
+        return DG_STATUS_ERR_SHAPE;
+    }
+    size_t t;
+    if (!mul4_ok(&t, (size_t)N, (size_t)C, (size_t)H, (size_t)W) ||
+        !mul4_ok(&t, (size_t)N, (size_t)OC, (size_t)OH, (size_t)OW) ||
+        !mul4_ok(&t, (size_t)OC, (size_t)C, (size_t)KH, (size_t)KW)) {
+        return DG_STATUS_ERR_SHAPE;
+    }
+    size_t kk = (size_t)KH * (size_t)KW;
+    size_t col_rows = (transposed ? (size_t)OC : (size_t)C) * kk;
+    size_t cols = transposed ? (size_t)H * (size_t)W : (size_t)OH * (size_t)OW;
+    size_t buf_rows = transposed ? (size_t)C : (size_t)OC;
+    /* GEMM dimensions and leading dimensions are int */
+    if (col_rows > INT_MAX || cols > INT_MAX) return DG_STATUS_ERR_SHAPE;
+    size_t per_image;
+    if (!mul_ok(&per_image, col_rows + buf_rows, cols)) return DG_STATUS_ERR_SHAPE;
+    size_t nb = (DG_CONV_GEMM_COLS + cols - 1) / cols;
+    if (nb > DG_CONV_WS_TARGET / per_image) nb = DG_CONV_WS_TARGET / per_image;
+    if (nb < 1) nb = 1;
+    if (nb > (size_t)N) nb = (size_t)N;
+    if (nb > (size_t)INT_MAX / cols) nb = (size_t)INT_MAX / cols;
+    /* balance the groups: the same number of groups, sizes differing by at most one */
+    size_t groups = ((size_t)N + nb - 1) / nb;
+    nb = ((size_t)N + groups - 1) / groups;
+    size_t ws;
+    if (!mul4_ok(&ws, nb > 1 ? col_rows + buf_rows : col_rows, cols, nb, 1)) {
+        return DG_STATUS_ERR_SHAPE;
+    }
+    p->col_rows = col_rows;
+    p->buf_rows = buf_rows;
+    p->cols = cols;
+    p->nb = (int)nb;
+    p->ws = ws;
+    return DG_STATUS_OK;
+}
+
+static dg_status conv2d_plan(conv_plan *p, int N, int C, int H, int W, int OC,
+                             int KH, int KW, int SH, int SW, int PH, int PW,
+                             int OH, int OW) {
+    dg_status st = plan_common(p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH,
+                               OW, 0);
+    if (st != DG_STATUS_OK) return st;
+    long long eh = (long long)H + 2LL * PH - KH;
+    long long ew = (long long)W + 2LL * PW - KW;
+    if (eh < 0 || ew < 0) return DG_STATUS_ERR_SHAPE;
+    if (eh / SH + 1 != OH || ew / SW + 1 != OW) return DG_STATUS_ERR_SHAPE;
+    return DG_STATUS_OK;
+}
+
+static dg_status conv_transpose2d_plan(conv_plan *p, int N, int C, int H,
+                                       int W, int OC, int KH, int KW, int SH,
+                                       int SW, int PH, int PW, int OH, int OW) {
+    dg_status st = plan_common(p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH,
+                               OW, 1);
+    if (st != DG_STATUS_OK) return st;
+    /* OH = (H-1)*SH - 2*PH + KH + output_padding, 0 <= output_padding < SH */
+    long long oph = (long long)OH - ((long long)(H - 1) * SH - 2LL * PH + KH);
+    long long opw = (long long)OW - ((long long)(W - 1) * SW - 2LL * PW + KW);
+    if (oph < 0 || oph >= SH || opw < 0 || opw >= SW) return DG_STATUS_ERR_SHAPE;
+    return DG_STATUS_OK;
+}
+
+/* [*lo, *hi): the window positions o in [0, O) whose input index o*S - P + k
+ * lies in [0, L). Two divisions per kernel tap, none per element. */
+static void valid_range(int O, int L, int S, int P, int k, int *lo, int *hi) {
+    long long a = (long long)P - k;      /* need o*S >= a */
+    long long b = (long long)L + P - k;  /* need o*S <  b */
+    long long l = a <= 0 ? 0 : (a + S - 1) / S;
+    long long h = b <= 0 ? 0 : (b + S - 1) / S;
+    if (h > O) h = O;
+    if (l > h) l = h;
+    *lo = (int)l;
+    *hi = (int)h;
+}
+
+/* d[0, n) = 0; n is usually 0 or 1 (a window overlapping the padding). */
+static void zero_few(float *d, int n) {
+    if (n == 1) {
+        d[0] = 0.0f;
+    } else if (n > 1) {
+        memset(d, 0, (size_t)n * sizeof(float));
+    }
+}
+
+/* The valid window ranges of every kernel tap, one division pair per tap and
+ * call: [lo[k], hi[k]) from valid_range, for k < K <= DG_CONV_TAPS. */
+#define DG_CONV_TAPS 64
+typedef struct {
+    int lo[DG_CONV_TAPS], hi[DG_CONV_TAPS];
+} tap_ranges;
+
+static void tap_table(tap_ranges *t, int K, int O, int L, int S, int P) {
+    for (int k = 0; k < K && k < DG_CONV_TAPS; k++) valid_range(O, L, S, P, k, &t->lo[k], &t->hi[k]);
+}
+
+static void tap_range(const tap_ranges *t, int K, int O, int L, int S, int P,
+                      int k, int *lo, int *hi) {
+    if (K <= DG_CONV_TAPS) {
+        *lo = t->lo[k];
+        *hi = t->hi[k];
+    } else {
+        valid_range(O, L, S, P, k, lo, hi);
+    }
+}
+
+/* col (CI*KH*KW, ldcol) = im2col of img (nb, CI, IH, IW), window positions
+ * (GH, GW) per image, image i in columns [i*GH*GW, (i+1)*GH*GW). Assigns.
+ * An input plane stays in cache while all its kernel taps are copied out. */
+static void im2col(float *col, size_t ldcol, const float *img, int nb, int CI,
+                   int IH, int IW, int KH, int KW, int SH, int SW, int PH,
+                   int PW, int GH, int GW) {
+    size_t ihw = (size_t)IH * IW, ghw = (size_t)GH * GW;
+    tap_ranges th, tw;
+    tap_table(&th, KH, GH, IH, SH, PH);
+    tap_table(&tw, KW, GW, IW, SW, PW);
+    for (int c = 0; c < CI; c++) {
+        for (int i = 0; i < nb; i++) {
+            const float *src = img + ((size_t)i * CI + c) * ihw;
+            for (int kh = 0; kh < KH; kh++) {
+                int ohl, ohh;
+                tap_range(&th, KH, GH, IH, SH, PH, kh, &ohl, &ohh);
+                for (int kw = 0; kw < KW; kw++) {
+                    int owl, owh;
+                    tap_range(&tw, KW, GW, IW, SW, PW, kw, &owl, &owh);
+                    int n = owh - owl;
+                    float *dst = col + (((size_t)c * KH + kh) * KW + kw) * ldcol + (size_t)i * ghw;
+                    if (n <= 0 || ohh <= ohl) {
+                        memset(dst, 0, ghw * sizeof(float));
+                        continue;
+                    }
+                    if (ohl > 0) memset(dst, 0, (size_t)ohl * GW * sizeof(float));
+                    for (int oh = ohl; oh < ohh; oh++) {
+                        float *d = dst + (size_t)oh * GW;
+                        const float *s = src + (size_t)(oh * SH - PH + kh) * IW +
+                                         (owl * SW - PW + kw);
+                        zero_few(d, owl);
+                        if (SW == 1) {
+                            memcpy(d + owl, s, (size_t)n * sizeof(float));
+                        } else {
+                            for (int j = 0; j < n; j++) d[owl + j] = s[(size_t)j * SW];
+                        }
+                        zero_few(d + owh, GW - owh);
+                    }
+                    if (ohh < GH) {
+                        memset(dst + (size_t)ohh * GW, 0, (size_t)(GH - ohh) * GW * sizeof(float));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* img (nb, CI, IH, IW) += col2im of col (CI*KH*KW, ldcol): the adjoint of
+ * im2col. An image plane stays in cache while all its kernel taps are added. */
+static void col2im_add(float *img, const float *col, size_t ldcol, int nb,
+                       int CI, int IH, int IW, int KH, int KW, int SH, int SW,
+                       int PH, int PW, int GH, int GW) {
+    size_t ihw = (size_t)IH * IW, ghw = (size_t)GH * GW;
+    tap_ranges th, tw;
+    tap_table(&th, KH, GH, IH, SH, PH);
+    tap_table(&tw, KW, GW, IW, SW, PW);
+    for (int c = 0; c < CI; c++) {
+        for (int i = 0; i < nb; i++) {
+            float *dst = img + ((size_t)i * CI + c) * ihw;
+            for (int kh = 0; kh < KH; kh++) {
+                int ohl, ohh;
+                tap_range(&th, KH, GH, IH, SH, PH, kh, &ohl, &ohh);
+                for (int kw = 0; kw < KW; kw++) {
+                    int owl, owh;
+                    tap_range(&tw, KW, GW, IW, SW, PW, kw, &owl, &owh);
+                    int n = owh - owl;
+                    if (n <= 0) continue;
+                    const float *src = col + (((size_t)c * KH + kh) * KW + kw) * ldcol + (size_t)i * ghw;
+                    for (int oh = ohl; oh < ohh; oh++) {
+                        const float *s = src + (size_t)oh * GW + owl;
+                        float *d = dst + (size_t)(oh * SH - PH + kh) * IW +
+                                   (owl * SW - PW + kw);
+                        if (SW == 1) {
+                            for (int j = 0; j < n; j++) d[j] += s[j];
+                        } else {
+                            for (int j = 0; j < n; j++) d[(size_t)j * SW] += s[j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* dst (R, nb*P) = src (nb, R, P) regrouped: dst[r, i*P + p] = src[i, r, p]. */
+static void gather_rows(float *dst, const float *src, int nb, size_t R, size_t P) {
+    size_t ld = (size_t)nb * P;
+    for (int i = 0; i < nb; i++) {
+        for (size_t r = 0; r < R; r++) {
+            memcpy(dst + r * ld + (size_t)i * P, src + ((size_t)i * R + r) * P,
+                   P * sizeof(float));
+        }
+    }
+}
+
+/* dst (nb, R, P) = src (R, nb*P) regrouped, plus bias[r] when bias != NULL. */
+static void scatter_rows_bias(float *dst, const float *src, const float *bias,
+                              int nb, size_t R, size_t P) {
+    size_t ld = (size_t)nb * P;
+    for (int i = 0; i < nb; i++) {
+        for (size_t r = 0; r < R; r++) {
+            float *d = dst + ((size_t)i * R + r) * P;
+            const float *s = src + r * ld + (size_t)i * P;
+            if (bias == NULL) {
+                memcpy(d, s, P * sizeof(float));
+            } else {
+                float b = bias[r];
+                for (size_t p = 0; p < P; p++) d[p] = s[p] + b;
+            }
+        }
+    }
+}
+
+/* dst (nb, R, P) += src (R, nb*P) regrouped. */
+static void scatter_rows_add(float *dst, const float *src, int nb, size_t R, size_t P) {
+    size_t ld = (size_t)nb * P;
+    for (int i = 0; i < nb; i++) {
+        for (size_t r = 0; r < R; r++) {
+            float *d = dst + ((size_t)i * R + r) * P;
+            const float *s = src + r * ld + (size_t)i * P;
+            for (size_t p = 0; p < P; p++) d[p] += s[p];
+        }
+    }
+}
+
+/* out (nb, R, P) = bias[r] broadcast, or zeros when bias is NULL. */
+static void fill_bias(float *out, const float *bias, int nb, size_t R, size_t P) {
+    if (bias == NULL) {
+        memset(out, 0, (size_t)nb * R * P * sizeof(float));
+        return;
+    }
+    for (int i = 0; i < nb; i++) {
+        for (size_t r = 0; r < R; r++) {
+            float *d = out + ((size_t)i * R + r) * P;
+            float b = bias[r];
+            for (size_t p = 0; p < P; p++) d[p] = b;
+        }
+    }
+}
+
+/* dbias[r] += sum over n and p of dout[n, r, p]; dout is (N, R, P). Double sums. */
+static void bias_backward(float *dbias, const float *dout, int N, size_t R, size_t P) {
+    for (size_t r = 0; r < R; r++) {
+        double acc = 0.0;
+        for (int n = 0; n < N; n++) {
+            const float *d = dout + ((size_t)n * R + r) * P;
+            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+            size_t p = 0;
+            for (; p + 4 <= P; p += 4) {
+                a0 += d[p];
+                a1 += d[p + 1];
+                a2 += d[p + 2];
+                a3 += d[p + 3];
+            }
+            for (; p < P; p++) a0 += d[p];
+            acc += (a0 + a1) + (a2 + a3);
+        }
+        dbias[r] = (float)(dbias[r] + acc);
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* conv2d                                                                     */
+/* ------------------------------------------------------------------------- */
+
+size_t dg_conv2d_workspace_size(int N, int C, int H, int W, int OC, int KH,
+                                int KW, int SH, int SW, int PH, int PW, int OH,
+                                int OW) {
+    conv_plan p;
+    if (conv2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW) !=
+        DG_STATUS_OK) {
+        return 0;
+    }
+    return p.ws;
+}
+
+dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
+                            const float *weight, const float *bias, int N,
+                            int C, int H, int W, int OC, int KH, int KW, int SH,
+                            int SW, int PH, int PW, int OH, int OW) {
+    // out is (N, OC, OH, OW), workspace is (dg_conv2d_workspace_size),
+    // inp is (N, C, H, W), weight is (OC, C, KH, KW), bias is (OC) or NULL
+    conv_plan p;
+    dg_status st = conv2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
+    if (st != DG_STATUS_OK) return st;
+    if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
+        return DG_STATUS_ERR_NULL;
+    }
+    size_t hw = (size_t)H * W, ohw = p.cols, ckk = p.col_rows;
+    float *col = workspace;                    // (C*KK, nb*OHW)
+    float *tmp = workspace + ckk * ohw * p.nb; // (OC, nb*OHW), when nb > 1
+    for (int n0 = 0; n0 < N; n0 += p.nb) {
+        int nb = N - n0 < p.nb ? N - n0 : p.nb;
+        size_t L = (size_t)nb * ohw;
+        const float *x = inp + (size_t)n0 * C * hw;
+        float *o = out + (size_t)n0 * OC * ohw;
+        im2col(col, L, x, nb, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
+        if (nb == 1) {
+            // out[n] (OC, OHW) = weight (OC, C*KK) @ col (C*KK, OHW) + bias
+            float beta = 0.0f;
+            if (bias != NULL) {
+                fill_bias(o, bias, 1, (size_t)OC, ohw);
+                beta = 1.0f;
+            }
+            st = dg_sgemm(0, 0, OC, (int)L, (int)ckk, 1.0f, weight, (int)ckk,
+                          col, (int)L, beta, o, (int)L);
+            if (st != DG_STATUS_OK) return st;
+        } else {
+            // tmp (OC, nb*OHW) = weight (OC, C*KK) @ col (C*KK, nb*OHW)
+            st = dg_sgemm(0, 0, OC, (int)L, (int)ckk, 1.0f, weight, (int)ckk,
+                          col, (int)L, 0.0f, tmp, (int)L);
+            if (st != DG_STATUS_OK) return st;
+            scatter_rows_bias(o, tmp, bias, nb, (size_t)OC, ohw);
+        }
+    }
+    return DG_STATUS_OK;
+}
+
+dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
+                             float *workspace, const float *dout,
+                             const float *inp, const float *weight, int N,
+                             int C, int H, int W, int OC, int KH, int KW,
+                             int SH, int SW, int PH, int PW, int OH, int OW) {
+    // dinp is (N, C, H, W), dweight is (OC, C, KH, KW), dbias is (OC); any may be NULL
+    // workspace is (dg_conv2d_workspace_size), dout is (N, OC, OH, OW),
+    // inp is (N, C, H, W), weight is (OC, C, KH, KW)
+    conv_plan p;
+    dg_status st = conv2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
+    if (st != DG_STATUS_OK) return st;
+    if (workspace == NULL || dout == NULL || inp == NULL || weight == NULL) {
+        return DG_STATUS_ERR_NULL;
+    }
+    size_t hw = (size_t)H * W, ohw = p.cols, ckk = p.col_rows;
+    float *col = workspace;                    // (C*KK, nb*OHW)
+    float *tmp = workspace + ckk * ohw * p.nb; // (OC, nb*OHW), when nb > 1
+    if (dinp != NULL || dweight != NULL) {
+        for (int n0 = 0; n0 < N; n0 += p.nb) {
+            int nb = N - n0 < p.nb ? N - n0 : p.nb;
+            size_t L = (size_t)nb * ohw;
+            const float *dy = dout + (size_t)n0 * OC * ohw;
+            if (nb > 1) {
+                gather_rows(tmp, dy, nb, (size_t)OC, ohw);
+                dy = tmp;
+            }
+            // dy is dout of the group as (OC, nb*OHW)
+            if (dweight != NULL) {
+                // forward: tmp = weight @ col, col = im2col(inp)
+                // dweight (OC, C*KK) += dy (OC, nb*OHW) @ col^T (nb*OHW, C*KK)
+                im2col(col, L, inp + (size_t)n0 * C * hw, nb, C, H, W, KH, KW,
+                       SH, SW, PH, PW, OH, OW);
+                st = dg_sgemm(0, 1, OC, (int)ckk, (int)L, 1.0f, dy, (int)L, col,
+                              (int)L, 1.0f, dweight, (int)ckk);
+                if (st != DG_STATUS_OK) return st;
+            }
+            if (dinp != NULL) {
+                // forward: tmp = weight @ col, col = im2col(inp)
+                // dcol (C*KK, nb*OHW) = weight^T (C*KK, OC) @ dy (OC, nb*OHW)
+                st = dg_sgemm(1, 0, (int)ckk, (int)L, OC, 1.0f, weight,
+                              (int)ckk, dy, (int)L, 0.0f, col, (int)L);
+                if (st != DG_STATUS_OK) return st;
+                // dinp += col2im(dcol)
+                col2im_add(dinp + (size_t)n0 * C * hw, col, L, nb, C, H, W, KH,
+                           KW, SH, SW, PH, PW, OH, OW);
+            }
+        }
+    }
+    if (dbias != NULL) {
+        // forward: out[n, oc, :, :] = ... + bias[oc]
+        bias_backward(dbias, dout, N, (size_t)OC, ohw);
+    }
+    return DG_STATUS_OK;
+}
+
+/* ------------------------------------------------------------------------- */
+/* conv_transpose2d                                                           */
+/* ------------------------------------------------------------------------- */
+
+size_t dg_conv_transpose2d_workspace_size(int N, int C, int H, int W, int OC,
+                                          int KH, int KW, int SH, int SW,
+                                          int PH, int PW, int OH, int OW) {
+    conv_plan p;
+    if (conv_transpose2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH,
+                              OW) != DG_STATUS_OK) {
+        return 0;
+    }
+    return p.ws;
+}
+
+dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
+                                      const float *inp, const float *weight,
+                                      const float *bias, int N, int C, int H,
+                                      int W, int OC, int KH, int KW, int SH,
+                                      int SW, int PH, int PW, int OH, int OW) {
+    // out is (N, OC, OH, OW), workspace is (dg_conv_transpose2d_workspace_size),
+    // inp is (N, C, H, W), weight is (C, OC, KH, KW), bias is (OC) or NULL
+    conv_plan p;
+    dg_status st = conv_transpose2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW,
+                                         PH, PW, OH, OW);
+    if (st != DG_STATUS_OK) return st;
+    if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
+        return DG_STATUS_ERR_NULL;
+    }
+    size_t hw = p.cols, ohw = (size_t)OH * OW, okk = p.col_rows;
+    float *col = workspace;                   // (OC*KK, nb*HW)
+    float *xb = workspace + okk * hw * p.nb;  // (C, nb*HW), when nb > 1
+    for (int n0 = 0; n0 < N; n0 += p.nb) {
+        int nb = N - n0 < p.nb ? N - n0 : p.nb;
+        size_t L = (size_t)nb * hw;
+        const float *x = inp + (size_t)n0 * C * hw;
+        float *o = out + (size_t)n0 * OC * ohw;
+        if (nb > 1) {
+            gather_rows(xb, x, nb, (size_t)C, hw);
+            x = xb;
+        }
+        // col (OC*KK, nb*HW) = weight^T (OC*KK, C) @ x (C, nb*HW)
+        st = dg_sgemm(1, 0, (int)okk, (int)L, C, 1.0f, weight, (int)okk, x,
+                      (int)L, 0.0f, col, (int)L);
+        if (st != DG_STATUS_OK) return st;
+        // out = bias + col2im(col): each input pixel's KH x KW patch lands on out
+        fill_bias(o, bias, nb, (size_t)OC, ohw);
+        col2im_add(o, col, L, nb, OC, OH, OW, KH, KW, SH, SW, PH, PW, H, W);
+    }
+    return DG_STATUS_OK;
+}
+
+dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
+                                       float *dbias, float *workspace,
+                                       const float *dout, const float *inp,
+                                       const float *weight, int N, int C,
+                                       int H, int W, int OC, int KH, int KW,
+                                       int SH, int SW, int PH, int PW, int OH,
+                                       int OW) {
+    // dinp is (N, C, H, W), dweight is (C, OC, KH, KW), dbias is (OC); any may be NULL
+    // workspace is (dg_conv_transpose2d_workspace_size), dout is (N, OC, OH, OW),
+    // inp is (N, C, H, W), weight is (C, OC, KH, KW)
+    conv_plan p;
+    dg_status st = conv_transpose2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW,
+                                         PH, PW, OH, OW);
+    if (st != DG_STATUS_OK) return st;
+    if (workspace == NULL || dout == NULL || inp == NULL || weight == NULL) {
+        return DG_STATUS_ERR_NULL;
+    }
+    size_t hw = p.cols, ohw = (size_t)OH * OW, okk = p.col_rows;
+    float *col = workspace;                   // (OC*KK, nb*HW)
+    float *xb = workspace + okk * hw * p.nb;  // (C, nb*HW), when nb > 1
+    if (dinp != NULL || dweight != NULL) {
+        for (int n0 = 0; n0 < N; n0 += p.nb) {
+            int nb = N - n0 < p.nb ? N - n0 : p.nb;
+            size_t L = (size_t)nb * hw;
+            // forward: out = col2im(col)  =>  dcol = im2col(dout), (OC*KK, nb*HW)
+            im2col(col, L, dout + (size_t)n0 * OC * ohw, nb, OC, OH, OW, KH, KW,
+                   SH, SW, PH, PW, H, W);
+            if (dweight != NULL) {
+                // forward: col = weight^T @ x
+                // dweight (C, OC*KK) += x (C, nb*HW) @ dcol^T (nb*HW, OC*KK)
+                const float *x = inp + (size_t)n0 * C * hw;
+                if (nb > 1) {
+                    gather_rows(xb, x, nb, (size_t)C, hw);
+                    x = xb;
+                }
+                st = dg_sgemm(0, 1, C, (int)okk, (int)L, 1.0f, x, (int)L, col,
+                              (int)L, 1.0f, dweight, (int)okk);
+                if (st != DG_STATUS_OK) return st;
+            }
+            if (dinp != NULL) {
+                // forward: col = weight^T @ x
+                // dx (C, nb*HW) = weight (C, OC*KK) @ dcol (OC*KK, nb*HW); dinp += dx
+                float *di = dinp + (size_t)n0 * C * hw;
+                if (nb == 1) {
+                    st = dg_sgemm(0, 0, C, (int)L, (int)okk, 1.0f, weight,
+                                  (int)okk, col, (int)L, 1.0f, di, (int)L);
+                    if (st != DG_STATUS_OK) return st;
+                } else {
+                    st = dg_sgemm(0, 0, C, (int)L, (int)okk, 1.0f, weight,
+                                  (int)okk, col, (int)L, 0.0f, xb, (int)L);
+                    if (st != DG_STATUS_OK) return st;
+                    scatter_rows_add(di, xb, nb, (size_t)C, hw);
+                }
+            }
+        }
+    }
+    if (dbias != NULL) {
+        // forward: out[n, oc, :, :] = bias[oc] + ...
+        bias_backward(dbias, dout, N, (size_t)OC, ohw);
+    }
+    return DG_STATUS_OK;
+}

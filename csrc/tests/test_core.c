@@ -1,0 +1,980 @@
+/*
+ * test_core.c -- the C core's own test program, without Python.
+ *
+ *   make -C csrc test               (reference GEMM)
+ *   make -C csrc test BLAS=system   (system OpenBLAS)
+ *   make -C csrc valgrind           (under valgrind memcheck)
+ *
+ * Every op is compared with a naive direct-loop reference written here in
+ * double (7 nested loops for a convolution), plus exact small-integer cases,
+ * the adjoint identity <conv2d(x, w), y> = <x, conv_transpose2d(y, w)>, the
+ * backward contract (backward accumulates: twice gives twice the gradient,
+ * NULL gradients are skipped, inputs come out unchanged) and the error
+ * statuses on bad sizes. Buffers the ops must assign (outputs, workspaces)
+ * are filled with NaN first, so a read of stale memory shows up.
+ *
+ * One line per check ("PASS ..." / "FAIL [line] ..."), then "N passed, N failed";
+ * the exit status is non-zero when any check failed.
+ *
+ * Layout: one test_<group>() per group of ops, called from main(); new groups
+ * go where main() marks the place. Dimension letters are those of distgan.h.
+ */
+#include "distgan.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------- */
+/* check machinery                                                            */
+/* ------------------------------------------------------------------------- */
+
+static int n_pass = 0, n_fail = 0;
+
+static void check_report(int ok, int line, const char *fmt, ...) {
+    va_list ap;
+    if (ok) {
+        printf("PASS ");
+        n_pass++;
+    } else {
+        printf("FAIL [line %d] ", line);
+        n_fail++;
+    }
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+}
+
+/* CHECK(condition, printf-style description) */
+#define CHECK(cond, ...) check_report((cond) != 0, __LINE__, __VA_ARGS__)
+
+/* max_i |got_i - want_i| / max(1, max_j |want_j|); NaN in got gives NaN. */
+static double max_err(const float *got, const double *want, size_t n) {
+    double scale = 1.0, m = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs(want[i]) > scale) scale = fabs(want[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]) / scale;
+        if (!(e <= m)) m = e;
+    }
+    return m;
+}
+
+/* Checks got against want within tol (scale-relative, see max_err). */
+#define CHECK_CLOSE(got, want, n, tol, ...)                                     \
+    do {                                                                        \
+        double e_ = max_err((got), (want), (n));                                \
+        char d_[256];                                                           \
+        snprintf(d_, sizeof d_, __VA_ARGS__);                                   \
+        CHECK(e_ <= (tol), "%s (max err %.2e)", d_, e_);                        \
+    } while (0)
+
+static int same_floats(const float *a, const float *b, size_t n) {
+    return memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* buffers and deterministic random numbers                                   */
+/* ------------------------------------------------------------------------- */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+/* uniform in [-1, 1), xorshift64* */
+static float frand(void) {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    uint64_t r = rng_state * 0x2545F4914F6CDD1Dull;
+    return (float)((double)(r >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
+}
+
+static void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes > 0 ? bytes : 1);
+    if (p == NULL) {
+        fprintf(stderr, "test_core: out of memory (%zu bytes)\n", bytes);
+        exit(2);
+    }
+    return p;
+}
+
+static float *falloc(size_t n) { return xmalloc(n * sizeof(float)); }
+
+static float *frandn(size_t n) {
+    float *p = falloc(n);
+    for (size_t i = 0; i < n; i++) p[i] = frand();
+    return p;
+}
+
+static float *fnan(size_t n) {
+    float *p = falloc(n);
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
+
+static float *fcopy(const float *x, size_t n) {
+    float *p = falloc(n);
+    memcpy(p, x, n * sizeof(float));
+    return p;
+}
+
+static double *dzeros(size_t n) {
+    double *p = xmalloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) p[i] = 0.0;
+    return p;
+}
+
+static void fill_nan(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+}
+
+/* want_i = base_i + k * grad_i, the expected value of an accumulated gradient */
+static double *accumulated(const float *base, const double *grad, double k, size_t n) {
+    double *p = xmalloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) p[i] = base[i] + k * grad[i];
+    return p;
+}
+
+/* ------------------------------------------------------------------------- */
+/* GEMM                                                                       */
+/* ------------------------------------------------------------------------- */
+
+/* C (M, N) = alpha * op(A) @ op(B) + beta * C0 in double (beta == 0 ignores C0). */
+static void gemm_naive(double *C, int transA, int transB, int M, int N, int K,
+                       double alpha, const float *A, int lda, const float *B,
+                       int ldb, double beta, const float *C0, int ldc) {
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int p = 0; p < K; p++) {
+                double a = transA ? A[(size_t)p * lda + i] : A[(size_t)i * lda + p];
+                double b = transB ? B[(size_t)j * ldb + p] : B[(size_t)p * ldb + j];
+                s += a * b;
+            }
+            double c = beta == 0.0 ? 0.0 : beta * C0[(size_t)i * ldc + j];
+            C[(size_t)i * N + j] = alpha * s + c;
+        }
+    }
+}
+
+/* One GEMM case for both dg_sgemm_ref and dg_sgemm, with padded strides. */
+static void gemm_case(int transA, int transB, int M, int N, int K, float alpha,
+                      float beta, int nan_c) {
+    int lda = (transA ? M : K) + 3, ldb = (transB ? K : N) + 2, ldc = N + 1;
+    size_t na = (size_t)(transA ? K : M) * lda, nb = (size_t)(transB ? N : K) * ldb;
+    size_t nc = (size_t)M * ldc;
+    float *A = frandn(na), *B = frandn(nb), *C0 = nan_c ? fnan(nc) : frandn(nc);
+    float *A0 = fcopy(A, na), *B0 = fcopy(B, nb);
+    double *want = dzeros((size_t)M * N);
+    gemm_naive(want, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc);
+    float *Cr = fcopy(C0, nc), *Cb = fcopy(C0, nc);
+    float *gr = falloc((size_t)M * N), *gb = falloc((size_t)M * N);
+    dg_status sr = dg_sgemm_ref(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, Cr, ldc);
+    dg_status sb = dg_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, Cb, ldc);
+    int pad_ok = 1;
+    for (int i = 0; i < M; i++) {
+        memcpy(gr + (size_t)i * N, Cr + (size_t)i * ldc, (size_t)N * sizeof(float));
+        memcpy(gb + (size_t)i * N, Cb + (size_t)i * ldc, (size_t)N * sizeof(float));
+        for (int j = N; j < ldc; j++) {
+            size_t k = (size_t)i * ldc + j;
+            if (memcmp(&Cr[k], &C0[k], sizeof(float)) || memcmp(&Cb[k], &C0[k], sizeof(float))) {
+                pad_ok = 0;
+            }
+        }
+    }
+    const char *nanc = nan_c ? ", NaN in C" : "";
+    CHECK(sr == DG_STATUS_OK && sb == DG_STATUS_OK, "gemm tA=%d tB=%d %dx%dx%d status ok",
+          transA, transB, M, N, K);
+    CHECK_CLOSE(gr, want, (size_t)M * N, 1e-5,
+                "gemm_ref tA=%d tB=%d M=%d N=%d K=%d alpha=%g beta=%g%s vs double",
+                transA, transB, M, N, K, alpha, beta, nanc);
+    CHECK_CLOSE(gb, want, (size_t)M * N, 1e-5,
+                "gemm (%s) tA=%d tB=%d M=%d N=%d K=%d alpha=%g beta=%g%s vs double",
+                dg_blas_name(), transA, transB, M, N, K, alpha, beta, nanc);
+    CHECK(pad_ok && same_floats(A, A0, na) && same_floats(B, B0, nb),
+          "gemm tA=%d tB=%d: inputs and C's padding columns unchanged", transA, transB);
+    free(A); free(B); free(C0); free(A0); free(B0); free(want);
+    free(Cr); free(Cb); free(gr); free(gb);
+}
+
+static void test_gemm(void) {
+    printf("# gemm (BLAS: %s, %d thread(s))\n", dg_blas_name(), dg_get_num_threads());
+    const char *names[5];
+    int distinct = 1;
+    for (int s = 0; s < 5; s++) {
+        names[s] = dg_status_str((dg_status)s);
+        if (names[s] == NULL) distinct = 0;
+        for (int t = 0; distinct && t < s; t++) distinct = strcmp(names[s], names[t]) != 0;
+    }
+    CHECK(distinct && strcmp(dg_status_str(DG_STATUS_OK), "ok") == 0 &&
+              dg_status_str((dg_status)99) != NULL,
+          "dg_status_str: distinct names, never NULL");
+    const char *bn = dg_blas_name();
+    CHECK(bn != NULL && (!strcmp(bn, "reference") || !strcmp(bn, "openblas") ||
+                         !strcmp(bn, "scipy-openblas")),
+          "dg_blas_name is one of the documented names (%s)", bn ? bn : "NULL");
+    int nt = dg_get_num_threads();
+    dg_set_num_threads(nt);
+    CHECK(nt >= 1 && dg_get_num_threads() == nt, "dg_get/set_num_threads round trip (%d)", nt);
+
+    /* exact small integers: [[1,2,3],[4,5,6]] @ [[1,0],[0,1],[1,1]] = [[4,5],[10,11]] */
+    {
+        float A[6] = {1, 2, 3, 4, 5, 6}, B[6] = {1, 0, 0, 1, 1, 1}, C[4], Cr[4];
+        dg_status s1 = dg_sgemm(0, 0, 2, 2, 3, 1.0f, A, 3, B, 2, 0.0f, C, 2);
+        dg_status s2 = dg_sgemm_ref(0, 0, 2, 2, 3, 1.0f, A, 3, B, 2, 0.0f, Cr, 2);
+        CHECK(s1 == DG_STATUS_OK && s2 == DG_STATUS_OK && C[0] == 4 && C[1] == 5 &&
+                  C[2] == 10 && C[3] == 11 && !memcmp(C, Cr, sizeof C),
+              "gemm exact 2x3 @ 3x2 = [[4,5],[10,11]]");
+    }
+    for (int ta = 0; ta < 2; ta++) {
+        for (int tb = 0; tb < 2; tb++) {
+            gemm_case(ta, tb, 7, 5, 9, 0.7f, -0.3f, 0);
+            gemm_case(ta, tb, 67, 45, 131, 1.0f, 1.0f, 0);
+            gemm_case(ta, tb, 33, 70, 20, -1.5f, 0.0f, 1);
+        }
+    }
+    gemm_case(0, 0, 1, 1, 1, 2.0f, 0.5f, 0);
+    gemm_case(1, 0, 200, 3, 257, 1.0f, 0.0f, 1);
+
+    /* K == 0: C = beta * C; beta == 0 assigns zeros even over NaN */
+    {
+        float C[6] = {1, 2, 3, 4, 5, 6}, D[6];
+        float one = 1.0f;
+        for (int i = 0; i < 6; i++) D[i] = NAN;
+        dg_status s1 = dg_sgemm(0, 0, 2, 3, 0, 1.0f, &one, 1, &one, 3, 2.0f, C, 3);
+        dg_status s2 = dg_sgemm(0, 0, 2, 3, 0, 1.0f, NULL, 1, NULL, 3, 0.0f, D, 3);
+        int ok = s1 == DG_STATUS_OK && s2 == DG_STATUS_OK;
+        for (int i = 0; i < 6; i++) ok = ok && C[i] == 2.0f * (float)(i + 1) && D[i] == 0.0f;
+        float Cr[6] = {1, 2, 3, 4, 5, 6};
+        dg_status s3 = dg_sgemm_ref(0, 0, 2, 3, 0, 1.0f, NULL, 1, NULL, 3, -1.0f, Cr, 3);
+        for (int i = 0; i < 6; i++) ok = ok && Cr[i] == -(float)(i + 1);
+        CHECK(ok && s3 == DG_STATUS_OK, "gemm K=0: C = beta*C, beta=0 assigns over NaN");
+    }
+    /* M == 0 or N == 0: no-op, C untouched */
+    {
+        float C[2] = {7, 8};
+        dg_status s1 = dg_sgemm(0, 0, 0, 2, 3, 1.0f, NULL, 3, NULL, 2, 0.0f, C, 2);
+        dg_status s2 = dg_sgemm(0, 0, 1, 0, 3, 1.0f, NULL, 3, NULL, 1, 0.0f, C, 1);
+        dg_status s3 = dg_sgemm_ref(0, 0, 0, 2, 3, 1.0f, NULL, 3, NULL, 2, 0.0f, C, 2);
+        CHECK(s1 == DG_STATUS_OK && s2 == DG_STATUS_OK && s3 == DG_STATUS_OK &&
+                  C[0] == 7 && C[1] == 8,
+              "gemm M=0 / N=0 is a no-op");
+    }
+    /* bad sizes and strides */
+    {
+        float A[64], B[64], C[64];
+        for (int i = 0; i < 64; i++) A[i] = B[i] = C[i] = 1.0f;
+        int ok = 1;
+        for (int r = 0; r < 2; r++) {
+            dg_status (*g)(int, int, int, int, int, float, const float *, int,
+                           const float *, int, float, float *, int) = r ? dg_sgemm_ref : dg_sgemm;
+            ok = ok && g(0, 0, -1, 2, 2, 1.0f, A, 2, B, 2, 0.0f, C, 2) == DG_STATUS_ERR_SHAPE;
+            ok = ok && g(0, 0, 2, -1, 2, 1.0f, A, 2, B, 2, 0.0f, C, 2) == DG_STATUS_ERR_SHAPE;
+            ok = ok && g(0, 0, 2, 2, -1, 1.0f, A, 2, B, 2, 0.0f, C, 2) == DG_STATUS_ERR_SHAPE;
+            ok = ok && g(0, 0, 2, 3, 4, 1.0f, A, 3, B, 3, 0.0f, C, 3) == DG_STATUS_ERR_SHAPE;
+            ok = ok && g(1, 0, 2, 3, 4, 1.0f, A, 1, B, 3, 0.0f, C, 3) == DG_STATUS_ERR_SHAPE;
+            ok = ok && g(0, 0, 2, 3, 4, 1.0f, A, 4, B, 2, 0.0f, C, 3) == DG_STATUS_ERR_SHAPE;
+            ok = ok && g(0, 1, 2, 3, 4, 1.0f, A, 4, B, 3, 0.0f, C, 3) == DG_STATUS_ERR_SHAPE;
+            ok = ok && g(0, 0, 2, 3, 4, 1.0f, A, 4, B, 3, 0.0f, C, 2) == DG_STATUS_ERR_SHAPE;
+            ok = ok && g(0, 0, 2, 3, 4, 1.0f, A, 4, B, 3, 0.0f, NULL, 3) == DG_STATUS_ERR_NULL;
+            ok = ok && g(0, 0, 2, 3, 4, 1.0f, NULL, 4, B, 3, 0.0f, C, 3) == DG_STATUS_ERR_NULL;
+            ok = ok && g(0, 0, 2, 3, 4, 1.0f, A, 4, NULL, 3, 0.0f, C, 3) == DG_STATUS_ERR_NULL;
+        }
+        int untouched = 1;
+        for (int i = 0; i < 64; i++) untouched = untouched && C[i] == 1.0f;
+        CHECK(ok && untouched, "gemm: bad sizes/strides -> shape error, NULL -> null error, C untouched");
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* Linear                                                                     */
+/* ------------------------------------------------------------------------- */
+
+static void test_linear(void) {
+    printf("# linear\n");
+    const int N = 5, C = 7, OC = 3;
+    float *x = frandn((size_t)N * C), *w = frandn((size_t)OC * C), *b = frandn(OC);
+    float *dy = frandn((size_t)N * OC);
+    float *x0 = fcopy(x, (size_t)N * C), *w0 = fcopy(w, (size_t)OC * C), *dy0 = fcopy(dy, (size_t)N * OC);
+    double *want = dzeros((size_t)N * OC), *want_nb = dzeros((size_t)N * OC);
+    double *gx = dzeros((size_t)N * C), *gw = dzeros((size_t)OC * C), *gb = dzeros(OC);
+    for (int n = 0; n < N; n++) {
+        for (int o = 0; o < OC; o++) {
+            double s = 0.0;
+            for (int c = 0; c < C; c++) s += (double)x[n * C + c] * w[o * C + c];
+            want_nb[n * OC + o] = s;
+            want[n * OC + o] = s + b[o];
+            gb[o] += dy[n * OC + o];
+            for (int c = 0; c < C; c++) {
+                gx[n * C + c] += (double)dy[n * OC + o] * w[o * C + c];
+                gw[o * C + c] += (double)dy[n * OC + o] * x[n * C + c];
+            }
+        }
+    }
+    float *out = fnan((size_t)N * OC);
+    CHECK(dg_linear_forward(out, x, w, b, N, C, OC) == DG_STATUS_OK, "linear forward status ok");
+    CHECK_CLOSE(out, want, (size_t)N * OC, 1e-6, "linear forward with bias vs naive");
+    fill_nan(out, (size_t)N * OC);
+    dg_linear_forward(out, x, w, NULL, N, C, OC);
+    CHECK_CLOSE(out, want_nb, (size_t)N * OC, 1e-6, "linear forward without bias vs naive");
+
+    float *dx = frandn((size_t)N * C), *dw = frandn((size_t)OC * C), *db = frandn(OC);
+    double *ex1 = accumulated(dx, gx, 1, (size_t)N * C), *ex2 = accumulated(dx, gx, 2, (size_t)N * C);
+    double *ew1 = accumulated(dw, gw, 1, (size_t)OC * C), *ew2 = accumulated(dw, gw, 2, (size_t)OC * C);
+    double *eb1 = accumulated(db, gb, 1, OC), *eb2 = accumulated(db, gb, 2, OC);
+    CHECK(dg_linear_backward(dx, dw, db, dy, x, w, N, C, OC) == DG_STATUS_OK, "linear backward status ok");
+    CHECK_CLOSE(dx, ex1, (size_t)N * C, 1e-6, "linear backward dinp accumulates onto existing values");
+    CHECK_CLOSE(dw, ew1, (size_t)OC * C, 1e-6, "linear backward dweight accumulates");
+    CHECK_CLOSE(db, eb1, OC, 1e-6, "linear backward dbias accumulates");
+    dg_linear_backward(dx, dw, db, dy, x, w, N, C, OC);
+    CHECK_CLOSE(dx, ex2, (size_t)N * C, 1e-6, "linear backward twice: dinp gets twice the gradient");
+    CHECK_CLOSE(dw, ew2, (size_t)OC * C, 1e-6, "linear backward twice: dweight gets twice the gradient");
+    CHECK_CLOSE(db, eb2, OC, 1e-6, "linear backward twice: dbias gets twice the gradient");
+    float *dw_only = falloc((size_t)OC * C);
+    memset(dw_only, 0, (size_t)OC * C * sizeof(float));
+    CHECK(dg_linear_backward(NULL, dw_only, NULL, dy, x, w, N, C, OC) == DG_STATUS_OK &&
+              dg_linear_backward(NULL, NULL, NULL, dy, x, w, N, C, OC) == DG_STATUS_OK,
+          "linear backward with NULL gradients ok");
+    CHECK_CLOSE(dw_only, gw, (size_t)OC * C, 1e-6, "linear backward dweight alone");
+    CHECK(same_floats(x, x0, (size_t)N * C) && same_floats(w, w0, (size_t)OC * C) &&
+              same_floats(dy, dy0, (size_t)N * OC),
+          "linear: inputs unchanged");
+    CHECK(dg_linear_forward(out, x, w, b, 0, C, OC) == DG_STATUS_ERR_SHAPE &&
+              dg_linear_forward(out, x, w, b, N, -1, OC) == DG_STATUS_ERR_SHAPE &&
+              dg_linear_forward(out, x, w, b, N, C, 0) == DG_STATUS_ERR_SHAPE &&
+              dg_linear_forward(NULL, x, w, b, N, C, OC) == DG_STATUS_ERR_NULL &&
+              dg_linear_forward(out, x, NULL, b, N, C, OC) == DG_STATUS_ERR_NULL &&
+              dg_linear_backward(dx, dw, db, dy, x, w, N, 0, OC) == DG_STATUS_ERR_SHAPE &&
+              dg_linear_backward(dx, dw, db, NULL, x, w, N, C, OC) == DG_STATUS_ERR_NULL,
+          "linear: bad sizes -> shape error, NULL -> null error");
+    free(x); free(w); free(b); free(dy); free(x0); free(w0); free(dy0);
+    free(want); free(want_nb); free(gx); free(gw); free(gb); free(out);
+    free(dx); free(dw); free(db); free(ex1); free(ex2); free(ew1); free(ew2);
+    free(eb1); free(eb2); free(dw_only);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Convolution and transposed convolution                                     */
+/* ------------------------------------------------------------------------- */
+
+typedef struct {
+    int N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW;
+} conv_geom;
+
+/* Direct conv2d in double. out is (N, OC, OH, OW), x (N, C, H, W),
+ * w (OC, C, KH, KW), b (OC) or NULL. */
+static void conv2d_naive(double *out, const float *x, const float *w,
+                         const float *b, const conv_geom *g) {
+    for (int n = 0; n < g->N; n++)
+    for (int oc = 0; oc < g->OC; oc++)
+    for (int oh = 0; oh < g->OH; oh++)
+    for (int ow = 0; ow < g->OW; ow++) {
+        double s = b ? b[oc] : 0.0;
+        for (int c = 0; c < g->C; c++)
+        for (int kh = 0; kh < g->KH; kh++)
+        for (int kw = 0; kw < g->KW; kw++) {
+            int ih = oh * g->SH - g->PH + kh, iw = ow * g->SW - g->PW + kw;
+            if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+            s += (double)x[((size_t)(n * g->C + c) * g->H + ih) * g->W + iw] *
+                 w[((size_t)(oc * g->C + c) * g->KH + kh) * g->KW + kw];
+        }
+        out[((size_t)(n * g->OC + oc) * g->OH + oh) * g->OW + ow] = s;
+    }
+}
+
+/* Gradients of conv2d_naive in double (assigned): dx (N,C,H,W), dw (OC,C,KH,KW), db (OC). */
+static void conv2d_backward_naive(double *dx, double *dw, double *db, const float *dy,
+                                  const float *x, const float *w, const conv_geom *g) {
+    for (int n = 0; n < g->N; n++)
+    for (int oc = 0; oc < g->OC; oc++)
+    for (int oh = 0; oh < g->OH; oh++)
+    for (int ow = 0; ow < g->OW; ow++) {
+        double d = dy[((size_t)(n * g->OC + oc) * g->OH + oh) * g->OW + ow];
+        db[oc] += d;
+        for (int c = 0; c < g->C; c++)
+        for (int kh = 0; kh < g->KH; kh++)
+        for (int kw = 0; kw < g->KW; kw++) {
+            int ih = oh * g->SH - g->PH + kh, iw = ow * g->SW - g->PW + kw;
+            if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+            size_t xi = ((size_t)(n * g->C + c) * g->H + ih) * g->W + iw;
+            size_t wi = ((size_t)(oc * g->C + c) * g->KH + kh) * g->KW + kw;
+            dx[xi] += d * w[wi];
+            dw[wi] += d * x[xi];
+        }
+    }
+}
+
+/* Direct conv_transpose2d in double, as a scatter. out is (N, OC, OH, OW),
+ * x (N, C, H, W), w (C, OC, KH, KW), b (OC) or NULL. */
+static void conv_t_naive(double *out, const float *x, const float *w,
+                         const float *b, const conv_geom *g) {
+    for (int n = 0; n < g->N; n++)
+    for (int oc = 0; oc < g->OC; oc++)
+    for (size_t p = 0; p < (size_t)g->OH * g->OW; p++) {
+        out[(size_t)(n * g->OC + oc) * g->OH * g->OW + p] = b ? b[oc] : 0.0;
+    }
+    for (int n = 0; n < g->N; n++)
+    for (int c = 0; c < g->C; c++)
+    for (int ih = 0; ih < g->H; ih++)
+    for (int iw = 0; iw < g->W; iw++) {
+        double v = x[((size_t)(n * g->C + c) * g->H + ih) * g->W + iw];
+        for (int oc = 0; oc < g->OC; oc++)
+        for (int kh = 0; kh < g->KH; kh++)
+        for (int kw = 0; kw < g->KW; kw++) {
+            int oh = ih * g->SH - g->PH + kh, ow = iw * g->SW - g->PW + kw;
+            if (oh < 0 || oh >= g->OH || ow < 0 || ow >= g->OW) continue;
+            out[((size_t)(n * g->OC + oc) * g->OH + oh) * g->OW + ow] +=
+                v * w[((size_t)(c * g->OC + oc) * g->KH + kh) * g->KW + kw];
+        }
+    }
+}
+
+/* Gradients of conv_t_naive in double (assigned): dx (N,C,H,W), dw (C,OC,KH,KW), db (OC). */
+static void conv_t_backward_naive(double *dx, double *dw, double *db, const float *dy,
+                                  const float *x, const float *w, const conv_geom *g) {
+    for (int n = 0; n < g->N; n++)
+    for (int oc = 0; oc < g->OC; oc++)
+    for (size_t p = 0; p < (size_t)g->OH * g->OW; p++) {
+        db[oc] += dy[(size_t)(n * g->OC + oc) * g->OH * g->OW + p];
+    }
+    for (int n = 0; n < g->N; n++)
+    for (int c = 0; c < g->C; c++)
+    for (int ih = 0; ih < g->H; ih++)
+    for (int iw = 0; iw < g->W; iw++) {
+        size_t xi = ((size_t)(n * g->C + c) * g->H + ih) * g->W + iw;
+        for (int oc = 0; oc < g->OC; oc++)
+        for (int kh = 0; kh < g->KH; kh++)
+        for (int kw = 0; kw < g->KW; kw++) {
+            int oh = ih * g->SH - g->PH + kh, ow = iw * g->SW - g->PW + kw;
+            if (oh < 0 || oh >= g->OH || ow < 0 || ow >= g->OW) continue;
+            double d = dy[((size_t)(n * g->OC + oc) * g->OH + oh) * g->OW + ow];
+            size_t wi = ((size_t)(c * g->OC + oc) * g->KH + kh) * g->KW + kw;
+            dx[xi] += d * w[wi];
+            dw[wi] += d * x[xi];
+        }
+    }
+}
+
+static size_t ws_size(const conv_geom *g, int transposed) {
+    return transposed
+        ? dg_conv_transpose2d_workspace_size(g->N, g->C, g->H, g->W, g->OC, g->KH, g->KW,
+                                             g->SH, g->SW, g->PH, g->PW, g->OH, g->OW)
+        : dg_conv2d_workspace_size(g->N, g->C, g->H, g->W, g->OC, g->KH, g->KW, g->SH,
+                                   g->SW, g->PH, g->PW, g->OH, g->OW);
+}
+
+static dg_status conv_fwd(const conv_geom *g, int transposed, float *out, float *ws,
+                          const float *x, const float *w, const float *b) {
+    return transposed
+        ? dg_conv_transpose2d_forward(out, ws, x, w, b, g->N, g->C, g->H, g->W, g->OC,
+                                      g->KH, g->KW, g->SH, g->SW, g->PH, g->PW, g->OH, g->OW)
+        : dg_conv2d_forward(out, ws, x, w, b, g->N, g->C, g->H, g->W, g->OC, g->KH,
+                            g->KW, g->SH, g->SW, g->PH, g->PW, g->OH, g->OW);
+}
+
+static dg_status conv_bwd(const conv_geom *g, int transposed, float *dx, float *dw,
+                          float *db, float *ws, const float *dy, const float *x,
+                          const float *w) {
+    return transposed
+        ? dg_conv_transpose2d_backward(dx, dw, db, ws, dy, x, w, g->N, g->C, g->H, g->W,
+                                       g->OC, g->KH, g->KW, g->SH, g->SW, g->PH, g->PW,
+                                       g->OH, g->OW)
+        : dg_conv2d_backward(dx, dw, db, ws, dy, x, w, g->N, g->C, g->H, g->W, g->OC,
+                             g->KH, g->KW, g->SH, g->SW, g->PH, g->PW, g->OH, g->OW);
+}
+
+/* Forward and backward of one conv2d (transposed = 0) or conv_transpose2d case
+ * against the naive loops, with an exactly sized workspace. */
+static void conv_case(const conv_geom *g, int transposed) {
+    const char *op = transposed ? "conv_transpose2d" : "conv2d";
+    char tag[160];
+    snprintf(tag, sizeof tag, "%s N=%d C=%d %dx%d OC=%d K=%dx%d S=%d,%d P=%d,%d -> %dx%d",
+             op, g->N, g->C, g->H, g->W, g->OC, g->KH, g->KW, g->SH, g->SW, g->PH,
+             g->PW, g->OH, g->OW);
+    size_t nx = (size_t)g->N * g->C * g->H * g->W, ny = (size_t)g->N * g->OC * g->OH * g->OW;
+    size_t nw = (size_t)g->OC * g->C * g->KH * g->KW, nws = ws_size(g, transposed);
+    CHECK(nws > 0, "%s: workspace size %zu floats", tag, nws);
+    float *x = frandn(nx), *w = frandn(nw), *b = frandn(g->OC), *dy = frandn(ny);
+    float *x0 = fcopy(x, nx), *w0 = fcopy(w, nw), *dy0 = fcopy(dy, ny);
+    float *ws = fnan(nws), *out = fnan(ny);
+    double *want = dzeros(ny);
+
+    if (transposed) conv_t_naive(want, x, w, b, g); else conv2d_naive(want, x, w, b, g);
+    dg_status st = conv_fwd(g, transposed, out, ws, x, w, b);
+    CHECK(st == DG_STATUS_OK, "%s: forward status ok", tag);
+    CHECK_CLOSE(out, want, ny, 1e-5, "%s: forward with bias vs naive", tag);
+    if (transposed) conv_t_naive(want, x, w, NULL, g); else conv2d_naive(want, x, w, NULL, g);
+    fill_nan(out, ny);
+    fill_nan(ws, nws);
+    conv_fwd(g, transposed, out, ws, x, w, NULL);
+    CHECK_CLOSE(out, want, ny, 1e-5, "%s: forward without bias vs naive", tag);
+
+    double *gx = dzeros(nx), *gw = dzeros(nw), *gb = dzeros(g->OC);
+    if (transposed) conv_t_backward_naive(gx, gw, gb, dy, x, w, g);
+    else conv2d_backward_naive(gx, gw, gb, dy, x, w, g);
+    float *dx = frandn(nx), *dw = frandn(nw), *db = frandn(g->OC);
+    double *ex1 = accumulated(dx, gx, 1, nx), *ex2 = accumulated(dx, gx, 2, nx);
+    double *ew1 = accumulated(dw, gw, 1, nw), *ew2 = accumulated(dw, gw, 2, nw);
+    double *eb1 = accumulated(db, gb, 1, g->OC), *eb2 = accumulated(db, gb, 2, g->OC);
+    fill_nan(ws, nws);
+    st = conv_bwd(g, transposed, dx, dw, db, ws, dy, x, w);
+    CHECK(st == DG_STATUS_OK, "%s: backward status ok", tag);
+    CHECK_CLOSE(dx, ex1, nx, 1e-5, "%s: backward dinp (accumulated) vs naive", tag);
+    CHECK_CLOSE(dw, ew1, nw, 1e-5, "%s: backward dweight (accumulated) vs naive", tag);
+    CHECK_CLOSE(db, eb1, g->OC, 1e-5, "%s: backward dbias (accumulated) vs naive", tag);
+    fill_nan(ws, nws);
+    conv_bwd(g, transposed, dx, dw, db, ws, dy, x, w);
+    CHECK_CLOSE(dx, ex2, nx, 1e-5, "%s: backward twice: dinp gets twice the gradient", tag);
+    CHECK_CLOSE(dw, ew2, nw, 1e-5, "%s: backward twice: dweight gets twice the gradient", tag);
+    CHECK_CLOSE(db, eb2, g->OC, 1e-5, "%s: backward twice: dbias gets twice the gradient", tag);
+
+    /* each gradient alone, the others NULL */
+    float *dx1 = falloc(nx), *dw1 = falloc(nw);
+    memset(dx1, 0, nx * sizeof(float));
+    memset(dw1, 0, nw * sizeof(float));
+    fill_nan(ws, nws);
+    dg_status s1 = conv_bwd(g, transposed, dx1, NULL, NULL, ws, dy, x, w);
+    fill_nan(ws, nws);
+    dg_status s2 = conv_bwd(g, transposed, NULL, dw1, NULL, ws, dy, x, w);
+    dg_status s3 = conv_bwd(g, transposed, NULL, NULL, NULL, ws, dy, x, w);
+    CHECK(s1 == DG_STATUS_OK && s2 == DG_STATUS_OK && s3 == DG_STATUS_OK,
+          "%s: backward with NULL gradients ok", tag);
+    CHECK_CLOSE(dx1, gx, nx, 1e-5, "%s: backward dinp alone", tag);
+    CHECK_CLOSE(dw1, gw, nw, 1e-5, "%s: backward dweight alone", tag);
+    CHECK(same_floats(x, x0, nx) && same_floats(w, w0, nw) && same_floats(dy, dy0, ny),
+          "%s: inputs unchanged", tag);
+
+    free(x); free(w); free(b); free(dy); free(x0); free(w0); free(dy0); free(ws);
+    free(out); free(want); free(gx); free(gw); free(gb); free(dx); free(dw); free(db);
+    free(ex1); free(ex2); free(ew1); free(ew2); free(eb1); free(eb2); free(dx1); free(dw1);
+}
+
+/* <conv2d(x, w), y> = <x, conv_transpose2d(y, w)>: conv_transpose2d with the
+ * conv2d weight (OC, C, KH, KW) read as (C', OC', KH, KW) = (OC, C, KH, KW),
+ * and the output_padding that brings OH back to H. */
+static void conv_adjoint_case(const conv_geom *g) {
+    conv_geom t = {g->N, g->OC, g->OH, g->OW, g->C, g->KH, g->KW, g->SH, g->SW,
+                   g->PH, g->PW, g->H, g->W};
+    size_t nx = (size_t)g->N * g->C * g->H * g->W, ny = (size_t)g->N * g->OC * g->OH * g->OW;
+    size_t nw = (size_t)g->OC * g->C * g->KH * g->KW;
+    size_t n1 = ws_size(g, 0), n2 = ws_size(&t, 1);
+    float *x = frandn(nx), *w = frandn(nw), *y = frandn(ny);
+    float *cx = fnan(ny), *ty = fnan(nx), *ws1 = fnan(n1 ? n1 : 1), *ws2 = fnan(n2 ? n2 : 1);
+    dg_status s1 = conv_fwd(g, 0, cx, ws1, x, w, NULL);
+    dg_status s2 = conv_fwd(&t, 1, ty, ws2, y, w, NULL);
+    double lhs = 0.0, rhs = 0.0, mag = 0.0;
+    for (size_t i = 0; i < ny; i++) {
+        lhs += (double)cx[i] * y[i];
+        mag += fabs((double)cx[i] * y[i]);
+    }
+    for (size_t i = 0; i < nx; i++) rhs += (double)x[i] * ty[i];
+    double rel = fabs(lhs - rhs) / (mag > 1.0 ? mag : 1.0);
+    CHECK(s1 == DG_STATUS_OK && s2 == DG_STATUS_OK && n1 > 0 && n2 > 0 && rel < 1e-6,
+          "adjoint <conv2d(x,w),y> = <x,conv_transpose2d(y,w)> C=%d %dx%d OC=%d K=%dx%d S=%d,%d "
+          "P=%d,%d output_padding=%d,%d (%.6g vs %.6g)",
+          g->C, g->H, g->W, g->OC, g->KH, g->KW, g->SH, g->SW, g->PH, g->PW,
+          g->H - ((g->OH - 1) * g->SH - 2 * g->PH + g->KH),
+          g->W - ((g->OW - 1) * g->SW - 2 * g->PW + g->KW), lhs, rhs);
+    free(x); free(w); free(y); free(cx); free(ty); free(ws1); free(ws2);
+}
+
+static void conv_exact_cases(void) {
+    /* conv2d: 3x3 input 1..9, 2x2 kernel of ones, stride 1 -> [[12,16],[24,28]] */
+    {
+        float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, w[4] = {1, 1, 1, 1}, out[4];
+        conv_geom g = {1, 1, 3, 3, 1, 2, 2, 1, 1, 0, 0, 2, 2};
+        size_t n = ws_size(&g, 0);
+        float *ws = fnan(n);
+        dg_status st = conv_fwd(&g, 0, out, ws, x, w, NULL);
+        CHECK(st == DG_STATUS_OK && out[0] == 12 && out[1] == 16 && out[2] == 24 && out[3] == 28,
+              "conv2d exact: 3x3 (1..9) * ones(2x2) = [[12,16],[24,28]]");
+        free(ws);
+    }
+    /* conv2d with padding 1, stride 2, bias 1: every window of ones(3x3) sees 2x2 ones -> 4 + 1 */
+    {
+        float x[9], w[9], b[1] = {1}, out[4];
+        for (int i = 0; i < 9; i++) x[i] = w[i] = 1;
+        conv_geom g = {1, 1, 3, 3, 1, 3, 3, 2, 2, 1, 1, 2, 2};
+        size_t n = ws_size(&g, 0);
+        float *ws = fnan(n);
+        dg_status st = conv_fwd(&g, 0, out, ws, x, w, b);
+        CHECK(st == DG_STATUS_OK && out[0] == 5 && out[1] == 5 && out[2] == 5 && out[3] == 5,
+              "conv2d exact: ones(3x3) * ones(3x3), P=1 S=2, bias 1 = [[5,5],[5,5]]");
+        free(ws);
+    }
+    /* conv_transpose2d, stride 1: [[1,2],[3,4]] with ones(2x2) -> [[1,3,2],[4,10,6],[3,7,4]] */
+    {
+        float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 1}, out[9];
+        const float want[9] = {1, 3, 2, 4, 10, 6, 3, 7, 4};
+        conv_geom g = {1, 1, 2, 2, 1, 2, 2, 1, 1, 0, 0, 3, 3};
+        size_t n = ws_size(&g, 1);
+        float *ws = fnan(n);
+        dg_status st = conv_fwd(&g, 1, out, ws, x, w, NULL);
+        CHECK(st == DG_STATUS_OK && !memcmp(out, want, sizeof want),
+              "conv_transpose2d exact: [[1,2],[3,4]] with ones(2x2), S=1 = [[1,3,2],[4,10,6],[3,7,4]]");
+        free(ws);
+    }
+    /* conv_transpose2d, stride 2, kernel [[1,2],[3,4]], 2 output channels
+     * (second one = 10 * first), bias (0, 1): each input pixel stamps v * kernel */
+    {
+        float x[4] = {1, 2, 3, 4}, w[8] = {1, 2, 3, 4, 10, 20, 30, 40}, b[2] = {0, 1}, out[32];
+        const float k0[16] = {1, 2, 2, 4, 3, 4, 6, 8, 3, 6, 4, 8, 9, 12, 12, 16};
+        conv_geom g = {1, 1, 2, 2, 2, 2, 2, 2, 2, 0, 0, 4, 4};
+        size_t n = ws_size(&g, 1);
+        float *ws = fnan(n);
+        dg_status st = conv_fwd(&g, 1, out, ws, x, w, b);
+        int ok = st == DG_STATUS_OK;
+        for (int i = 0; i < 16; i++) ok = ok && out[i] == k0[i] && out[16 + i] == 10 * k0[i] + 1;
+        CHECK(ok, "conv_transpose2d exact: S=2 K=2 stamps v*kernel per pixel, 2 channels with bias");
+        free(ws);
+    }
+    /* conv_transpose2d with output_padding: 1x1 input 2, kernel 1..9 (3x3), S=2, P=1,
+     * OH = 0*2 - 2 + 3 + 1 = 2: padding crops kernel row/col 0, output_padding keeps row/col 2 */
+    {
+        float x[1] = {2}, w[9], out[4];
+        for (int i = 0; i < 9; i++) w[i] = (float)(i + 1);
+        conv_geom g = {1, 1, 1, 1, 1, 3, 3, 2, 2, 1, 1, 2, 2};
+        size_t n = ws_size(&g, 1);
+        float *ws = fnan(n);
+        dg_status st = conv_fwd(&g, 1, out, ws, x, w, NULL);
+        CHECK(st == DG_STATUS_OK && out[0] == 10 && out[1] == 12 && out[2] == 16 && out[3] == 18,
+              "conv_transpose2d exact: output_padding=1 crops kernel rows/cols 1..2 = [[10,12],[16,18]]");
+        free(ws);
+    }
+}
+
+static void conv_error_cases(void) {
+    float buf[64];
+    for (int i = 0; i < 64; i++) buf[i] = 0.0f;
+    float *o = buf, *ws = buf;
+    const float *x = buf, *w = buf;
+    int ok = 1;
+    /* wrong output size */
+    ok = ok && dg_conv2d_workspace_size(1, 1, 4, 4, 1, 3, 3, 1, 1, 0, 0, 3, 2) == 0;
+    ok = ok && dg_conv2d_forward(o, ws, x, w, NULL, 1, 1, 4, 4, 1, 3, 3, 1, 1, 0, 0, 3, 2) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_conv2d_backward(o, o, o, ws, x, x, w, 1, 1, 4, 4, 1, 3, 3, 1, 1, 0, 0, 2, 3) == DG_STATUS_ERR_SHAPE;
+    /* kernel larger than the padded input: (4 + 0 - 5) < 0 */
+    ok = ok && dg_conv2d_forward(o, ws, x, w, NULL, 1, 1, 4, 4, 1, 5, 5, 2, 2, 0, 0, 1, 1) == DG_STATUS_ERR_SHAPE;
+    /* zero / negative sizes, stride 0, negative padding */
+    ok = ok && dg_conv2d_forward(o, ws, x, w, NULL, 0, 1, 4, 4, 1, 3, 3, 1, 1, 0, 0, 2, 2) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_conv2d_forward(o, ws, x, w, NULL, 1, 1, 4, 4, 1, 3, 3, 0, 1, 0, 0, 2, 2) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_conv2d_forward(o, ws, x, w, NULL, 1, 1, 4, 4, 1, 3, 3, 1, 1, -1, 0, 0, 2) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_conv2d_forward(o, ws, x, w, NULL, 1, -1, 4, 4, 1, 3, 3, 1, 1, 0, 0, 2, 2) == DG_STATUS_ERR_SHAPE;
+    /* padded sizes beyond an int */
+    ok = ok && dg_conv2d_workspace_size(1, 1, 4, 4, 1, 3, 3, INT_MAX, 1, INT_MAX / 2, 0, 2, 2) == 0;
+    /* sizes whose products overflow: rejected before any memory is touched */
+    ok = ok && dg_conv2d_workspace_size(INT_MAX, INT_MAX, 65536, 65536, INT_MAX, 1, 1, 1, 1, 0, 0,
+                                        65536, 65536) == 0;
+    ok = ok && dg_conv2d_forward(o, ws, x, w, NULL, INT_MAX, INT_MAX, 65536, 65536, INT_MAX, 1, 1,
+                                 1, 1, 0, 0, 65536, 65536) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_conv_transpose2d_forward(o, ws, x, w, NULL, 2, 65536, 65536, 65536, 65536, 1, 1,
+                                           1, 1, 0, 0, 65536, 65536) == DG_STATUS_ERR_SHAPE;
+    /* NULL pointers */
+    ok = ok && dg_conv2d_forward(o, NULL, x, w, NULL, 1, 1, 4, 4, 1, 3, 3, 1, 1, 0, 0, 2, 2) == DG_STATUS_ERR_NULL;
+    ok = ok && dg_conv2d_forward(NULL, ws, x, w, NULL, 1, 1, 4, 4, 1, 3, 3, 1, 1, 0, 0, 2, 2) == DG_STATUS_ERR_NULL;
+    ok = ok && dg_conv2d_backward(o, o, o, ws, NULL, x, w, 1, 1, 4, 4, 1, 3, 3, 1, 1, 0, 0, 2, 2) == DG_STATUS_ERR_NULL;
+    CHECK(ok, "conv2d: bad sizes -> shape error (workspace size 0), NULL -> null error");
+
+    ok = 1;
+    /* OH = (H-1)*S - 2P + K + oph needs 0 <= oph < S: (3-1)*2 - 2 + 4 = 6, so OH in {6, 7} */
+    ok = ok && dg_conv_transpose2d_workspace_size(1, 1, 3, 3, 1, 4, 4, 2, 2, 1, 1, 6, 7) > 0;
+    ok = ok && dg_conv_transpose2d_workspace_size(1, 1, 3, 3, 1, 4, 4, 2, 2, 1, 1, 8, 6) == 0;
+    ok = ok && dg_conv_transpose2d_workspace_size(1, 1, 3, 3, 1, 4, 4, 2, 2, 1, 1, 5, 6) == 0;
+    ok = ok && dg_conv_transpose2d_forward(o, ws, x, w, NULL, 1, 1, 3, 3, 1, 4, 4, 2, 2, 1, 1, 8, 6) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_conv_transpose2d_forward(o, ws, x, w, NULL, 1, 1, 3, 3, 1, 4, 4, 2, 2, 1, 1, 6, 5) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_conv_transpose2d_backward(o, o, o, ws, x, x, w, 1, 1, 3, 3, 1, 4, 4, 2, 2, 1, 1, 8, 6) == DG_STATUS_ERR_SHAPE;
+    /* stride 1 admits no output padding */
+    ok = ok && dg_conv_transpose2d_forward(o, ws, x, w, NULL, 1, 1, 3, 3, 1, 2, 2, 1, 1, 0, 0, 5, 4) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_conv_transpose2d_forward(o, ws, x, w, NULL, 1, 1, 3, 3, 1, 2, 2, 0, 0, 0, 0, 4, 4) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_conv_transpose2d_forward(o, NULL, x, w, NULL, 1, 1, 3, 3, 1, 4, 4, 2, 2, 1, 1, 6, 6) == DG_STATUS_ERR_NULL;
+    ok = ok && dg_conv_transpose2d_backward(o, o, o, ws, x, NULL, w, 1, 1, 3, 3, 1, 4, 4, 2, 2, 1, 1, 6, 6) == DG_STATUS_ERR_NULL;
+    int untouched = 1;
+    for (int i = 0; i < 64; i++) untouched = untouched && buf[i] == 0.0f;
+    CHECK(ok && untouched,
+          "conv_transpose2d: output_padding outside [0, S) -> shape error, NULL -> null error, buffers untouched");
+}
+
+static void test_conv(void) {
+    printf("# conv2d, conv_transpose2d\n");
+    conv_exact_cases();
+    /* N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW */
+    static const conv_geom c2d[] = {
+        {2, 3, 8, 8, 4, 4, 4, 2, 2, 1, 1, 4, 4},     /* DCGAN discriminator block */
+        {3, 2, 7, 6, 5, 3, 3, 1, 1, 1, 1, 7, 6},     /* 3x3 "same" */
+        {2, 4, 5, 5, 3, 1, 1, 1, 1, 0, 0, 5, 5},     /* 1x1 */
+        {2, 3, 9, 7, 2, 3, 2, 2, 1, 1, 0, 5, 6},     /* asymmetric kernel/stride/padding */
+        {1, 2, 5, 5, 3, 3, 3, 3, 3, 2, 2, 3, 3},     /* stride 3 */
+        {2, 1, 6, 6, 2, 5, 5, 2, 2, 2, 2, 3, 3},     /* (H + 2P - K) % S != 0 */
+        {2, 3, 4, 4, 2, 4, 4, 1, 1, 0, 0, 1, 1},     /* kernel covers the input */
+        {1, 2, 3, 3, 2, 2, 2, 1, 1, 3, 3, 8, 8},     /* padding > kernel: all-padding windows */
+        {1, 2, 3, 72, 2, 1, 70, 1, 1, 0, 0, 3, 3},   /* more kernel taps than the range tables hold */
+        {7, 64, 30, 30, 2, 5, 5, 1, 1, 2, 2, 30, 30}, /* several image groups, the last of one image */
+    };
+    /* conv_transpose2d: OH = (H-1)*SH - 2PH + KH + output_padding */
+    static const conv_geom ct[] = {
+        {2, 4, 7, 7, 3, 4, 4, 2, 2, 1, 1, 14, 14},   /* DCGAN generator block */
+        {2, 3, 5, 4, 2, 3, 3, 2, 2, 1, 1, 10, 8},    /* output_padding 1, 1 */
+        {3, 2, 4, 4, 3, 3, 3, 1, 1, 1, 1, 4, 4},     /* stride 1 */
+        {2, 2, 3, 5, 2, 3, 2, 3, 2, 0, 1, 11, 9},    /* asymmetric, output_padding 2, 1 */
+        {1, 2, 4, 4, 1, 1, 1, 1, 1, 0, 0, 4, 4},     /* 1x1 */
+        {1, 2, 5, 5, 2, 3, 3, 1, 1, 2, 2, 3, 3},     /* padding crops more than the kernel adds */
+        {1, 1, 1, 1, 2, 3, 3, 1, 1, 1, 1, 1, 1},     /* single pixel */
+        {1, 2, 3, 3, 2, 1, 66, 1, 1, 0, 0, 3, 68},   /* more kernel taps than the range tables hold */
+        {7, 2, 30, 30, 64, 5, 5, 1, 1, 2, 2, 30, 30}, /* several image groups, the last of one image */
+    };
+    for (size_t i = 0; i < sizeof c2d / sizeof c2d[0]; i++) conv_case(&c2d[i], 0);
+    for (size_t i = 0; i < sizeof ct / sizeof ct[0]; i++) conv_case(&ct[i], 1);
+    for (size_t i = 0; i < sizeof c2d / sizeof c2d[0]; i++) conv_adjoint_case(&c2d[i]);
+    {
+        const conv_geom *g = &c2d[sizeof c2d / sizeof c2d[0] - 1];
+        const conv_geom *t = &ct[sizeof ct / sizeof ct[0] - 1];
+        size_t full2d = (size_t)g->N * (g->C * g->KH * g->KW + g->OC) * g->OH * g->OW;
+        size_t fullt = (size_t)t->N * (t->OC * t->KH * t->KW + t->C) * t->H * t->W;
+        CHECK(ws_size(g, 0) < full2d && ws_size(t, 1) < fullt,
+              "conv: the last cases split the batch into groups (workspace %zu < %zu, %zu < %zu)",
+              ws_size(g, 0), full2d, ws_size(t, 1), fullt);
+    }
+    conv_error_cases();
+}
+
+/* ------------------------------------------------------------------------- */
+/* Batch normalisation                                                        */
+/* ------------------------------------------------------------------------- */
+
+/* Training-mode batchnorm in double: out (N, C, HW); mean, var (biased) (C). */
+static void bn_naive(double *out, double *mean, double *var, const double *x,
+                     const double *gamma, const double *beta, int N, int C, int HW,
+                     double eps) {
+    double M = (double)N * HW;
+    for (int c = 0; c < C; c++) {
+        double s = 0.0, q = 0.0;
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < HW; i++) s += x[((size_t)n * C + c) * HW + i];
+        double m = s / M;
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < HW; i++) {
+                double d = x[((size_t)n * C + c) * HW + i] - m;
+                q += d * d;
+            }
+        double v = q / M, r = 1.0 / sqrt(v + eps);
+        if (mean) mean[c] = m;
+        if (var) var[c] = v;
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < HW; i++) {
+                size_t k = ((size_t)n * C + c) * HW + i;
+                out[k] = (x[k] - m) * r * (gamma ? gamma[c] : 1.0) + (beta ? beta[c] : 0.0);
+            }
+    }
+}
+
+static double *to_double(const float *x, size_t n) {
+    double *p = xmalloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) p[i] = x[i];
+    return p;
+}
+
+static void bn_forward_case(int N, int C, int HW, float offset, int affine) {
+    size_t n = (size_t)N * C * HW;
+    float eps = 1e-5f, momentum = 0.1f;
+    float *x = frandn(n);
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * 0.5f + offset;
+    float *gamma = affine ? frandn(C) : NULL, *beta = affine ? frandn(C) : NULL;
+    float *x0 = fcopy(x, n);
+    float *rm = frandn(C), *rv = frandn(C);
+    for (int c = 0; c < C; c++) rv[c] = 1.0f + 0.5f * rv[c];
+    double *xd = to_double(x, n), *gd = affine ? to_double(gamma, C) : NULL;
+    double *bd = affine ? to_double(beta, C) : NULL;
+    double *want = dzeros(n), *wm = dzeros(C), *wv = dzeros(C);
+    bn_naive(want, wm, wv, xd, gd, bd, N, C, HW, eps);
+    double *wr = dzeros(C), *wrm = dzeros(C), *wrv = dzeros(C);
+    double M = (double)N * HW;
+    for (int c = 0; c < C; c++) {
+        wr[c] = 1.0 / sqrt(wv[c] + eps);
+        wrm[c] = (1.0 - momentum) * rm[c] + momentum * wm[c];
+        wrv[c] = (1.0 - momentum) * rv[c] + momentum * wv[c] * M / (M - 1.0);
+    }
+    float *out = fnan(n), *mean = fnan(C), *rstd = fnan(C);
+    dg_status st = dg_batchnorm_forward(out, mean, rstd, rm, rv, x, gamma, beta, N, C, HW,
+                                        eps, momentum);
+    char tag[128];
+    snprintf(tag, sizeof tag, "batchnorm N=%d C=%d HW=%d offset=%g%s", N, C, HW, offset,
+             affine ? "" : " (gamma, beta NULL)");
+    CHECK(st == DG_STATUS_OK, "%s: forward status ok", tag);
+    CHECK_CLOSE(out, want, n, 2e-5, "%s: forward vs double", tag);
+    CHECK_CLOSE(mean, wm, C, 1e-6, "%s: mean cache", tag);
+    CHECK_CLOSE(rstd, wr, C, 1e-5, "%s: rstd cache (biased variance)", tag);
+    CHECK_CLOSE(rm, wrm, C, 1e-6, "%s: running_mean update", tag);
+    CHECK_CLOSE(rv, wrv, C, 1e-6, "%s: running_var update (unbiased variance)", tag);
+    CHECK(same_floats(x, x0, n), "%s: input unchanged", tag);
+
+    /* eval mode with the updated running statistics */
+    double *rmd = to_double(rm, C), *rvd = to_double(rv, C), *we = dzeros(n);
+    for (int k = 0; k < N; k++)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < HW; i++) {
+                size_t j = ((size_t)k * C + c) * HW + i;
+                we[j] = (xd[j] - rmd[c]) / sqrt(rvd[c] + eps) * (affine ? gd[c] : 1.0) +
+                        (affine ? bd[c] : 0.0);
+            }
+    fill_nan(out, n);
+    st = dg_batchnorm_forward_eval(out, x, rm, rv, gamma, beta, N, C, HW, eps);
+    CHECK(st == DG_STATUS_OK, "%s: eval forward status ok", tag);
+    CHECK_CLOSE(out, we, n, 2e-5, "%s: eval forward vs double", tag);
+
+    free(x); free(gamma); free(beta); free(x0); free(rm); free(rv); free(xd); free(gd);
+    free(bd); free(want); free(wm); free(wv); free(wr); free(wrm); free(wrv); free(out);
+    free(mean); free(rstd); free(rmd); free(rvd); free(we);
+}
+
+/* L = sum dy * bn(x) in double, training (running == NULL) or eval mode. */
+static double bn_loss(const double *x, const double *g, const double *b, const float *dy,
+                      const double *rm, const double *rv, int N, int C, int HW, double eps,
+                      double *scratch) {
+    size_t n = (size_t)N * C * HW;
+    if (rm == NULL) {
+        bn_naive(scratch, NULL, NULL, x, g, b, N, C, HW, eps);
+    } else {
+        for (int k = 0; k < N; k++)
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < HW; i++) {
+                    size_t j = ((size_t)k * C + c) * HW + i;
+                    scratch[j] = (x[j] - rm[c]) / sqrt(rv[c] + eps) * g[c] + b[c];
+                }
+    }
+    double L = 0.0;
+    for (size_t i = 0; i < n; i++) L += dy[i] * scratch[i];
+    return L;
+}
+
+/* Backward (training and eval mode) against central differences of the
+ * double forward, and the accumulation contract. */
+static void bn_backward_case(int N, int C, int HW, int eval) {
+    size_t n = (size_t)N * C * HW;
+    float eps = 1e-5f;
+    float *x = frandn(n), *gamma = frandn(C), *beta = frandn(C), *dy = frandn(n);
+    float *rm = frandn(C), *rv = frandn(C);
+    for (int c = 0; c < C; c++) rv[c] = 1.0f + 0.5f * rv[c];
+    float *x0 = fcopy(x, n), *dy0 = fcopy(dy, n);
+    double *xd = to_double(x, n), *gd = to_double(gamma, C), *bd = to_double(beta, C);
+    double *rmd = eval ? to_double(rm, C) : NULL, *rvd = eval ? to_double(rv, C) : NULL;
+    double *scratch = dzeros(n), *gx = dzeros(n), *gg = dzeros(C), *gb = dzeros(C);
+    const double h = 1e-6;
+    for (size_t i = 0; i < n; i++) {
+        double v = xd[i];
+        xd[i] = v + h;
+        double lp = bn_loss(xd, gd, bd, dy, rmd, rvd, N, C, HW, eps, scratch);
+        xd[i] = v - h;
+        double lm = bn_loss(xd, gd, bd, dy, rmd, rvd, N, C, HW, eps, scratch);
+        xd[i] = v;
+        gx[i] = (lp - lm) / (2 * h);
+    }
+    for (int c = 0; c < C; c++) {
+        double v = gd[c];
+        gd[c] = v + h;
+        double lp = bn_loss(xd, gd, bd, dy, rmd, rvd, N, C, HW, eps, scratch);
+        gd[c] = v - h;
+        double lm = bn_loss(xd, gd, bd, dy, rmd, rvd, N, C, HW, eps, scratch);
+        gd[c] = v;
+        gg[c] = (lp - lm) / (2 * h);
+        v = bd[c];
+        bd[c] = v + h;
+        lp = bn_loss(xd, gd, bd, dy, rmd, rvd, N, C, HW, eps, scratch);
+        bd[c] = v - h;
+        lm = bn_loss(xd, gd, bd, dy, rmd, rvd, N, C, HW, eps, scratch);
+        bd[c] = v;
+        gb[c] = (lp - lm) / (2 * h);
+    }
+    float *out = fnan(n), *mean = fnan(C), *rstd = fnan(C);
+    dg_batchnorm_forward(out, mean, rstd, NULL, NULL, x, gamma, beta, N, C, HW, eps, 0.1f);
+    float *dx = frandn(n), *dg = frandn(C), *db = frandn(C);
+    double *ex1 = accumulated(dx, gx, 1, n), *ex2 = accumulated(dx, gx, 2, n);
+    double *eg1 = accumulated(dg, gg, 1, C), *eg2 = accumulated(dg, gg, 2, C);
+    double *eb1 = accumulated(db, gb, 1, C), *eb2 = accumulated(db, gb, 2, C);
+    char tag[96];
+    snprintf(tag, sizeof tag, "batchnorm%s backward N=%d C=%d HW=%d", eval ? " eval" : "", N, C, HW);
+    dg_status st;
+    for (int rep = 0; rep < 2; rep++) {
+        st = eval ? dg_batchnorm_backward_eval(dx, dg, db, dy, x, rm, rv, gamma, N, C, HW, eps)
+                  : dg_batchnorm_backward(dx, dg, db, dy, x, mean, rstd, gamma, N, C, HW);
+        CHECK(st == DG_STATUS_OK, "%s: status ok (call %d)", tag, rep + 1);
+        CHECK_CLOSE(dx, rep ? ex2 : ex1, n, 1e-4, "%s: dinp vs central differences (call %d, accumulated)", tag, rep + 1);
+        CHECK_CLOSE(dg, rep ? eg2 : eg1, C, 1e-4, "%s: dgamma vs central differences (call %d, accumulated)", tag, rep + 1);
+        CHECK_CLOSE(db, rep ? eb2 : eb1, C, 1e-4, "%s: dbeta vs central differences (call %d, accumulated)", tag, rep + 1);
+    }
+    float *dx1 = falloc(n);
+    memset(dx1, 0, n * sizeof(float));
+    st = eval ? dg_batchnorm_backward_eval(dx1, NULL, NULL, dy, x, rm, rv, gamma, N, C, HW, eps)
+              : dg_batchnorm_backward(dx1, NULL, NULL, dy, x, mean, rstd, gamma, N, C, HW);
+    dg_status st2 = eval ? dg_batchnorm_backward_eval(NULL, NULL, NULL, dy, x, rm, rv, gamma, N, C, HW, eps)
+                         : dg_batchnorm_backward(NULL, NULL, NULL, dy, x, mean, rstd, gamma, N, C, HW);
+    CHECK(st == DG_STATUS_OK && st2 == DG_STATUS_OK, "%s: NULL gradients ok", tag);
+    CHECK_CLOSE(dx1, gx, n, 1e-4, "%s: dinp alone", tag);
+    CHECK(same_floats(x, x0, n) && same_floats(dy, dy0, n), "%s: inputs unchanged", tag);
+    free(x); free(gamma); free(beta); free(dy); free(rm); free(rv); free(x0); free(dy0);
+    free(xd); free(gd); free(bd); free(rmd); free(rvd); free(scratch); free(gx); free(gg);
+    free(gb); free(out); free(mean); free(rstd); free(dx); free(dg); free(db); free(ex1);
+    free(ex2); free(eg1); free(eg2); free(eb1); free(eb2); free(dx1);
+}
+
+static void test_batchnorm(void) {
+    printf("# batchnorm\n");
+    bn_forward_case(4, 3, 5, 0.0f, 1);
+    bn_forward_case(8, 300, 1, 0.0f, 1);     /* flat (N, C), more channels than one block */
+    bn_forward_case(3, 5, 49, 0.0f, 0);
+    bn_forward_case(16, 2, 1, 1000.0f, 1);   /* large mean: two-pass variance keeps its digits */
+    bn_forward_case(64, 3, 2051, 0.5f, 1);   /* a channel larger than the cache block */
+    bn_backward_case(3, 2, 4, 0);
+    bn_backward_case(5, 3, 1, 0);
+    bn_backward_case(3, 2, 4, 1);
+    bn_backward_case(2, 2, 601, 0);          /* HW beyond the per-position arrays */
+    bn_backward_case(2, 1, 601, 1);
+    /* errors */
+    float b[8] = {0, 0, 0, 0, 0, 0, 0, 0}, m[2], r[2], rm[2] = {0, 0}, rv[2] = {1, 1};
+    int ok = 1;
+    ok = ok && dg_batchnorm_forward(b, m, r, NULL, NULL, b, NULL, NULL, 1, 2, 1, 1e-5f, 0.1f) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_batchnorm_forward(b, m, r, NULL, NULL, b, NULL, NULL, 0, 2, 4, 1e-5f, 0.1f) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_batchnorm_forward(b, m, r, NULL, NULL, b, NULL, NULL, 2, 2, -1, 1e-5f, 0.1f) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_batchnorm_forward(b, m, r, NULL, NULL, b, NULL, NULL, 2, 2, 2, 0.0f, 0.1f) == DG_STATUS_ERR_VALUE;
+    ok = ok && dg_batchnorm_forward(b, m, r, NULL, NULL, b, NULL, NULL, 2, 2, 2, NAN, 0.1f) == DG_STATUS_ERR_VALUE;
+    ok = ok && dg_batchnorm_forward(b, m, r, rm, rv, b, NULL, NULL, 2, 2, 2, 1e-5f, 1.5f) == DG_STATUS_ERR_VALUE;
+    ok = ok && dg_batchnorm_forward(b, NULL, r, NULL, NULL, b, NULL, NULL, 2, 2, 2, 1e-5f, 0.1f) == DG_STATUS_ERR_NULL;
+    ok = ok && dg_batchnorm_forward_eval(b, b, NULL, rv, NULL, NULL, 2, 2, 2, 1e-5f) == DG_STATUS_ERR_NULL;
+    ok = ok && dg_batchnorm_forward_eval(b, b, rm, rv, NULL, NULL, 2, 2, 2, -1.0f) == DG_STATUS_ERR_VALUE;
+    ok = ok && dg_batchnorm_backward(b, NULL, NULL, b, b, NULL, r, NULL, 2, 2, 2) == DG_STATUS_ERR_NULL;
+    ok = ok && dg_batchnorm_backward(b, NULL, NULL, b, b, m, r, NULL, 2, 0, 2) == DG_STATUS_ERR_SHAPE;
+    ok = ok && dg_batchnorm_backward_eval(b, NULL, NULL, b, b, rm, rv, NULL, 2, 2, 2, 0.0f) == DG_STATUS_ERR_VALUE;
+    int untouched = rm[0] == 0 && rm[1] == 0 && rv[0] == 1 && rv[1] == 1;
+    for (int i = 0; i < 8; i++) untouched = untouched && b[i] == 0;
+    CHECK(ok && untouched,
+          "batchnorm: one value per channel in training, bad sizes -> shape error, eps <= 0 or "
+          "momentum outside [0, 1] -> value error, NULL -> null error");
+}
+
+/* ------------------------------------------------------------------------- */
+
+/* The groups of csrc/tests/test_misc.c (activations, losses, Adam, RNG,
+ * embedding), compiled as their own translation unit; each returns its number
+ * of failures and counts its checks in tm_checks_run. */
+int test_act(void);
+int test_loss(void);
+int test_adam(void);
+int test_rng(void);
+int test_embed(void);
+extern int tm_checks_run;
+
+int main(void) {
+    test_gemm();
+    test_linear();
+    test_conv();
+    test_batchnorm();
+    int misc_fail = test_act() + test_embed() + test_loss() + test_adam() + test_rng();
+    n_fail += misc_fail;
+    n_pass += tm_checks_run - misc_fail;
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail == 0 ? 0 : 1;
+}
