@@ -1,0 +1,493 @@
+"""distgan.GAN: a generator and a discriminator trained adversarially on the C core.
+
+One training iteration (:meth:`GAN.step`) is, per DCGAN practice
+(Radford et al. 2016; the non-saturating loss of Goodfellow et al. 2014):
+
+1. ``discriminator_step``: ``fake = G(z)``; D's gradients from the loss on a
+   real batch and on ``fake`` (separate batch-norm statistics, as in PyTorch's
+   DCGAN example); one Adam update of D (repeated ``n_critic`` times with fresh
+   noise).
+2. ``generator_step``: D's input gradient at ``fake`` seeds G's output gradient
+   (D's parameter gradients are not computed: their GEMMs are skipped); one Adam
+   update of G; the EMA copy of G moves towards G.
+
+Sampling uses the EMA generator with batch-norm statistics re-estimated for
+the averaged weights ("standing statistics", Brock et al. 2019), in eval mode,
+so a batch of one is as good as a batch of 256.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+
+import numpy as np
+
+from . import _core
+from . import checkpoint as _ckpt
+from .nn import Network
+from .optim import Adam
+
+__all__ = ["GAN", "DivergenceError", "load"]
+
+_LOSSES = ("ns", "hinge", "ls")
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss; ``step`` and ``term`` say where."""
+
+    def __init__(self, step, term, value):
+        super().__init__(f"non-finite {term} ({value}) at step {step}; training stopped "
+                         f"(the last checkpoint written, if any, is intact)")
+        self.step, self.term, self.value = step, term, value
+
+
+def _check_spec(spec):
+    if not isinstance(spec, dict) or "generator" not in spec or "discriminator" not in spec:
+        raise ValueError("spec must be a model spec dict with 'generator' and 'discriminator' "
+                         "(use distgan.models.dcgan(...) or distgan.models.mlp(...))")
+
+
+def adversarial_loss(kind, logits, real_target):
+    """Loss and logit gradient of one side of the adversarial game, in the C core.
+
+    ``kind`` is "ns" (BCE with logits against 1 or 0), "hinge" or "ls".
+    For the discriminator, ``real_target`` is True on real data and False on
+    fakes; for the generator pass ``"gen"``.
+    Returns (loss, dlogits) with dlogits the gradient of the mean loss.
+    """
+    x = logits.reshape(-1)
+    dx = np.zeros_like(x)
+    if kind == "ns":
+        t = 1.0 if real_target in (True, "gen") else 0.0
+        y = np.full_like(x, t)
+        loss = _core._bce_logits_forward(x, y)
+        _core._bce_logits_backward(dx, x, y, 1.0)
+    elif kind == "hinge":
+        if real_target == "gen":
+            loss = _core._hinge_gen_forward(x)
+            _core._hinge_gen_backward(dx, 1.0)
+        else:
+            sign = 1.0 if real_target else -1.0
+            loss = _core._hinge_forward(x, sign)
+            _core._hinge_backward(dx, x, sign, 1.0)
+    elif kind == "ls":
+        t = 1.0 if real_target in (True, "gen") else 0.0
+        loss = _core._least_squares_forward(x, t)
+        _core._least_squares_backward(dx, x, t, 1.0)
+    else:
+        raise ValueError(f"loss must be one of {_LOSSES}, got {kind!r}")
+    return float(loss), dx.reshape(logits.shape)
+
+
+class _Stream:
+    """A position in a counter-based random stream (seed, offset)."""
+
+    def __init__(self, seed, offset=0):
+        self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        self.offset = int(offset)
+
+    def normal(self, shape):
+        out = np.empty(shape, np.float32)
+        _core._rng_normal(out, self.seed, self.offset)
+        self.offset += out.size
+        return out
+
+    def integers(self, k, n):
+        u = np.empty(n, np.float32)
+        _core._rng_uniform(u, self.seed, self.offset, 0.0, 1.0)
+        self.offset += n
+        return np.minimum((u * k).astype(np.int64), k - 1)
+
+
+def _as_dataset(data):
+    """A Dataset from distgan.datasets, or an (images[, labels]) array pair."""
+    if hasattr(data, "images") and hasattr(data, "batches"):
+        return data
+    from .datasets import Dataset
+
+    if isinstance(data, tuple) and len(data) == 2:
+        images, labels = data
+    else:
+        images, labels = data, None
+    images = np.asarray(images)
+    if images.dtype != np.float32:
+        raise TypeError(f"data images must be float32 in [-1, 1], got {images.dtype}")
+    return Dataset(images=images, labels=None if labels is None else np.asarray(labels, np.int64),
+                   name="array")
+
+
+class _StopFlag:
+    """SIGINT during fit sets a flag checked at step boundaries (main thread only)."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum, frame):
+                if self.stop:   # a second Ctrl-C interrupts at once
+                    raise KeyboardInterrupt
+                self.stop = True
+            self._old = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+class GAN:
+    """A generative adversarial network on the distgan core.
+
+    Parameters
+    ----------
+    spec : dict
+        Model spec (:func:`distgan.models.dcgan`, :func:`distgan.models.mlp`).
+    seed : int
+        Seeds the initialisation, the noise and the data order: the same seed,
+        data and thread count give bit-identical weights.
+    loss : {"ns", "hinge", "ls"}
+        Non-saturating (default), hinge or least-squares.
+    lr : float or (float, float)
+        Adam learning rate (generator, discriminator).
+    betas : (float, float)
+    ema : float
+        Decay of the generator's exponential moving average (0 disables it);
+        warmed up as ``min(ema, (1 + t) / (10 + t))``.
+    spectral_norm : bool
+        Spectral normalisation in D instead of batch norm.
+    n_critic : int
+        Discriminator updates per generator update.
+    """
+
+    def __init__(self, spec, seed=0, loss="ns", lr=2e-4, betas=(0.5, 0.999), ema=0.999,
+                 spectral_norm=False, n_critic=1, init="dcgan"):
+        _check_spec(spec)
+        if loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+        if not isinstance(n_critic, int) or n_critic < 1:
+            raise ValueError(f"n_critic must be a positive int, got {n_critic!r}")
+        if not (0.0 <= float(ema) < 1.0):
+            raise ValueError(f"ema must be in [0, 1), got {ema!r}")
+        lr_g, lr_d = (lr, lr) if np.isscalar(lr) else (float(lr[0]), float(lr[1]))
+        self.spec = spec
+        self.config = {"seed": int(seed), "loss": loss, "lr": [float(lr_g), float(lr_d)],
+                       "betas": [float(betas[0]), float(betas[1])], "ema": float(ema),
+                       "spectral_norm": bool(spectral_norm), "n_critic": n_critic, "init": init}
+        self.latent_dim = int(spec["latent_dim"])
+        self.num_classes = spec.get("num_classes")
+        self.image_shape = tuple(spec["image_shape"])
+        self.generator = Network(spec["generator"], (self.latent_dim,), init=init, seed=seed)
+        self.discriminator = Network(spec["discriminator"], self.image_shape,
+                                     spectral_norm=spectral_norm, init=init, seed=seed + 1)
+        if self.generator.output_shape != self.image_shape:
+            raise ValueError(f"generator output {self.generator.output_shape} != image shape "
+                             f"{self.image_shape}")
+        self.g_ema = Network(spec["generator"], (self.latent_dim,), init=init, seed=seed)
+        self.g_ema.copy_from(self.generator)
+        self.opt_g = Adam(self.generator.params, self.generator.grads, lr_g, betas)
+        self.opt_d = Adam(self.discriminator.params, self.discriminator.grads, lr_d, betas)
+        self.step_count = 0
+        self.noise = _Stream(seed * 2 + 1)
+        self.history = {"step": [], "d_loss": [], "g_loss": [], "time": []}
+        self._ema_stats_step = -1
+
+    # -- training ----------------------------------------------------------------
+    def _fake_labels(self, n):
+        if self.num_classes is None:
+            return None
+        return self.noise.integers(self.num_classes, n)
+
+    def discriminator_step(self, real, labels=None):
+        """One D update; returns (d_loss, fake, fake_labels) with ``fake`` G's cached output."""
+        G, D = self.generator, self.discriminator
+        n = real.shape[0]
+        z = self.noise.normal((n, self.latent_dim))
+        y_fake = self._fake_labels(n)
+        fake = G.forward(z, y_fake, train=True)
+        D.zero_grad()
+        out = D.forward(real, labels, train=True)
+        loss_r, dout = adversarial_loss(self.config["loss"], out, True)
+        D.backward(dout, need_dx=False)
+        out = D.forward(fake, y_fake, train=True)
+        loss_f, dout = adversarial_loss(self.config["loss"], out, False)
+        D.backward(dout, need_dx=False)
+        self.opt_d.step()
+        return loss_r + loss_f, fake, y_fake
+
+    def generator_step(self, fake, y_fake):
+        """One G update from the fakes G produced in the D step (its caches are
+        still those of that forward): D's input gradient seeds G's backward."""
+        G, D = self.generator, self.discriminator
+        G.zero_grad()
+        out = D.forward(fake, y_fake, train=True)
+        g_loss, dout = adversarial_loss(self.config["loss"], out, "gen")
+        dfake = D.backward(dout, need_dx=True, param_grads=False)
+        G.backward(dfake, need_dx=False)
+        self.opt_g.step()
+        self.update_ema()
+        return g_loss
+
+    def update_ema(self):
+        """Move the EMA generator towards G (one C call over the flat buffer)."""
+        t = self.opt_g.t
+        decay = min(self.config["ema"], (1.0 + t) / (10.0 + t)) if self.config["ema"] > 0 else 0.0
+        _core._ema_update(self.g_ema.params, self.generator.params, float(decay))
+
+    def step(self, real, labels=None):
+        """One iteration: ``n_critic`` discriminator updates, then one generator update.
+
+        Parameters
+        ----------
+        real : ndarray, float32, (N, *image_shape), values in [-1, 1]
+        labels : ndarray of int, (N,), for conditional models
+
+        Returns
+        -------
+        dict with ``d_loss`` and ``g_loss``.
+        """
+        real = self._check_batch(real, labels)
+        if labels is not None:
+            labels = np.ascontiguousarray(labels, np.int64)
+        for _ in range(self.config["n_critic"]):
+            d_loss, fake, y_fake = self.discriminator_step(real, labels)
+        g_loss = self.generator_step(fake, y_fake)
+        self.step_count += 1
+        for term, v in (("discriminator loss", d_loss), ("generator loss", g_loss)):
+            if not math.isfinite(v):
+                raise DivergenceError(self.step_count, term, v)
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    def _check_batch(self, real, labels):
+        if not isinstance(real, np.ndarray):
+            raise TypeError(f"real must be a numpy array, got {type(real).__name__}")
+        if real.dtype != np.float32:
+            raise TypeError(f"real must be float32, got {real.dtype}")
+        if real.ndim != 1 + len(self.image_shape) or real.shape[1:] != self.image_shape:
+            raise ValueError(f"real must be (N, {', '.join(map(str, self.image_shape))}), got {real.shape}")
+        if real.shape[0] < 2:
+            raise ValueError("a training batch needs at least 2 samples (batch norm)")
+        if (self.num_classes is not None) != (labels is not None):
+            raise ValueError("labels are required for a conditional model and only for one")
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (real.shape[0],):
+                raise ValueError(f"labels must be ({real.shape[0]},), got {labels.shape}")
+            if labels.min() < 0 or labels.max() >= self.num_classes:
+                raise ValueError(f"labels must be in [0, {self.num_classes}), got "
+                                 f"[{labels.min()}, {labels.max()}]")
+        return np.ascontiguousarray(real)
+
+    def fit(self, data, epochs=None, steps=None, batch_size=64, progress=True,
+            checkpoint=None, checkpoint_every=1000, log_every=10, callback=None):
+        """Train on ``data``.
+
+        Parameters
+        ----------
+        data : Dataset, ndarray, or (images, labels)
+            Images float32 in [-1, 1]. Labels are used when the model is conditional.
+        epochs, steps : int
+            How much more to train (one of them; ``steps`` wins if both are given).
+            The data order depends only on the seed and the global step, so a run
+            resumed from a checkpoint continues exactly where it stopped.
+        batch_size : int
+        progress : bool
+            A tqdm progress bar with the losses and samples/s.
+        checkpoint : path, optional
+            Saved every ``checkpoint_every`` steps, at the end and on Ctrl-C.
+        log_every : int
+            History records every this many steps.
+        callback : callable(gan, step, losses), optional
+
+        Returns
+        -------
+        dict of lists: ``step``, ``d_loss``, ``g_loss``, ``time`` (seconds since
+        the start of this call).
+        """
+        ds = _as_dataset(data)
+        if tuple(ds.images.shape[1:]) != self.image_shape:
+            raise ValueError(f"data images are {tuple(ds.images.shape[1:])}, the model makes "
+                             f"{self.image_shape}")
+        if self.num_classes is not None and ds.labels is None:
+            raise ValueError("a conditional model needs labelled data")
+        if not isinstance(batch_size, int) or batch_size < 2 or batch_size > len(ds):
+            raise ValueError(f"batch_size must be an int in [2, {len(ds)}], got {batch_size!r}")
+        per_epoch = len(ds) // batch_size
+        if steps is None:
+            if epochs is None:
+                raise ValueError("give epochs= or steps=")
+            steps = int(round(epochs * per_epoch))
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        start, end = self.step_count, self.step_count + steps
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=steps, desc="train", unit="it", leave=True)
+        t0 = time.perf_counter()
+        seed = self.config["seed"]
+        try:
+            with _StopFlag() as flag:
+                epoch = start // per_epoch
+                while self.step_count < end and not flag.stop:
+                    skip = self.step_count - epoch * per_epoch
+                    for i, (x, y) in enumerate(ds.batches(batch_size, seed=seed, epoch=epoch)):
+                        if i < skip:
+                            continue
+                        if self.step_count >= end or flag.stop:
+                            break
+                        losses = self.step(x, y if self.num_classes is not None else None)
+                        s = self.step_count
+                        if s % log_every == 0 or s == end:
+                            el = time.perf_counter() - t0
+                            self.history["step"].append(s)
+                            self.history["d_loss"].append(losses["d_loss"])
+                            self.history["g_loss"].append(losses["g_loss"])
+                            self.history["time"].append(el)
+                            if bar is not None:
+                                done = s - start
+                                bar.set_postfix(d=f"{losses['d_loss']:.3f}", g=f"{losses['g_loss']:.3f}",
+                                                samples_s=f"{done * batch_size / max(el, 1e-9):.0f}")
+                        if bar is not None:
+                            bar.update(1)
+                        if callback is not None:
+                            callback(self, s, losses)
+                        if checkpoint is not None and checkpoint_every and s % checkpoint_every == 0:
+                            self.save(checkpoint)
+                    epoch += 1
+        finally:
+            if bar is not None:
+                bar.close()
+        if checkpoint is not None:
+            self.save(checkpoint)
+        return self.history
+
+    # -- sampling ----------------------------------------------------------------
+    def _refresh_ema_stats(self, batches=8, batch_size=256):
+        """Standing statistics: re-estimate the EMA generator's batch-norm running
+        statistics as the cumulative average over ``batches`` noise batches."""
+        if self._ema_stats_step == self.step_count:
+            return
+        from .nn import BatchNorm
+
+        bns = [l for l in self.g_ema.layers if isinstance(l, BatchNorm)]
+        if bns:
+            stream = _Stream(self.config["seed"] * 2 + 2)
+            saved = [l.momentum for l in bns]
+            try:
+                for k in range(1, batches + 1):
+                    for l in bns:
+                        l.momentum = 1.0 / k
+                    z = stream.normal((batch_size, self.latent_dim))
+                    y = stream.integers(self.num_classes, batch_size) if self.num_classes else None
+                    self.g_ema.forward(z, y, train=True)
+            finally:
+                for l, m in zip(bns, saved):
+                    l.momentum = m
+        self._ema_stats_step = self.step_count
+
+    def sample(self, n, labels=None, seed=None, batch_size=256, ema=True):
+        """Draw ``n`` samples, float32 ``(n, *image_shape)`` in [-1, 1].
+
+        Parameters
+        ----------
+        n : int
+        labels : int or array of int, optional
+            Classes to draw (conditional models); random when omitted.
+        seed : int, optional
+            Fixes the noise; otherwise a stream advanced on every call is used.
+        batch_size : int
+            Samples per forward pass.
+        ema : bool
+            Use the EMA generator (default) or the raw one (in eval mode).
+        """
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        n = int(n)
+        stream = _Stream(seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5,
+                         0 if seed is not None else getattr(self, "_sample_offset", 0))
+        if self.num_classes is not None:
+            if labels is None:
+                labels = stream.integers(self.num_classes, n)
+            labels = np.broadcast_to(np.asarray(labels, np.int64), (n,)).copy()
+            if n and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise ValueError(f"labels must be in [0, {self.num_classes})")
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional model")
+        z = stream.normal((n, self.latent_dim))
+        if seed is None:
+            self._sample_offset = stream.offset
+        net = self.g_ema if ema else self.generator
+        if ema:
+            self._refresh_ema_stats()
+        out = np.empty((n,) + self.image_shape, np.float32)
+        for i in range(0, n, batch_size):
+            j = min(n, i + batch_size)
+            out[i:j] = net.forward(z[i:j], None if labels is None else labels[i:j], train=False)
+        return out
+
+    # -- persistence ---------------------------------------------------------------
+    def _tensors(self):
+        t = {}
+        for name, net in (("generator", self.generator), ("discriminator", self.discriminator),
+                          ("g_ema", self.g_ema)):
+            t[f"{name}.params"] = net.params
+            t[f"{name}.buffers"] = net.buffers
+        for name, opt in (("opt_g", self.opt_g), ("opt_d", self.opt_d)):
+            t[f"{name}.m"] = opt.m
+            t[f"{name}.v"] = opt.v
+        return t
+
+    def save(self, path):
+        """Write a checkpoint (safetensors, atomic): weights, optimizer state, step,
+        RNG positions, spec, config and history."""
+        state = {"step": self.step_count, "noise_offset": self.noise.offset,
+                 "sample_offset": getattr(self, "_sample_offset", 0),
+                 "opt_g_t": self.opt_g.t, "opt_d_t": self.opt_d.t}
+        _ckpt.save(path, self._tensors(), "gan", spec=self.spec, config=self.config,
+                   state=state, history=self.history)
+
+    @classmethod
+    def load(cls, path):
+        """Rebuild a GAN from a checkpoint written by :meth:`save`."""
+        tensors, docs = _ckpt.load(path, kind="gan")
+        try:
+            cfg = docs["config"]
+            gan = cls(docs["spec"], seed=cfg["seed"], loss=cfg["loss"], lr=tuple(cfg["lr"]),
+                      betas=tuple(cfg["betas"]), ema=cfg["ema"], spectral_norm=cfg["spectral_norm"],
+                      n_critic=cfg["n_critic"], init=cfg.get("init", "dcgan"))
+            mine = gan._tensors()
+            if set(mine) != set(tensors):
+                raise _ckpt.CheckpointError(f"{path}: tensors {sorted(tensors)} do not match the "
+                                            f"model's {sorted(mine)}")
+            for k, a in mine.items():
+                if tensors[k].shape != a.shape or tensors[k].dtype != a.dtype:
+                    raise _ckpt.CheckpointError(f"{path}: tensor {k} is {tensors[k].shape} "
+                                                f"{tensors[k].dtype}, the spec needs {a.shape} {a.dtype}")
+                a[...] = tensors[k]
+            st = docs["state"]
+            gan.step_count = int(st["step"])
+            gan.noise.offset = int(st["noise_offset"])
+            gan._sample_offset = int(st["sample_offset"])
+            gan.opt_g.t, gan.opt_d.t = int(st["opt_g_t"]), int(st["opt_d_t"])
+            gan.history = {k: list(v) for k, v in docs.get("history", {}).items()} or gan.history
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, _ckpt.CheckpointError):
+                raise
+            raise _ckpt.CheckpointError(f"{path}: inconsistent checkpoint: {e!r}") from None
+        return gan
+
+    def __repr__(self):
+        g, d = self.generator, self.discriminator
+        return (f"GAN({self.spec.get('name', 'custom')}, G {g.num_params:,} params / "
+                f"{g.macs:,} MACs, D {d.num_params:,} params / {d.macs:,} MACs, "
+                f"loss={self.config['loss']}, step {self.step_count})")
+
+
+def load(path):
+    """Load a checkpoint written by ``GAN.save`` (or later, other distgan models)."""
+    return GAN.load(path)

@@ -1,0 +1,743 @@
+"""Networks built from specs, running on the C core.
+
+A :class:`Network` turns a list of layer dicts (see :mod:`distgan.models`) into
+layers whose parameters are *views* into one flat float32 array ``params``
+(and gradients into one flat ``grads``; running statistics and spectral-norm
+vectors into one flat ``buffers``), as llm.c's ``malloc_and_point_parameters``
+does. Zeroing the gradients is ``grads.fill(0)``, one Adam update is one C call,
+and a checkpoint is three arrays.
+
+Each layer's forward/backward is one call into ``distgan._core`` with the GIL
+released. Activations and scratch buffers are cached per batch size, so a
+forward pass invalidates the arrays returned by the previous one: copy what you
+keep (``GAN.sample`` does).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["Network", "build_layer"]
+
+_F32 = np.float32
+
+
+class _Layer:
+    """Base layer: per-sample shape logic, parameter and buffer declarations."""
+
+    type = "layer"
+    needs_labels = False
+
+    def __init__(self, d):
+        self.spec = dict(d)
+        self.param_shapes = {}   # name -> shape, in declaration order
+        self.buffer_shapes = {}
+        self.p = {}              # name -> view into Network.params
+        self.g = {}              # name -> view into Network.grads
+        self.b = {}              # name -> view into Network.buffers
+
+    def out_shape(self, s):
+        return s
+
+    def macs(self, s):
+        return 0
+
+    def workspace(self, n, s):
+        return 0
+
+    def init(self, rng, scheme):
+        pass
+
+
+def _normal_init(rng, arr, std):
+    arr[...] = rng.normal(0.0, std, size=arr.shape).astype(_F32)
+
+
+def _kaiming_uniform(rng, arr, fan_in):
+    # PyTorch's default for Linear/Conv: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    bound = 1.0 / math.sqrt(max(1, fan_in))
+    arr[...] = rng.uniform(-bound, bound, size=arr.shape).astype(_F32)
+
+
+class _Weighted(_Layer):
+    """Linear / conv / conv-transpose: a weight, an optional bias, optional
+    spectral normalisation (Miyato et al. 2018) with one power iteration per
+    training forward, gradients through W/sigma with u, v held constant as
+    in torch.nn.utils.spectral_norm."""
+
+    def __init__(self, d, spectral_norm=False):
+        super().__init__(d)
+        self.sn = spectral_norm
+        self.param_shapes["weight"] = self.weight_shape()
+        if d.get("bias", True):
+            self.param_shapes["bias"] = (self.bias_len(),)
+        if self.sn:
+            rows = self.param_shapes["weight"][0]
+            cols = int(np.prod(self.param_shapes["weight"][1:]))
+            self.buffer_shapes["sn_u"] = (rows,)
+            self.buffer_shapes["sn_v"] = (cols,)
+        self._w_eff = None
+        self._dw_eff = None
+        self._sigma = 1.0
+
+    def init(self, rng, scheme):
+        w = self.p["weight"]
+        fan_in = self.fan_in()
+        if scheme == "dcgan":
+            _normal_init(rng, w, 0.02)
+            if "bias" in self.p:
+                self.p["bias"][...] = 0
+        else:
+            _kaiming_uniform(rng, w, fan_in)
+            if "bias" in self.p:
+                _kaiming_uniform(rng, self.p["bias"], fan_in)
+        if self.sn:
+            u = rng.normal(size=self.buffer_shapes["sn_u"])
+            v = rng.normal(size=self.buffer_shapes["sn_v"])
+            self.b["sn_u"][...] = u / np.linalg.norm(u)
+            self.b["sn_v"][...] = v / np.linalg.norm(v)
+
+    def weight(self, train):
+        """The weight the op uses: W, or W / sigma(W) with spectral norm."""
+        if not self.sn:
+            return self.p["weight"]
+        W = self.p["weight"].reshape(self.param_shapes["weight"][0], -1)
+        u, v = self.b["sn_u"], self.b["sn_v"]
+        if train:
+            v_new = W.T @ u
+            v[...] = v_new / max(float(np.linalg.norm(v_new)), 1e-12)
+            u_new = W @ v
+            u[...] = u_new / max(float(np.linalg.norm(u_new)), 1e-12)
+        self._sigma = float(u @ (W @ v))
+        if self._w_eff is None:
+            self._w_eff = np.empty_like(self.p["weight"])
+            self._dw_eff = np.zeros_like(self.p["weight"])
+        np.divide(self.p["weight"], _F32(self._sigma), out=self._w_eff)
+        return self._w_eff
+
+    def weight_grad(self, param_grads):
+        if not param_grads:
+            return None
+        if not self.sn:
+            return self.g["weight"]
+        self._dw_eff.fill(0)
+        return self._dw_eff
+
+    def finish_weight_grad(self, param_grads):
+        """Maps dL/d(W/sigma) to dL/dW: (G - <G, W_sn> u v^T) / sigma."""
+        if not (self.sn and param_grads):
+            return
+        G = self._dw_eff.reshape(self.param_shapes["weight"][0], -1)
+        Wsn = self._w_eff.reshape(G.shape)
+        u, v = self.b["sn_u"], self.b["sn_v"]
+        coef = float(np.vdot(G, Wsn))
+        dW = (G - coef * np.outer(u, v)) / self._sigma
+        self.g["weight"] += dW.reshape(self.g["weight"].shape).astype(_F32)
+
+
+class Linear(_Weighted):
+    type = "linear"
+
+    def weight_shape(self):
+        return (self.spec["out_features"], self.spec["in_features"])
+
+    def bias_len(self):
+        return self.spec["out_features"]
+
+    def fan_in(self):
+        return self.spec["in_features"]
+
+    def out_shape(self, s):
+        if tuple(s) != (self.spec["in_features"],):
+            raise ValueError(f"linear expects ({self.spec['in_features']},) per sample, got {tuple(s)}")
+        return (self.spec["out_features"],)
+
+    def macs(self, s):
+        return self.spec["in_features"] * self.spec["out_features"]
+
+    def forward(self, net, x, train):
+        out = net.buf(self, "out", (x.shape[0], self.spec["out_features"]))
+        _core._linear_forward(out, x, self.weight(train), self.p.get("bias"))
+        self._x = x
+        return out
+
+    def backward(self, net, dy, need_dx, param_grads):
+        dx = net.buf(self, "dx", self._x.shape, zero=True) if need_dx else None
+        _core._linear_backward(dx, self.weight_grad(param_grads),
+                               self.g.get("bias") if param_grads else None,
+                               dy, self._x, self._w_eff if self.sn else self.p["weight"])
+        self.finish_weight_grad(param_grads)
+        return dx
+
+
+def _pair(v):
+    if isinstance(v, (list, tuple)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+class Conv2d(_Weighted):
+    type = "conv2d"
+
+    def weight_shape(self):
+        kh, kw = _pair(self.spec["kernel_size"])
+        return (self.spec["out_channels"], self.spec["in_channels"], kh, kw)
+
+    def bias_len(self):
+        return self.spec["out_channels"]
+
+    def fan_in(self):
+        kh, kw = _pair(self.spec["kernel_size"])
+        return self.spec["in_channels"] * kh * kw
+
+    def _geom(self, s):
+        C, H, W = s
+        if C != self.spec["in_channels"]:
+            raise ValueError(f"conv2d expects {self.spec['in_channels']} input channels, got {C}")
+        kh, kw = _pair(self.spec["kernel_size"])
+        sh, sw = _pair(self.spec.get("stride", 1))
+        ph, pw = _pair(self.spec.get("padding", 0))
+        oh = (H + 2 * ph - kh) // sh + 1
+        ow = (W + 2 * pw - kw) // sw + 1
+        return C, H, W, kh, kw, sh, sw, ph, pw, oh, ow
+
+    def out_shape(self, s):
+        C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(s)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"conv2d input {tuple(s)} too small for kernel {kh}x{kw}")
+        return (self.spec["out_channels"], oh, ow)
+
+    def macs(self, s):
+        C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(s)
+        return self.spec["out_channels"] * oh * ow * C * kh * kw
+
+    def workspace(self, n, s):
+        C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(s)
+        return _core._conv2d_workspace_size(n, C, H, W, self.spec["out_channels"],
+                                            kh, kw, sh, sw, ph, pw, oh, ow)
+
+    def forward(self, net, x, train):
+        C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(x.shape[1:])
+        out = net.buf(self, "out", (x.shape[0], self.spec["out_channels"], oh, ow))
+        _core._conv2d_forward(out, net.workspace, x, self.weight(train), self.p.get("bias"),
+                              sh, sw, ph, pw)
+        self._x = x
+        return out
+
+    def backward(self, net, dy, need_dx, param_grads):
+        C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(self._x.shape[1:])
+        dx = net.buf(self, "dx", self._x.shape, zero=True) if need_dx else None
+        _core._conv2d_backward(dx, self.weight_grad(param_grads),
+                               self.g.get("bias") if param_grads else None, net.workspace,
+                               dy, self._x, self._w_eff if self.sn else self.p["weight"],
+                               sh, sw, ph, pw)
+        self.finish_weight_grad(param_grads)
+        return dx
+
+
+class ConvTranspose2d(_Weighted):
+    type = "conv_transpose2d"
+
+    def weight_shape(self):
+        kh, kw = _pair(self.spec["kernel_size"])
+        return (self.spec["in_channels"], self.spec["out_channels"], kh, kw)
+
+    def bias_len(self):
+        return self.spec["out_channels"]
+
+    def fan_in(self):
+        # PyTorch computes fan_in of a transposed conv from weight.shape[1]
+        kh, kw = _pair(self.spec["kernel_size"])
+        return self.spec["out_channels"] * kh * kw
+
+    def _geom(self, s):
+        C, H, W = s
+        if C != self.spec["in_channels"]:
+            raise ValueError(f"conv_transpose2d expects {self.spec['in_channels']} input channels, got {C}")
+        kh, kw = _pair(self.spec["kernel_size"])
+        sh, sw = _pair(self.spec.get("stride", 1))
+        ph, pw = _pair(self.spec.get("padding", 0))
+        oph, opw = _pair(self.spec.get("output_padding", 0))
+        oh = (H - 1) * sh - 2 * ph + kh + oph
+        ow = (W - 1) * sw - 2 * pw + kw + opw
+        return C, H, W, kh, kw, sh, sw, ph, pw, oh, ow
+
+    def out_shape(self, s):
+        g = self._geom(s)
+        return (self.spec["out_channels"], g[-2], g[-1])
+
+    def macs(self, s):
+        C, H, W, kh, kw, *_ = self._geom(s)
+        return C * H * W * self.spec["out_channels"] * kh * kw
+
+    def workspace(self, n, s):
+        C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(s)
+        return _core._conv_transpose2d_workspace_size(n, C, H, W, self.spec["out_channels"],
+                                                      kh, kw, sh, sw, ph, pw, oh, ow)
+
+    def forward(self, net, x, train):
+        C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(x.shape[1:])
+        out = net.buf(self, "out", (x.shape[0], self.spec["out_channels"], oh, ow))
+        _core._conv_transpose2d_forward(out, net.workspace, x, self.weight(train),
+                                        self.p.get("bias"), sh, sw, ph, pw)
+        self._x = x
+        return out
+
+    def backward(self, net, dy, need_dx, param_grads):
+        C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(self._x.shape[1:])
+        dx = net.buf(self, "dx", self._x.shape, zero=True) if need_dx else None
+        _core._conv_transpose2d_backward(dx, self.weight_grad(param_grads),
+                                         self.g.get("bias") if param_grads else None,
+                                         net.workspace, dy, self._x,
+                                         self._w_eff if self.sn else self.p["weight"],
+                                         sh, sw, ph, pw)
+        self.finish_weight_grad(param_grads)
+        return dx
+
+
+class BatchNorm(_Layer):
+    """Batch norm over N (2-D input) or N, H, W (4-D input), PyTorch semantics:
+    eps 1e-5, momentum 0.1, running variance unbiased."""
+
+    type = "batch_norm"
+
+    def __init__(self, d):
+        super().__init__(d)
+        c = d["num_features"]
+        self.eps = float(d.get("eps", 1e-5))
+        self.momentum = float(d.get("momentum", 0.1))
+        self.param_shapes["weight"] = (c,)
+        self.param_shapes["bias"] = (c,)
+        self.buffer_shapes["running_mean"] = (c,)
+        self.buffer_shapes["running_var"] = (c,)
+
+    def out_shape(self, s):
+        if s[0] != self.spec["num_features"]:
+            raise ValueError(f"batch_norm expects {self.spec['num_features']} features, got {s[0]}")
+        return s
+
+    def macs(self, s):
+        return 2 * int(np.prod(s))
+
+    def init(self, rng, scheme):
+        if scheme == "dcgan":
+            _normal_init(rng, self.p["weight"], 0.02)
+            self.p["weight"] += 1.0
+        else:
+            self.p["weight"][...] = 1.0
+        self.p["bias"][...] = 0.0
+        self.b["running_mean"][...] = 0.0
+        self.b["running_var"][...] = 1.0
+
+    def forward(self, net, x, train):
+        out = net.buf(self, "out", x.shape)
+        self._x = x
+        self._train = train
+        if train:
+            c = self.spec["num_features"]
+            self._mean = net.buf(self, "mean", (c,))
+            self._rstd = net.buf(self, "rstd", (c,))
+            mom = self.momentum if net.track_stats else 0.0
+            _core._batchnorm_forward(out, self._mean, self._rstd, self.b["running_mean"],
+                                     self.b["running_var"], x, self.p["weight"], self.p["bias"],
+                                     self.eps, mom)
+        else:
+            _core._batchnorm_forward_eval(out, x, self.b["running_mean"], self.b["running_var"],
+                                          self.p["weight"], self.p["bias"], self.eps)
+        return out
+
+    def backward(self, net, dy, need_dx, param_grads):
+        dx = net.buf(self, "dx", self._x.shape, zero=True) if need_dx else None
+        dg = self.g["weight"] if param_grads else None
+        db = self.g["bias"] if param_grads else None
+        if self._train:
+            _core._batchnorm_backward(dx, dg, db, dy, self._x, self._mean, self._rstd,
+                                      self.p["weight"])
+        else:
+            _core._batchnorm_backward_eval(dx, dg, db, dy, self._x, self.b["running_mean"],
+                                           self.b["running_var"], self.p["weight"], self.eps)
+        return dx
+
+
+class _Act(_Layer):
+    def macs(self, s):
+        return int(np.prod(s))
+
+
+class ReLU(_Act):
+    type = "relu"
+
+    def forward(self, net, x, train):
+        out = net.buf(self, "out", x.shape)
+        _core._relu_forward(out, x)
+        self._x = x
+        return out
+
+    def backward(self, net, dy, need_dx, param_grads):
+        dx = net.buf(self, "dx", dy.shape, zero=True)
+        _core._relu_backward(dx, dy, self._x)
+        return dx
+
+
+class LeakyReLU(_Act):
+    type = "leaky_relu"
+
+    def forward(self, net, x, train):
+        out = net.buf(self, "out", x.shape)
+        _core._leaky_relu_forward(out, x, float(self.spec.get("negative_slope", 0.2)))
+        self._x = x
+        return out
+
+    def backward(self, net, dy, need_dx, param_grads):
+        dx = net.buf(self, "dx", dy.shape, zero=True)
+        _core._leaky_relu_backward(dx, dy, self._x, float(self.spec.get("negative_slope", 0.2)))
+        return dx
+
+
+class Tanh(_Act):
+    type = "tanh"
+
+    def forward(self, net, x, train):
+        out = net.buf(self, "out", x.shape)
+        _core._tanh_forward(out, x)
+        self._y = out
+        return out
+
+    def backward(self, net, dy, need_dx, param_grads):
+        dx = net.buf(self, "dx", dy.shape, zero=True)
+        _core._tanh_backward(dx, dy, self._y)
+        return dx
+
+
+class Sigmoid(_Act):
+    type = "sigmoid"
+
+    def forward(self, net, x, train):
+        out = net.buf(self, "out", x.shape)
+        _core._sigmoid_forward(out, x)
+        self._y = out
+        return out
+
+    def backward(self, net, dy, need_dx, param_grads):
+        dx = net.buf(self, "dx", dy.shape, zero=True)
+        _core._sigmoid_backward(dx, dy, self._y)
+        return dx
+
+
+class Reshape(_Layer):
+    type = "reshape"
+
+    def out_shape(self, s):
+        shape = tuple(self.spec["shape"])
+        if int(np.prod(shape)) != int(np.prod(s)):
+            raise ValueError(f"reshape {tuple(s)} -> {shape}: sizes differ")
+        return shape
+
+    def forward(self, net, x, train):
+        self._in = x.shape
+        return x.reshape((x.shape[0],) + tuple(self.spec["shape"]))
+
+    def backward(self, net, dy, need_dx, param_grads):
+        return dy.reshape(self._in)
+
+
+class Flatten(_Layer):
+    type = "flatten"
+
+    def out_shape(self, s):
+        return (int(np.prod(s)),)
+
+    def forward(self, net, x, train):
+        self._in = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, net, dy, need_dx, param_grads):
+        return dy.reshape(self._in)
+
+
+class LabelConcat(_Layer):
+    """[x, E[y]]: a learned label embedding concatenated to the input."""
+
+    type = "label_concat"
+    needs_labels = True
+
+    def __init__(self, d):
+        super().__init__(d)
+        self.param_shapes["embedding"] = (d["num_classes"], d["embed_dim"])
+
+    def out_shape(self, s):
+        return (s[0] + self.spec["embed_dim"],)
+
+    def init(self, rng, scheme):
+        _normal_init(rng, self.p["embedding"], 1.0)
+
+    def forward(self, net, x, train):
+        n, f = x.shape
+        e = self.spec["embed_dim"]
+        emb = net.buf(self, "emb", (n, e))
+        _core._embedding_forward(emb, net.labels, self.p["embedding"])
+        out = net.buf(self, "out", (n, f + e))
+        out[:, :f] = x
+        out[:, f:] = emb
+        self._f = f
+        self._labels = net.labels
+        return out
+
+    def backward(self, net, dy, need_dx, param_grads):
+        if param_grads:
+            _core._embedding_backward(self.g["embedding"], np.ascontiguousarray(dy[:, self._f:]),
+                                      self._labels)
+        return np.ascontiguousarray(dy[:, :self._f]) if need_dx else None
+
+
+class Projection(_Layer):
+    """Projection discriminator head (Miyato & Koyama 2018):
+    logit = h @ psi^T + b + <E[y], h>."""
+
+    type = "projection"
+    needs_labels = True
+
+    def __init__(self, d):
+        super().__init__(d)
+        f = d["in_features"]
+        self.param_shapes["weight"] = (1, f)
+        self.param_shapes["bias"] = (1,)
+        self.param_shapes["embedding"] = (d["num_classes"], f)
+
+    def out_shape(self, s):
+        return (1,)
+
+    def macs(self, s):
+        return 2 * self.spec["in_features"]
+
+    def init(self, rng, scheme):
+        f = self.spec["in_features"]
+        if scheme == "dcgan":
+            _normal_init(rng, self.p["weight"], 0.02)
+            _normal_init(rng, self.p["embedding"], 0.02)
+        else:
+            _kaiming_uniform(rng, self.p["weight"], f)
+            _kaiming_uniform(rng, self.p["embedding"], f)
+        self.p["bias"][...] = 0
+
+    def forward(self, net, h, train):
+        n, f = h.shape
+        out = net.buf(self, "out", (n, 1))
+        _core._linear_forward(out, h, self.p["weight"], self.p["bias"])
+        emb = net.buf(self, "emb", (n, f))
+        _core._embedding_forward(emb, net.labels, self.p["embedding"])
+        out[:, 0] += np.einsum("nf,nf->n", emb, h)
+        self._h, self._emb, self._labels = h, emb, net.labels
+        return out
+
+    def backward(self, net, dy, need_dx, param_grads):
+        # forward: out = h @ w^T + b + sum_f emb * h
+        dx = net.buf(self, "dx", self._h.shape, zero=True) if need_dx else None
+        _core._linear_backward(dx, self.g["weight"] if param_grads else None,
+                               self.g["bias"] if param_grads else None, dy, self._h, self.p["weight"])
+        if need_dx:
+            dx += dy * self._emb
+        if param_grads:
+            _core._embedding_backward(self.g["embedding"],
+                                      np.ascontiguousarray(dy * self._h, dtype=_F32), self._labels)
+        return dx
+
+
+_LAYERS = {cls.type: cls for cls in (Linear, Conv2d, ConvTranspose2d, BatchNorm, ReLU, LeakyReLU,
+                                     Tanh, Sigmoid, Reshape, Flatten, LabelConcat, Projection)}
+
+
+def build_layer(d, spectral_norm=False):
+    """A layer object from its dict."""
+    if not isinstance(d, dict) or "type" not in d:
+        raise ValueError(f"a layer must be a dict with a 'type', got {d!r}")
+    cls = _LAYERS.get(d["type"])
+    if cls is None:
+        raise ValueError(f"unknown layer type {d['type']!r}; known: {sorted(_LAYERS)}")
+    if issubclass(cls, _Weighted):
+        return cls(d, spectral_norm=spectral_norm)
+    return cls(d)
+
+
+class Network:
+    """A sequential network over flat parameter, gradient and buffer arrays.
+
+    Parameters
+    ----------
+    layers : list of dict
+        The layer specs.
+    input_shape : tuple of int
+        Per-sample input shape.
+    spectral_norm : bool
+        Spectral normalisation of every weighted layer; batch-norm layers are
+        then dropped (a spectrally normalised critic needs no batch norm).
+    init : {"dcgan", "default"}
+        N(0, 0.02) weights (Radford et al. 2016) or PyTorch's default.
+    seed : int
+        Seed of the initialisation.
+    """
+
+    def __init__(self, layers, input_shape, spectral_norm=False, init="dcgan", seed=0):
+        specs = [dict(d) for d in layers]
+        if spectral_norm:
+            specs = [d for d in specs if d.get("type") != "batch_norm"]
+        self.spec = specs
+        self.spectral_norm = bool(spectral_norm)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.layers = [build_layer(d, spectral_norm) for d in specs]
+        self.needs_labels = any(l.needs_labels for l in self.layers)
+        shapes = [self.input_shape]
+        for l in self.layers:
+            shapes.append(tuple(l.out_shape(shapes[-1])))
+        self.shapes = shapes
+        self.output_shape = shapes[-1]
+
+        p_total = sum(int(np.prod(s)) for l in self.layers for s in l.param_shapes.values())
+        b_total = sum(int(np.prod(s)) for l in self.layers for s in l.buffer_shapes.values())
+        self.params = np.zeros(p_total, _F32)
+        self.grads = np.zeros(p_total, _F32)
+        self.buffers = np.zeros(b_total, _F32)
+        self.param_index = []   # (layer index, name, offset, shape)
+        po = bo = 0
+        for i, l in enumerate(self.layers):
+            for name, s in l.param_shapes.items():
+                n = int(np.prod(s))
+                l.p[name] = self.params[po:po + n].reshape(s)
+                l.g[name] = self.grads[po:po + n].reshape(s)
+                self.param_index.append((i, name, po, tuple(s)))
+                po += n
+            for name, s in l.buffer_shapes.items():
+                n = int(np.prod(s))
+                l.b[name] = self.buffers[bo:bo + n].reshape(s)
+                bo += n
+        self.track_stats = True
+        self.labels = None
+        self._bufs = {}
+        self.workspace = np.zeros(0, _F32)
+        self._ws_batch = None
+        self.reset_parameters(init, seed)
+
+    # -- set-up ------------------------------------------------------------------
+    def reset_parameters(self, init="dcgan", seed=0):
+        """Re-initialise every parameter and buffer from ``seed``."""
+        if init not in ("dcgan", "default"):
+            raise ValueError(f"init must be 'dcgan' or 'default', got {init!r}")
+        rng = np.random.default_rng(seed)
+        for l in self.layers:
+            l.init(rng, init)
+
+    @property
+    def num_params(self) -> int:
+        """Number of trainable parameters."""
+        return int(self.params.size)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per sample of one forward pass."""
+        return int(sum(l.macs(s) for l, s in zip(self.layers, self.shapes)))
+
+    def named_parameters(self):
+        """(qualified name, view) pairs, e.g. ``("3.weight", array)``."""
+        return [(f"{i}.{name}", self.layers[i].p[name]) for i, name, _, _ in self.param_index]
+
+    def buf(self, layer, name, shape, zero=False):
+        """A cached scratch array for (layer, name, shape)."""
+        key = (id(layer), name)
+        a = self._bufs.get(key)
+        if a is None or a.shape != tuple(shape):
+            a = np.zeros(shape, _F32) if zero else np.empty(shape, _F32)
+            self._bufs[key] = a
+        elif zero:
+            a.fill(0)
+        return a
+
+    def _ensure_workspace(self, n):
+        if self._ws_batch == n:
+            return
+        need = max([0] + [l.workspace(n, s) for l, s in zip(self.layers, self.shapes)])
+        if need > self.workspace.size:
+            self.workspace = np.zeros(need, _F32)
+        self._ws_batch = n
+
+    # -- compute -----------------------------------------------------------------
+    def forward(self, x, labels=None, train=True, taps=None):
+        """Forward pass of a batch.
+
+        Parameters
+        ----------
+        x : ndarray, float32, (N, *input_shape)
+        labels : ndarray of int, (N,), needed by conditional layers
+        train : bool
+            Batch statistics (and running-statistics update) in batch norm, and
+            a power iteration in spectral norm, when True.
+        taps : sequence of int, optional
+            Layer indices whose outputs are also returned (features).
+
+        Returns
+        -------
+        ndarray, or (ndarray, list of ndarray) when ``taps`` is given. The
+        arrays are the network's cached buffers: copy what you keep past the
+        next forward.
+        """
+        if x.dtype != _F32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=_F32)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"input must be (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        if self.needs_labels:
+            if labels is None:
+                raise ValueError("this network is conditional: labels are required")
+            labels = np.ascontiguousarray(labels, dtype=np.int64)
+            if labels.shape != (x.shape[0],):
+                raise ValueError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
+        self.labels = labels
+        self._ensure_workspace(x.shape[0])
+        feats = []
+        for i, l in enumerate(self.layers):
+            x = l.forward(self, x, train)
+            if taps is not None and i in taps:
+                feats.append(x)
+        return (x, feats) if taps is not None else x
+
+    def backward(self, dout, need_dx=True, param_grads=True, tap_grads=None):
+        """Backward pass after :meth:`forward`; accumulates into ``grads``.
+
+        Parameters
+        ----------
+        dout : ndarray, float32, like the output
+        need_dx : bool
+            Compute and return the gradient of the input.
+        param_grads : bool
+            Accumulate parameter gradients (False skips their GEMMs: used when
+            only the input gradient is needed, as in a generator step).
+        tap_grads : dict {layer index: ndarray}, optional
+            Extra gradients added to the output of those layers (features).
+        """
+        dy = dout
+        n = len(self.layers)
+        for i in range(n - 1, -1, -1):
+            if tap_grads and i in tap_grads:
+                dy = dy + tap_grads[i]
+            dy = np.ascontiguousarray(dy, dtype=_F32)
+            last = i == 0
+            dy = self.layers[i].backward(self, dy, need_dx or not last, param_grads)
+        return dy
+
+    def zero_grad(self):
+        self.grads.fill(0)
+
+    def copy_from(self, other):
+        """Copy parameters and buffers from a network of the same spec."""
+        if other.spec != self.spec:
+            raise ValueError("copy_from: the two networks have different specs")
+        self.params[...] = other.params
+        self.buffers[...] = other.buffers
+
+    def __repr__(self):
+        lines = [f"Network({self.num_params:,} params, {self.macs:,} MACs/sample)"]
+        for i, (l, s) in enumerate(zip(self.layers, self.shapes[1:])):
+            extra = {k: v for k, v in l.spec.items() if k != "type"}
+            lines.append(f"  ({i}) {l.type} {extra} -> {s}")
+        return "\n".join(lines)
