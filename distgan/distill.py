@@ -194,9 +194,11 @@ def distill(teacher, student, T=2.0, data=None, steps=None, epochs=None, batch_s
         each term and the elapsed time.
     """
     if not (isinstance(teacher, GAN) and isinstance(student, GAN)):
-        from .classifier import Classifier, distill_classifier
+        from .classifier import Classifier
 
         if isinstance(teacher, Classifier) and isinstance(student, Classifier):
+            from .classifier import distill_classifier
+
             return distill_classifier(teacher, student, T=T, data=data, steps=steps,
                                       epochs=epochs, batch_size=batch_size, seed=seed,
                                       progress=progress, weights=weights)

