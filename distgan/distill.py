@@ -146,7 +146,7 @@ def distill(teacher, student, T=2.0, data=None, steps=None, epochs=None, batch_s
             weights=None, online=False, init="prune", seed=0, critic="fresh",
             output_loss="l1", feature_layers=None, classifier=None, progress=True,
             checkpoint=None, checkpoint_every=1000, log_every=10, callback=None,
-            time_budget=None):
+            time_budget=None, bank=0):
     """Distil ``teacher`` into ``student``.
 
     Parameters
@@ -186,6 +186,12 @@ def distill(teacher, student, T=2.0, data=None, steps=None, epochs=None, batch_s
         and on Ctrl-C.
     time_budget : float, optional
         Stop after this many seconds.
+    bank : int
+        When > 0, draw that many teacher samples (with their noise and labels)
+        once, in batches of 256, and distil from random batches of this bank:
+        the teacher generator then costs nothing per iteration (its samples are
+        a fixed function of z). 0 runs the teacher on fresh noise every step.
+        Not with ``online``.
 
     Returns
     -------
@@ -230,6 +236,12 @@ def distill(teacher, student, T=2.0, data=None, steps=None, epochs=None, batch_s
         raise ValueError(f"output_loss must be 'l1' or 'l2', got {output_loss!r}")
     if online and data is None:
         raise ValueError("online=True trains the teacher too and needs data")
+    if not isinstance(bank, int) or bank < 0:
+        raise ValueError(f"bank must be an int >= 0, got {bank!r}")
+    if bank and online:
+        raise ValueError("bank= and online=True exclude each other (an online teacher changes)")
+    if bank and bank < batch_size:
+        raise ValueError(f"bank ({bank}) must hold at least one batch ({batch_size})")
     ds = _as_dataset(data) if data is not None else None
     if ds is not None and tuple(ds.images.shape[1:]) != student.image_shape:
         raise ValueError(f"data images are {tuple(ds.images.shape[1:])}, the models make "
@@ -264,15 +276,17 @@ def distill(teacher, student, T=2.0, data=None, steps=None, epochs=None, batch_s
     for k in ("step", "time", "out", "kd", "cls", "feat", "adv", "d_loss"):
         hist.setdefault(k, [])
 
+    teacher._refresh_ema_stats()
+    t0 = time.perf_counter()
+    tbank = _make_bank(teacher, Gt, bank, batch_size, seed) if bank else None
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, desc="distill", unit="it")
     batches = None
     epoch = 0
-    t0 = time.perf_counter()
     end = student.step_count + steps
-    teacher._refresh_ema_stats()
     try:
         with _StopFlag() as flag:
             while student.step_count < end and not flag.stop:
@@ -294,7 +308,7 @@ def distill(teacher, student, T=2.0, data=None, steps=None, epochs=None, batch_s
                         teacher.step(real, labels)
                 terms = _distill_step(teacher, student, Gt, Dt, Gs, Ds, stream, batch_size, T, w,
                                       real, labels, taps, need_dt, output_loss, classifier,
-                                      online)
+                                      online, tbank)
                 student.step_count += 1
                 for k, v in terms.items():
                     if not math.isfinite(v):
@@ -324,17 +338,36 @@ def distill(teacher, student, T=2.0, data=None, steps=None, epochs=None, batch_s
     return DistillResult(student, hist)
 
 
+def _make_bank(teacher, Gt, n, batch_size, seed):
+    """n teacher samples with the noise and labels that made them."""
+    stream = _Stream(seed * 2 + 11)
+    z = stream.normal((n, teacher.latent_dim))
+    y = stream.integers(teacher.num_classes, n) if teacher.num_classes is not None else None
+    x = np.empty((n,) + teacher.image_shape, np.float32)
+    for i in range(0, n, 256):
+        j = min(n, i + 256)
+        x[i:j] = Gt.forward(z[i:j], None if y is None else y[i:j], train=False)
+    return {"z": z, "y": y, "x": x}
+
+
 def _distill_step(teacher, student, Gt, Dt, Gs, Ds, stream, n, T, w, real, labels, taps,
-                  need_dt, output_loss, classifier, online=False):
+                  need_dt, output_loss, classifier, online=False, tbank=None):
     """One distillation iteration; returns the value of each term."""
     terms = {}
-    z = stream.normal((n, student.latent_dim))
-    y = None
-    if student.num_classes is not None:
-        y = labels if labels is not None else stream.integers(student.num_classes, n)
-    # online: the live teacher generator with batch statistics (its EMA copy
-    # has no current standing statistics while the teacher trains)
-    x_t = Gt.forward(z, y, train=online).copy()
+    if tbank is not None:
+        # a random batch of the bank; the indices come from the same counter stream
+        idx = stream.integers(len(tbank["z"]), n)
+        z = tbank["z"][idx]
+        y = None if tbank["y"] is None else tbank["y"][idx]
+        x_t = tbank["x"][idx]
+    else:
+        z = stream.normal((n, student.latent_dim))
+        y = None
+        if student.num_classes is not None:
+            y = labels if labels is not None else stream.integers(student.num_classes, n)
+        # online: the live teacher generator with batch statistics (its EMA copy
+        # has no current standing statistics while the teacher trains)
+        x_t = Gt.forward(z, y, train=online).copy()
     x_s = Gs.forward(z, y, train=True)
 
     # student critic: real (or teacher samples) against student samples

@@ -289,7 +289,8 @@ class GAN:
         return np.ascontiguousarray(real)
 
     def fit(self, data, epochs=None, steps=None, batch_size=64, progress=True,
-            checkpoint=None, checkpoint_every=1000, log_every=10, callback=None):
+            checkpoint=None, checkpoint_every=1000, log_every=10, callback=None,
+            time_budget=None):
         """Train on ``data``.
 
         Parameters
@@ -308,6 +309,8 @@ class GAN:
         log_every : int
             History records every this many steps.
         callback : callable(gan, step, losses), optional
+        time_budget : float, optional
+            Stop after this many seconds (at a step boundary).
 
         Returns
         -------
@@ -345,6 +348,9 @@ class GAN:
                         if i < skip:
                             continue
                         if self.step_count >= end or flag.stop:
+                            break
+                        if time_budget is not None and time.perf_counter() - t0 > time_budget:
+                            flag.stop = True
                             break
                         losses = self.step(x, y if self.num_classes is not None else None)
                         s = self.step_count
