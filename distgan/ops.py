@@ -32,7 +32,17 @@ import numbers
 
 import numpy as np
 
-from . import _core
+from ._blas import preload as _preload_blas
+
+_preload_blas()
+try:
+    from . import _core
+except ImportError as e:  # pragma: no cover - depends on how the package was built
+    raise ImportError(
+        "distgan's C extension distgan._core is not built in this copy of the package "
+        f"({__file__}). Install with `pip install .` and run outside the source folder, "
+        "or build in place with `pip install -e .` or `python setup.py build_ext --inplace`."
+    ) from e
 
 __all__ = [
     "linear", "linear_backward",
