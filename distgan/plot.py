@@ -12,7 +12,8 @@ import os
 
 import numpy as np
 
-__all__ = ["grid", "side_by_side", "losses", "scatter", "fid_vs_params", "fid_vs_T"]
+__all__ = ["grid", "side_by_side", "losses", "scatter", "scatters", "fid_vs_params", "fid_vs_T",
+           "metric_vs_T"]
 
 
 def _pyplot():
@@ -135,6 +136,39 @@ def scatter(samples, centers=None, path=None, title=None, ax=None):
     return fig if fig is not None else ax.figure
 
 
+def scatters(panels, centers=None, path=None, titles=None):
+    """Several 2-D sample sets side by side over the same mode centres (e.g. teacher
+    and student on a toy set), with shared axes.
+
+    Parameters
+    ----------
+    panels : dict title -> (N, 2) array, or a list of (N, 2) arrays
+    centers : (K, 2) array, optional
+    path : str, optional
+        Writes the figure there.
+    titles : list of str, optional
+        Titles when ``panels`` is a list.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if isinstance(panels, dict):
+        titles, panels = list(panels), list(panels.values())
+    if not panels:
+        raise ValueError("scatters: no panels")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.2),
+                             sharex=True, sharey=True)
+    axes = np.atleast_1d(axes)
+    for i, (ax, p) in enumerate(zip(axes, panels)):
+        scatter(p, centers, title=titles[i] if titles else None, ax=ax)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
 def fid_vs_params(rows, path=None):
     """FID against generator parameters; ``rows`` are dicts with ``name``,
     ``params``, ``fid`` and ``kind`` (teacher / scratch / distilled)."""
@@ -166,6 +200,47 @@ def fid_vs_T(Ts, fids, path=None, label=None):
     ax.set_xlabel("temperature T")
     ax.set_ylabel("FID")
     if label:
+        ax.legend()
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def metric_vs_T(Ts, values, path=None, ylabel="FID", label=None, baseline=None,
+                baseline_label="teacher"):
+    """Any sample-quality measure against distillation temperature, optionally with a
+    horizontal reference line (e.g. the teacher's value).
+
+    Parameters
+    ----------
+    Ts : sequence of float
+    values : sequence of float, or dict label -> sequence of float (several curves)
+    path : str, optional
+    ylabel : str
+    label : str, optional
+        Legend entry of a single curve.
+    baseline : float, optional
+        Drawn as a dashed line labelled ``baseline_label``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    series = values if isinstance(values, dict) else {label: values}
+    for lab, v in series.items():
+        v = list(v)
+        if len(v) != len(list(Ts)):
+            raise ValueError(f"metric_vs_T: {len(list(Ts))} temperatures but {len(v)} values")
+        ax.plot(list(Ts), v, "o-", label=lab)
+    if baseline is not None:
+        ax.axhline(baseline, ls="--", c="gray", lw=1, label=baseline_label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel(ylabel)
+    if baseline is not None or any(lab is not None for lab in series):
         ax.legend()
     fig.tight_layout()
     if path is not None:

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from distgan import checkpoint, datasets, models, ops
-from distgan import evaluate as ev
+import importlib
+
+# the package exports the function distgan.evaluate, which shadows the module's name
+ev = importlib.import_module("distgan.evaluate")
 from distgan.classifier import Classifier, augment_batch, cosine_lr
 from distgan.gan import GAN
 
