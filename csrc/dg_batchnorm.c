@@ -25,6 +25,7 @@
  * plain -O2 (SSE2) without assuming anything about aliasing.
  */
 #include "distgan.h"
+#include "dg_internal.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -298,29 +299,49 @@ static void bn_dx(float *dx, const float *dy, const float *x, const float *kd,
 
 static int bad_eps(float eps) { return !(eps > 0.0f) || isinf(eps); }
 
-dg_status dg_batchnorm_forward(float *out, float *mean, float *rstd,
-                               float *running_mean, float *running_var,
-                               const float *inp, const float *gamma,
-                               const float *beta, int N, int C, int HW,
-                               float eps, float momentum) {
-    // out is (N, C, HW), mean and rstd (caches) are (C),
-    // running_mean and running_var are (C) or NULL, inp is (N, C, HW),
-    // gamma and beta are (C) or NULL
-    dg_status st = bn_check_sizes(N, C, HW);
-    if (st != DG_STATUS_OK) return st;
-    size_t M = (size_t)N * (size_t)HW;
-    if (M < 2) return DG_STATUS_ERR_SHAPE;
-    if (out == NULL || mean == NULL || rstd == NULL || inp == NULL) return DG_STATUS_ERR_NULL;
-    if (bad_eps(eps)) return DG_STATUS_ERR_VALUE;
-    if ((running_mean != NULL || running_var != NULL) &&
-        !(momentum >= 0.0f && momentum <= 1.0f)) {
-        return DG_STATUS_ERR_VALUE;
-    }
+/* ------------------------------------------------------------------------- */
+/* The four passes over a range of channels [cA, cB), and their tasks on the  */
+/* thread pool: each task takes a contiguous range of channels (dg_split), so */
+/* every per-channel sum is accumulated in the same order whatever the thread */
+/* count, and tasks write disjoint channels.                                  */
+/* ------------------------------------------------------------------------- */
+
+/* Values (N*C*HW) per task at least before a pass is split over threads. */
+#define DG_BN_GRAIN 32768.0
+
+static int bn_tasks(int N, int C, int HW) {
+    int nt = dg_threads_for((double)N * (double)C * (double)HW, DG_BN_GRAIN);
+    return nt < C ? nt : C;
+}
+
+typedef struct {
+    float *out;
+    float *mean;
+    float *rstd;
+    float *running_mean;
+    float *running_var;
+    const float *inp;
+    const float *gamma;
+    const float *beta;
+    int N;
+    int C;
+    int HW;
+    float eps;
+    float momentum;
+    size_t M;
+} bn_fwd_job;
+
+/* The channel loop of dg_batchnorm_forward (same arguments, M = N*HW) over the
+ * channels [cA, cB). */
+static void bn_fwd_range(float *out, float *mean, float *rstd, float *running_mean,
+                         float *running_var, const float *inp, const float *gamma,
+                         const float *beta, int N, int C, int HW, float eps, float momentum,
+                         size_t M, int cA, int cB) {
     int cbmax = bn_block(N, C, HW);
     double acc[DG_BN_MAX_BLOCK], mu[DG_BN_MAX_BLOCK];
     float mlo[DG_BN_MAX_BLOCK], scale[DG_BN_MAX_BLOCK], shift[DG_BN_MAX_BLOCK];
-    for (int c0 = 0; c0 < C; c0 += cbmax) {
-        int cb = C - c0 < cbmax ? C - c0 : cbmax;
+    for (int c0 = cA; c0 < cB; c0 += cbmax) {
+        int cb = cB - c0 < cbmax ? cB - c0 : cbmax;
         // pass 1: mean[c] = sum x / M
         bn_sums(BN_SUM, acc, NULL, inp, NULL, NULL, N, C, HW, c0, cb);
         for (int j = 0; j < cb; j++) mu[j] = acc[j] / (double)M;
@@ -347,26 +368,40 @@ dg_status dg_batchnorm_forward(float *out, float *mean, float *rstd,
         // pass 3: out = (x - mean) * rstd * gamma + beta
         bn_apply(out, inp, mean + c0, mlo, scale, shift, N, C, HW, c0, cb);
     }
-    return DG_STATUS_OK;
 }
 
-dg_status dg_batchnorm_forward_eval(float *out, const float *inp,
-                                    const float *running_mean,
-                                    const float *running_var,
-                                    const float *gamma, const float *beta,
-                                    int N, int C, int HW, float eps) {
-    // out is (N, C, HW), inp is (N, C, HW), running_mean and running_var are (C),
-    // gamma and beta are (C) or NULL
-    dg_status st = bn_check_sizes(N, C, HW);
-    if (st != DG_STATUS_OK) return st;
-    if (out == NULL || inp == NULL || running_mean == NULL || running_var == NULL) {
-        return DG_STATUS_ERR_NULL;
-    }
-    if (bad_eps(eps)) return DG_STATUS_ERR_VALUE;
+static void bn_fwd_task(void *ctx, int t, int nt) {
+    const bn_fwd_job *j = (const bn_fwd_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
+    if (lo < hi) bn_fwd_range(j->out, j->mean, j->rstd, j->running_mean, j->running_var,
+        j->inp, j->gamma, j->beta, j->N, j->C, j->HW, j->eps, j->momentum, j->M, (int)lo,
+        (int)hi);
+}
+
+typedef struct {
+    float *out;
+    const float *inp;
+    const float *running_mean;
+    const float *running_var;
+    const float *gamma;
+    const float *beta;
+    int N;
+    int C;
+    int HW;
+    float eps;
+} bn_fwd_eval_job;
+
+/* The channel loop of dg_batchnorm_forward_eval (same arguments, M = N*HW) over the
+ * channels [cA, cB). */
+static void bn_fwd_eval_range(float *out, const float *inp, const float *running_mean,
+                              const float *running_var, const float *gamma,
+                              const float *beta, int N, int C, int HW, float eps, int cA,
+                              int cB) {
     int cbmax = bn_block(N, C, HW);
     float zero[DG_BN_MAX_BLOCK], scale[DG_BN_MAX_BLOCK], shift[DG_BN_MAX_BLOCK];
-    for (int c0 = 0; c0 < C; c0 += cbmax) {
-        int cb = C - c0 < cbmax ? C - c0 : cbmax;
+    for (int c0 = cA; c0 < cB; c0 += cbmax) {
+        int cb = cB - c0 < cbmax ? cB - c0 : cbmax;
         for (int j = 0; j < cb; j++) {
             int c = c0 + j;
             zero[j] = 0.0f;
@@ -377,26 +412,42 @@ dg_status dg_batchnorm_forward_eval(float *out, const float *inp,
         // out = (x - running_mean) / sqrt(running_var + eps) * gamma + beta
         bn_apply(out, inp, running_mean + c0, zero, scale, shift, N, C, HW, c0, cb);
     }
-    return DG_STATUS_OK;
 }
 
-dg_status dg_batchnorm_backward(float *dinp, float *dgamma, float *dbeta,
-                                const float *dout, const float *inp,
-                                const float *mean, const float *rstd,
-                                const float *gamma, int N, int C, int HW) {
-    // dinp is (N, C, HW), dgamma and dbeta are (C); any may be NULL
-    // dout and inp are (N, C, HW), mean and rstd (forward caches) are (C),
-    // gamma is (C) or NULL
-    dg_status st = bn_check_sizes(N, C, HW);
-    if (st != DG_STATUS_OK) return st;
-    if (dout == NULL || inp == NULL || mean == NULL || rstd == NULL) return DG_STATUS_ERR_NULL;
-    if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
-    size_t M = (size_t)N * (size_t)HW;
+static void bn_fwd_eval_task(void *ctx, int t, int nt) {
+    const bn_fwd_eval_job *j = (const bn_fwd_eval_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
+    if (lo < hi) bn_fwd_eval_range(j->out, j->inp, j->running_mean, j->running_var,
+        j->gamma, j->beta, j->N, j->C, j->HW, j->eps, (int)lo, (int)hi);
+}
+
+typedef struct {
+    float *dinp;
+    float *dgamma;
+    float *dbeta;
+    const float *dout;
+    const float *inp;
+    const float *mean;
+    const float *rstd;
+    const float *gamma;
+    int N;
+    int C;
+    int HW;
+    size_t M;
+} bn_bwd_job;
+
+/* The channel loop of dg_batchnorm_backward (same arguments, M = N*HW) over the
+ * channels [cA, cB). */
+static void bn_bwd_range(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                         const float *inp, const float *mean, const float *rstd,
+                         const float *gamma, int N, int C, int HW, size_t M, int cA,
+                         int cB) {
     int cbmax = bn_block(N, C, HW);
     double sdy[DG_BN_MAX_BLOCK], sdyx[DG_BN_MAX_BLOCK], cm[DG_BN_MAX_BLOCK];
     float kd[DG_BN_MAX_BLOCK], md[DG_BN_MAX_BLOCK], kx[DG_BN_MAX_BLOCK];
-    for (int c0 = 0; c0 < C; c0 += cbmax) {
-        int cb = C - c0 < cbmax ? C - c0 : cbmax;
+    for (int c0 = cA; c0 < cB; c0 += cbmax) {
+        int cb = cB - c0 < cbmax ? cB - c0 : cbmax;
         // forward: xhat = (x - mean) * rstd;  out = xhat * gamma + beta
         // sdy[c] = sum dout, sdyx[c] = sum dout * xhat
         for (int j = 0; j < cb; j++) cm[j] = (double)mean[c0 + j];
@@ -420,30 +471,42 @@ dg_status dg_batchnorm_backward(float *dinp, float *dgamma, float *dbeta,
         // dinp += rstd * gamma * (dout - mean(dout) - xhat * mean(dout * xhat))
         bn_dx(dinp, dout, inp, kd, md, kx, mean + c0, N, C, HW, c0, cb);
     }
-    return DG_STATUS_OK;
 }
 
-dg_status dg_batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta,
-                                     const float *dout, const float *inp,
-                                     const float *running_mean,
-                                     const float *running_var,
-                                     const float *gamma, int N, int C, int HW,
-                                     float eps) {
-    // dinp is (N, C, HW), dgamma and dbeta are (C); any may be NULL
-    // dout and inp are (N, C, HW), running_mean and running_var are (C),
-    // gamma is (C) or NULL
-    dg_status st = bn_check_sizes(N, C, HW);
-    if (st != DG_STATUS_OK) return st;
-    if (dout == NULL || inp == NULL || running_mean == NULL || running_var == NULL) {
-        return DG_STATUS_ERR_NULL;
-    }
-    if (bad_eps(eps)) return DG_STATUS_ERR_VALUE;
-    if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
+static void bn_bwd_task(void *ctx, int t, int nt) {
+    const bn_bwd_job *j = (const bn_bwd_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
+    if (lo < hi) bn_bwd_range(j->dinp, j->dgamma, j->dbeta, j->dout, j->inp, j->mean,
+        j->rstd, j->gamma, j->N, j->C, j->HW, j->M, (int)lo, (int)hi);
+}
+
+typedef struct {
+    float *dinp;
+    float *dgamma;
+    float *dbeta;
+    const float *dout;
+    const float *inp;
+    const float *running_mean;
+    const float *running_var;
+    const float *gamma;
+    int N;
+    int C;
+    int HW;
+    float eps;
+} bn_bwd_eval_job;
+
+/* The channel loop of dg_batchnorm_backward_eval (same arguments, M = N*HW) over the
+ * channels [cA, cB). */
+static void bn_bwd_eval_range(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                              const float *inp, const float *running_mean,
+                              const float *running_var, const float *gamma, int N, int C,
+                              int HW, float eps, int cA, int cB) {
     int cbmax = bn_block(N, C, HW);
     double sdy[DG_BN_MAX_BLOCK], sdyx[DG_BN_MAX_BLOCK], r[DG_BN_MAX_BLOCK], cm[DG_BN_MAX_BLOCK];
     float kd[DG_BN_MAX_BLOCK], zero[DG_BN_MAX_BLOCK];
-    for (int c0 = 0; c0 < C; c0 += cbmax) {
-        int cb = C - c0 < cbmax ? C - c0 : cbmax;
+    for (int c0 = cA; c0 < cB; c0 += cbmax) {
+        int cb = cB - c0 < cbmax ? cB - c0 : cbmax;
         // forward: out = (x - running_mean) * r * gamma + beta, r = 1/sqrt(running_var + eps)
         for (int j = 0; j < cb; j++) {
             int c = c0 + j;
@@ -464,5 +527,94 @@ dg_status dg_batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta,
         // dinp += dout * gamma * r  (the statistics are constants)
         if (dinp != NULL) bn_dx(dinp, dout, inp, kd, zero, zero, zero, N, C, HW, c0, cb);
     }
+}
+
+static void bn_bwd_eval_task(void *ctx, int t, int nt) {
+    const bn_bwd_eval_job *j = (const bn_bwd_eval_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
+    if (lo < hi) bn_bwd_eval_range(j->dinp, j->dgamma, j->dbeta, j->dout, j->inp,
+        j->running_mean, j->running_var, j->gamma, j->N, j->C, j->HW, j->eps, (int)lo,
+        (int)hi);
+}
+
+dg_status dg_batchnorm_forward(float *out, float *mean, float *rstd,
+                               float *running_mean, float *running_var,
+                               const float *inp, const float *gamma,
+                               const float *beta, int N, int C, int HW,
+                               float eps, float momentum) {
+    // out is (N, C, HW), mean and rstd (caches) are (C),
+    // running_mean and running_var are (C) or NULL, inp is (N, C, HW),
+    // gamma and beta are (C) or NULL
+    dg_status st = bn_check_sizes(N, C, HW);
+    if (st != DG_STATUS_OK) return st;
+    size_t M = (size_t)N * (size_t)HW;
+    if (M < 2) return DG_STATUS_ERR_SHAPE;
+    if (out == NULL || mean == NULL || rstd == NULL || inp == NULL) return DG_STATUS_ERR_NULL;
+    if (bad_eps(eps)) return DG_STATUS_ERR_VALUE;
+    if ((running_mean != NULL || running_var != NULL) &&
+        !(momentum >= 0.0f && momentum <= 1.0f)) {
+        return DG_STATUS_ERR_VALUE;
+    }
+    bn_fwd_job j = {out, mean, rstd, running_mean, running_var, inp, gamma, beta, N, C, HW,
+                    eps, momentum, M};
+    dg_parallel(bn_fwd_task, &j, bn_tasks(N, C, HW));
+    return DG_STATUS_OK;
+}
+
+dg_status dg_batchnorm_forward_eval(float *out, const float *inp,
+                                    const float *running_mean,
+                                    const float *running_var,
+                                    const float *gamma, const float *beta,
+                                    int N, int C, int HW, float eps) {
+    // out is (N, C, HW), inp is (N, C, HW), running_mean and running_var are (C),
+    // gamma and beta are (C) or NULL
+    dg_status st = bn_check_sizes(N, C, HW);
+    if (st != DG_STATUS_OK) return st;
+    if (out == NULL || inp == NULL || running_mean == NULL || running_var == NULL) {
+        return DG_STATUS_ERR_NULL;
+    }
+    if (bad_eps(eps)) return DG_STATUS_ERR_VALUE;
+    bn_fwd_eval_job j = {out, inp, running_mean, running_var, gamma, beta, N, C, HW, eps};
+    dg_parallel(bn_fwd_eval_task, &j, bn_tasks(N, C, HW));
+    return DG_STATUS_OK;
+}
+
+dg_status dg_batchnorm_backward(float *dinp, float *dgamma, float *dbeta,
+                                const float *dout, const float *inp,
+                                const float *mean, const float *rstd,
+                                const float *gamma, int N, int C, int HW) {
+    // dinp is (N, C, HW), dgamma and dbeta are (C); any may be NULL
+    // dout and inp are (N, C, HW), mean and rstd (forward caches) are (C),
+    // gamma is (C) or NULL
+    dg_status st = bn_check_sizes(N, C, HW);
+    if (st != DG_STATUS_OK) return st;
+    if (dout == NULL || inp == NULL || mean == NULL || rstd == NULL) return DG_STATUS_ERR_NULL;
+    if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
+    size_t M = (size_t)N * (size_t)HW;
+    bn_bwd_job j = {dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, N, C, HW, M};
+    dg_parallel(bn_bwd_task, &j, bn_tasks(N, C, HW));
+    return DG_STATUS_OK;
+}
+
+dg_status dg_batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta,
+                                     const float *dout, const float *inp,
+                                     const float *running_mean,
+                                     const float *running_var,
+                                     const float *gamma, int N, int C, int HW,
+                                     float eps) {
+    // dinp is (N, C, HW), dgamma and dbeta are (C); any may be NULL
+    // dout and inp are (N, C, HW), running_mean and running_var are (C),
+    // gamma is (C) or NULL
+    dg_status st = bn_check_sizes(N, C, HW);
+    if (st != DG_STATUS_OK) return st;
+    if (dout == NULL || inp == NULL || running_mean == NULL || running_var == NULL) {
+        return DG_STATUS_ERR_NULL;
+    }
+    if (bad_eps(eps)) return DG_STATUS_ERR_VALUE;
+    if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
+    bn_bwd_eval_job j = {dinp, dgamma, dbeta, dout, inp, running_mean, running_var, gamma,
+                         N, C, HW, eps};
+    dg_parallel(bn_bwd_eval_task, &j, bn_tasks(N, C, HW));
     return DG_STATUS_OK;
 }

@@ -43,9 +43,17 @@
  *
  * im2col/col2im visit one input plane at a time and all its kernel taps while
  * it is in cache; the window ranges of each tap are computed once per call,
- * so the inner loops (over a contiguous output row) hold no division.
+ * so the inner loops (over a contiguous output row) hold no division; small
+ * geometries use a table of tap offsets instead (see im2col_planes_tab).
+ *
+ * Threads: the GEMMs split themselves (dg_gemm.c); im2col/col2im, the
+ * gather/scatter between the GEMM layout and NCHW, the bias fill and the bias
+ * gradient run on the core's pool (dg_thread.c) as tasks over contiguous
+ * ranges of planes, rows or channels, so every value is computed the same way
+ * whatever the thread count.
  */
 #include "distgan.h"
+#include "dg_internal.h"
 
 #include <limits.h>
 #include <stdint.h>
@@ -200,18 +208,156 @@ static void tap_range(const tap_ranges *t, int K, int O, int L, int S, int P,
     }
 }
 
+/* Small geometries (the usual case) go through a table of tap offsets instead:
+ * tab[k*GH*GW + p] is the offset in the input plane that kernel tap k reads at
+ * window position p, or -1 where it reads the zero padding. One table per call
+ * and task (KH*KW*GH*GW <= DG_CONV_TABLE ints on the stack), then every plane is
+ * a flat gather (im2col) or scatter-add (col2im) with no per-row bookkeeping:
+ * a 7x7 window grid otherwise spends more time on its 7-float rows' set-up
+ * than on copying them. */
+#define DG_CONV_TABLE 4096
+
+static int use_table(int IH, int IW, int KH, int KW, int GH, int GW) {
+    return (size_t)KH * KW * GH * GW <= DG_CONV_TABLE && (size_t)IH * IW <= INT_MAX;
+}
+
+static void tap_offsets(int *tab, int IH, int IW, int KH, int KW, int SH, int SW,
+                        int PH, int PW, int GH, int GW) {
+    for (int kh = 0; kh < KH; kh++) {
+        for (int kw = 0; kw < KW; kw++) {
+            for (int oh = 0; oh < GH; oh++) {
+                int ih = oh * SH - PH + kh;
+                for (int ow = 0; ow < GW; ow++) {
+                    int iw = ow * SW - PW + kw;
+                    *tab++ = ih >= 0 && ih < IH && iw >= 0 && iw < IW ? ih * IW + iw : -1;
+                }
+            }
+        }
+    }
+}
+
+/* im2col of the planes q in [q0, q1) through the offset table (see above). */
+static void im2col_planes_tab(float *col, size_t ldcol, const float *img, int nb,
+                              int CI, int IH, int IW, int KH, int KW, int SH,
+                              int SW, int PH, int PW, int GH, int GW, size_t q0,
+                              size_t q1) {
+    int tab[DG_CONV_TABLE];
+    size_t ihw = (size_t)IH * IW, ghw = (size_t)GH * GW, kk = (size_t)KH * KW;
+    tap_offsets(tab, IH, IW, KH, KW, SH, SW, PH, PW, GH, GW);
+    for (size_t q = q0; q < q1; q++) {
+        size_t c = q / (size_t)nb, i = q % (size_t)nb;
+        const float *src = img + (i * (size_t)CI + c) * ihw;
+        for (size_t k = 0; k < kk; k++) {
+            float *dst = col + (c * kk + k) * ldcol + i * ghw;
+            const int *t = tab + k * ghw;
+            for (size_t p = 0; p < ghw; p++) {
+                int o = t[p];
+                float v = src[o < 0 ? 0 : o];
+                dst[p] = o < 0 ? 0.0f : v;
+            }
+        }
+    }
+}
+
+/* col2im (adding) of the planes q in [q0, q1) through the offset table; the
+ * window positions of one tap read distinct pixels, so a tap's loop is a
+ * plain scatter-add. */
+static void col2im_planes_tab(float *img, const float *col, size_t ldcol, int nb,
+                              int CI, int IH, int IW, int KH, int KW, int SH,
+                              int SW, int PH, int PW, int GH, int GW, size_t q0,
+                              size_t q1) {
+    int tab[DG_CONV_TABLE];
+    size_t ihw = (size_t)IH * IW, ghw = (size_t)GH * GW, kk = (size_t)KH * KW;
+    tap_offsets(tab, IH, IW, KH, KW, SH, SW, PH, PW, GH, GW);
+    for (size_t q = q0; q < q1; q++) {
+        size_t c = q / (size_t)nb, i = q % (size_t)nb;
+        float *dst = img + (i * (size_t)CI + c) * ihw;
+        for (size_t k = 0; k < kk; k++) {
+            const float *src = col + (c * kk + k) * ldcol + i * ghw;
+            const int *t = tab + k * ghw;
+            for (size_t p = 0; p < ghw; p++) {
+                int o = t[p];
+                if (o >= 0) dst[o] += src[p];
+            }
+        }
+    }
+}
+
+/* col2im the other way round, for small images: each pixel of a plane GATHERS
+ * the col entries that land on it, instead of every col entry being added onto
+ * its pixel. rev[pix*cmax + e], e < cnt[pix], are the offsets (k*ldcol + p,
+ * from the plane's first col row) of those entries, listed in increasing tap k:
+ * the order in which the scatter-add adds them, so the sums are the same bits.
+ * A pixel takes at most cmax = ceil(KH/SH) * ceil(KW/SW) entries. One pass over
+ * each pixel (read, add its 4 entries for a 4x4 stride-2 kernel, write) instead
+ * of 16 read-add-writes spread over the plane; and it can start from the bias,
+ * which saves the bias fill of the transposed convolution. */
+#define DG_CONV_REV 4096
+#define DG_CONV_REV_PIX 1024
+
+static int rev_cmax(int KH, int KW, int SH, int SW) {
+    return ((KH + SH - 1) / SH) * ((KW + SW - 1) / SW);
+}
+
+static int use_rev(int IH, int IW, int KH, int KW, int SH, int SW, int GH, int GW) {
+    size_t pix = (size_t)IH * IW, cmax = (size_t)rev_cmax(KH, KW, SH, SW);
+    return use_table(IH, IW, KH, KW, GH, GW) && pix <= DG_CONV_REV_PIX &&
+           pix * cmax <= DG_CONV_REV;
+}
+
+static void rev_offsets(size_t *rev, unsigned char *cnt, size_t ldcol, int IH, int IW,
+                        int KH, int KW, int SH, int SW, int PH, int PW, int GH, int GW) {
+    int tab[DG_CONV_TABLE];
+    size_t pix = (size_t)IH * IW, ghw = (size_t)GH * GW, kk = (size_t)KH * KW;
+    size_t cmax = (size_t)rev_cmax(KH, KW, SH, SW);
+    tap_offsets(tab, IH, IW, KH, KW, SH, SW, PH, PW, GH, GW);
+    memset(cnt, 0, pix);
+    for (size_t k = 0; k < kk; k++) {
+        for (size_t p = 0; p < ghw; p++) {
+            int o = tab[k * ghw + p];
+            if (o >= 0) rev[(size_t)o * cmax + cnt[o]++] = k * ldcol + p;
+        }
+    }
+}
+
+/* For the planes q in [q0, q1) of img (nb, CI, IH, IW): img += col2im of col,
+ * or, with assign, img = bias[c] (0 when bias is NULL) + col2im of col. */
+static void col2im_planes_rev(float *img, const float *col, int assign, const float *bias,
+                              size_t ldcol, int nb, int CI, int IH, int IW, int KH,
+                              int KW, int SH, int SW, int PH, int PW, int GH, int GW,
+                              size_t q0, size_t q1) {
+    size_t rev[DG_CONV_REV];
+    unsigned char cnt[DG_CONV_REV_PIX];
+    size_t pix = (size_t)IH * IW, ghw = (size_t)GH * GW, kk = (size_t)KH * KW;
+    size_t cmax = (size_t)rev_cmax(KH, KW, SH, SW);
+    rev_offsets(rev, cnt, ldcol, IH, IW, KH, KW, SH, SW, PH, PW, GH, GW);
+    for (size_t q = q0; q < q1; q++) {
+        size_t c = q / (size_t)nb, i = q % (size_t)nb;
+        float *dst = img + (i * (size_t)CI + c) * pix;
+        const float *src = col + c * kk * ldcol + i * ghw;
+        for (size_t o = 0; o < pix; o++) {
+            const size_t *r = rev + o * cmax;
+            float acc = !assign ? dst[o] : bias != NULL ? bias[c] : 0.0f;
+            for (int e = 0; e < cnt[o]; e++) acc += src[r[e]];
+            dst[o] = acc;
+        }
+    }
+}
+
 /* col (CI*KH*KW, ldcol) = im2col of img (nb, CI, IH, IW), window positions
  * (GH, GW) per image, image i in columns [i*GH*GW, (i+1)*GH*GW). Assigns.
  * An input plane stays in cache while all its kernel taps are copied out. */
-static void im2col(float *col, size_t ldcol, const float *img, int nb, int CI,
-                   int IH, int IW, int KH, int KW, int SH, int SW, int PH,
-                   int PW, int GH, int GW) {
+static void im2col_planes(float *col, size_t ldcol, const float *img, int nb,
+                          int CI, int IH, int IW, int KH, int KW, int SH, int SW,
+                          int PH, int PW, int GH, int GW, size_t q0, size_t q1) {
     size_t ihw = (size_t)IH * IW, ghw = (size_t)GH * GW;
     tap_ranges th, tw;
     tap_table(&th, KH, GH, IH, SH, PH);
     tap_table(&tw, KW, GW, IW, SW, PW);
-    for (int c = 0; c < CI; c++) {
-        for (int i = 0; i < nb; i++) {
+    /* plane q = c * nb + i: channel c of image i */
+    for (size_t q = q0; q < q1; q++) {
+        int c = (int)(q / (size_t)nb), i = (int)(q % (size_t)nb);
+        {
             const float *src = img + ((size_t)i * CI + c) * ihw;
             for (int kh = 0; kh < KH; kh++) {
                 int ohl, ohh;
@@ -249,15 +395,17 @@ static void im2col(float *col, size_t ldcol, const float *img, int nb, int CI,
 
 /* img (nb, CI, IH, IW) += col2im of col (CI*KH*KW, ldcol): the adjoint of
  * im2col. An image plane stays in cache while all its kernel taps are added. */
-static void col2im_add(float *img, const float *col, size_t ldcol, int nb,
-                       int CI, int IH, int IW, int KH, int KW, int SH, int SW,
-                       int PH, int PW, int GH, int GW) {
+static void col2im_planes(float *img, const float *col, size_t ldcol, int nb,
+                          int CI, int IH, int IW, int KH, int KW, int SH, int SW,
+                          int PH, int PW, int GH, int GW, size_t q0, size_t q1) {
     size_t ihw = (size_t)IH * IW, ghw = (size_t)GH * GW;
     tap_ranges th, tw;
     tap_table(&th, KH, GH, IH, SH, PH);
     tap_table(&tw, KW, GW, IW, SW, PW);
-    for (int c = 0; c < CI; c++) {
-        for (int i = 0; i < nb; i++) {
+    /* plane q = c * nb + i: channel c of image i (written by this plane only) */
+    for (size_t q = q0; q < q1; q++) {
+        int c = (int)(q / (size_t)nb), i = (int)(q % (size_t)nb);
+        {
             float *dst = img + ((size_t)i * CI + c) * ihw;
             for (int kh = 0; kh < KH; kh++) {
                 int ohl, ohh;
@@ -284,65 +432,66 @@ static void col2im_add(float *img, const float *col, size_t ldcol, int nb,
     }
 }
 
+/* The row helpers below take the rows q = i * R + r (row r of image i) in [q0, q1). */
+
 /* dst (R, nb*P) = src (nb, R, P) regrouped: dst[r, i*P + p] = src[i, r, p]. */
-static void gather_rows(float *dst, const float *src, int nb, size_t R, size_t P) {
+static void gather_rows(float *dst, const float *src, int nb, size_t R, size_t P,
+                        size_t q0, size_t q1) {
     size_t ld = (size_t)nb * P;
-    for (int i = 0; i < nb; i++) {
-        for (size_t r = 0; r < R; r++) {
-            memcpy(dst + r * ld + (size_t)i * P, src + ((size_t)i * R + r) * P,
-                   P * sizeof(float));
-        }
+    for (size_t q = q0; q < q1; q++) {
+        size_t i = q / R, r = q % R;
+        memcpy(dst + r * ld + i * P, src + q * P, P * sizeof(float));
     }
 }
 
 /* dst (nb, R, P) = src (R, nb*P) regrouped, plus bias[r] when bias != NULL. */
 static void scatter_rows_bias(float *dst, const float *src, const float *bias,
-                              int nb, size_t R, size_t P) {
+                              int nb, size_t R, size_t P, size_t q0, size_t q1) {
     size_t ld = (size_t)nb * P;
-    for (int i = 0; i < nb; i++) {
-        for (size_t r = 0; r < R; r++) {
-            float *d = dst + ((size_t)i * R + r) * P;
-            const float *s = src + r * ld + (size_t)i * P;
-            if (bias == NULL) {
-                memcpy(d, s, P * sizeof(float));
-            } else {
-                float b = bias[r];
-                for (size_t p = 0; p < P; p++) d[p] = s[p] + b;
-            }
+    for (size_t q = q0; q < q1; q++) {
+        size_t i = q / R, r = q % R;
+        float *d = dst + q * P;
+        const float *s = src + r * ld + i * P;
+        if (bias == NULL) {
+            memcpy(d, s, P * sizeof(float));
+        } else {
+            float b = bias[r];
+            for (size_t p = 0; p < P; p++) d[p] = s[p] + b;
         }
     }
 }
 
 /* dst (nb, R, P) += src (R, nb*P) regrouped. */
-static void scatter_rows_add(float *dst, const float *src, int nb, size_t R, size_t P) {
+static void scatter_rows_add(float *dst, const float *src, int nb, size_t R,
+                             size_t P, size_t q0, size_t q1) {
     size_t ld = (size_t)nb * P;
-    for (int i = 0; i < nb; i++) {
-        for (size_t r = 0; r < R; r++) {
-            float *d = dst + ((size_t)i * R + r) * P;
-            const float *s = src + r * ld + (size_t)i * P;
-            for (size_t p = 0; p < P; p++) d[p] += s[p];
-        }
+    for (size_t q = q0; q < q1; q++) {
+        size_t i = q / R, r = q % R;
+        float *d = dst + q * P;
+        const float *s = src + r * ld + i * P;
+        for (size_t p = 0; p < P; p++) d[p] += s[p];
     }
 }
 
 /* out (nb, R, P) = bias[r] broadcast, or zeros when bias is NULL. */
-static void fill_bias(float *out, const float *bias, int nb, size_t R, size_t P) {
+static void fill_bias(float *out, const float *bias, size_t R, size_t P,
+                      size_t q0, size_t q1) {
     if (bias == NULL) {
-        memset(out, 0, (size_t)nb * R * P * sizeof(float));
+        memset(out + q0 * P, 0, (q1 - q0) * P * sizeof(float));
         return;
     }
-    for (int i = 0; i < nb; i++) {
-        for (size_t r = 0; r < R; r++) {
-            float *d = out + ((size_t)i * R + r) * P;
-            float b = bias[r];
-            for (size_t p = 0; p < P; p++) d[p] = b;
-        }
+    for (size_t q = q0; q < q1; q++) {
+        float *d = out + q * P;
+        float b = bias[q % R];
+        for (size_t p = 0; p < P; p++) d[p] = b;
     }
 }
 
-/* dbias[r] += sum over n and p of dout[n, r, p]; dout is (N, R, P). Double sums. */
-static void bias_backward(float *dbias, const float *dout, int N, size_t R, size_t P) {
-    for (size_t r = 0; r < R; r++) {
+/* dbias[r] += sum over n and p of dout[n, r, p]; dout is (N, R, P). Double
+ * sums, for the channels r in [r0, r1). */
+static void bias_backward(float *dbias, const float *dout, int N, size_t R, size_t P,
+                          size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
         double acc = 0.0;
         for (int n = 0; n < N; n++) {
             const float *d = dout + ((size_t)n * R + r) * P;
@@ -359,6 +508,131 @@ static void bias_backward(float *dbias, const float *dout, int N, size_t R, size
         }
         dbias[r] = (float)(dbias[r] + acc);
     }
+}
+
+/* ------------------------------------------------------------------------- */
+/* The helpers above on the thread pool. Each task takes a contiguous range  */
+/* of planes, rows or channels (dg_split), so tasks write disjoint memory and */
+/* every value is computed the same way whatever the thread count.           */
+/* ------------------------------------------------------------------------- */
+
+/* Floats moved per task at least, before a helper is split over threads. */
+#define DG_CONV_GRAIN 32768.0
+
+enum { J_IM2COL, J_COL2IM, J_COL2IM_BIAS, J_GATHER, J_SCATTER_BIAS, J_SCATTER_ADD, J_FILL_BIAS, J_DBIAS };
+
+typedef struct {
+    int kind;
+    float *dst;
+    const float *src, *bias;
+    size_t ld, R, P, count;
+    int nb, CI, IH, IW, KH, KW, SH, SW, PH, PW, GH, GW;
+} conv_job;
+
+static void conv_task(void *ctx, int t, int nt) {
+    const conv_job *j = (const conv_job *)ctx;
+    size_t lo, hi;
+    dg_split(j->count, 1, t, nt, &lo, &hi);
+    if (lo >= hi) return;
+    switch (j->kind) {
+    case J_IM2COL:
+        if (use_table(j->IH, j->IW, j->KH, j->KW, j->GH, j->GW)) {
+            im2col_planes_tab(j->dst, j->ld, j->src, j->nb, j->CI, j->IH, j->IW, j->KH,
+                              j->KW, j->SH, j->SW, j->PH, j->PW, j->GH, j->GW, lo, hi);
+            break;
+        }
+        im2col_planes(j->dst, j->ld, j->src, j->nb, j->CI, j->IH, j->IW, j->KH, j->KW,
+                      j->SH, j->SW, j->PH, j->PW, j->GH, j->GW, lo, hi);
+        break;
+    case J_COL2IM:
+    case J_COL2IM_BIAS:
+        if (use_rev(j->IH, j->IW, j->KH, j->KW, j->SH, j->SW, j->GH, j->GW)) {
+            col2im_planes_rev(j->dst, j->src, j->kind == J_COL2IM_BIAS, j->bias, j->ld,
+                              j->nb, j->CI, j->IH, j->IW, j->KH, j->KW, j->SH,
+                              j->SW, j->PH, j->PW, j->GH, j->GW, lo, hi);
+            break;
+        }
+        /* J_COL2IM_BIAS here: the caller filled img with the bias; add onto it */
+        if (use_table(j->IH, j->IW, j->KH, j->KW, j->GH, j->GW)) {
+            col2im_planes_tab(j->dst, j->src, j->ld, j->nb, j->CI, j->IH, j->IW, j->KH,
+                              j->KW, j->SH, j->SW, j->PH, j->PW, j->GH, j->GW, lo, hi);
+            break;
+        }
+        col2im_planes(j->dst, j->src, j->ld, j->nb, j->CI, j->IH, j->IW, j->KH, j->KW,
+                      j->SH, j->SW, j->PH, j->PW, j->GH, j->GW, lo, hi);
+        break;
+    case J_GATHER:
+        gather_rows(j->dst, j->src, j->nb, j->R, j->P, lo, hi);
+        break;
+    case J_SCATTER_BIAS:
+        scatter_rows_bias(j->dst, j->src, j->bias, j->nb, j->R, j->P, lo, hi);
+        break;
+    case J_SCATTER_ADD:
+        scatter_rows_add(j->dst, j->src, j->nb, j->R, j->P, lo, hi);
+        break;
+    case J_FILL_BIAS:
+        fill_bias(j->dst, j->bias, j->R, j->P, lo, hi);
+        break;
+    case J_DBIAS:
+        bias_backward(j->dst, j->src, j->nb, j->R, j->P, lo, hi);
+        break;
+    }
+}
+
+/* Runs job j over j->count units of `per_unit` floats each. */
+static void conv_run(conv_job *j, double per_unit) {
+    dg_parallel(conv_task, j, dg_threads_for((double)j->count * per_unit, DG_CONV_GRAIN));
+}
+
+/* col (CI*KH*KW, ldcol) = im2col of img (nb, CI, IH, IW), windows (GH, GW). */
+static void im2col(float *col, size_t ldcol, const float *img, int nb, int CI, int IH,
+                   int IW, int KH, int KW, int SH, int SW, int PH, int PW, int GH,
+                   int GW) {
+    conv_job j = {.kind = J_IM2COL, .dst = col, .src = img, .ld = ldcol,
+                  .count = (size_t)CI * nb, .nb = nb, .CI = CI, .IH = IH, .IW = IW,
+                  .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH, .PW = PW,
+                  .GH = GH, .GW = GW};
+    conv_run(&j, (double)KH * KW * GH * GW);
+}
+
+/* img (nb, CI, IH, IW) += col2im of col (CI*KH*KW, ldcol). */
+static void col2im_add(float *img, const float *col, size_t ldcol, int nb, int CI,
+                       int IH, int IW, int KH, int KW, int SH, int SW, int PH, int PW,
+                       int GH, int GW) {
+    conv_job j = {.kind = J_COL2IM, .dst = img, .src = col, .ld = ldcol,
+                  .count = (size_t)CI * nb, .nb = nb, .CI = CI, .IH = IH, .IW = IW,
+                  .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH, .PW = PW,
+                  .GH = GH, .GW = GW};
+    conv_run(&j, (double)KH * KW * GH * GW);
+}
+
+
+static void rows_run(int kind, float *dst, const float *src, const float *bias, int nb,
+                     size_t R, size_t P) {
+    conv_job j = {.kind = kind, .dst = dst, .src = src, .bias = bias, .R = R, .P = P,
+                  .nb = nb, .count = (size_t)nb * R};
+    conv_run(&j, (double)P);
+}
+
+/* img (nb, CI, IH, IW) = bias[c] (0 when bias is NULL) + col2im of col. */
+static void col2im_bias(float *img, const float *col, const float *bias, size_t ldcol,
+                        int nb, int CI, int IH, int IW, int KH, int KW, int SH, int SW,
+                        int PH, int PW, int GH, int GW) {
+    if (!use_rev(IH, IW, KH, KW, SH, SW, GH, GW)) {
+        rows_run(J_FILL_BIAS, img, NULL, bias, nb, (size_t)CI, (size_t)IH * IW);
+    }
+    conv_job j = {.kind = J_COL2IM_BIAS, .dst = img, .src = col, .ld = ldcol,
+                  .bias = bias, .count = (size_t)CI * nb, .nb = nb, .CI = CI, .IH = IH,
+                  .IW = IW, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH, .PW = PW,
+                  .GH = GH, .GW = GW};
+    conv_run(&j, (double)KH * KW * GH * GW);
+}
+
+/* dbias (R) += sums of dout (N, R, P) over n and p. */
+static void dbias_run(float *dbias, const float *dout, int N, size_t R, size_t P) {
+    conv_job j = {.kind = J_DBIAS, .dst = dbias, .src = dout, .R = R, .P = P, .nb = N,
+                  .count = R};
+    conv_run(&j, (double)N * P);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -401,7 +675,7 @@ dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
             // out[n] (OC, OHW) = weight (OC, C*KK) @ col (C*KK, OHW) + bias
             float beta = 0.0f;
             if (bias != NULL) {
-                fill_bias(o, bias, 1, (size_t)OC, ohw);
+                rows_run(J_FILL_BIAS, o, NULL, bias, 1, (size_t)OC, ohw);
                 beta = 1.0f;
             }
             st = dg_sgemm(0, 0, OC, (int)L, (int)ckk, 1.0f, weight, (int)ckk,
@@ -412,7 +686,7 @@ dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
             st = dg_sgemm(0, 0, OC, (int)L, (int)ckk, 1.0f, weight, (int)ckk,
                           col, (int)L, 0.0f, tmp, (int)L);
             if (st != DG_STATUS_OK) return st;
-            scatter_rows_bias(o, tmp, bias, nb, (size_t)OC, ohw);
+            rows_run(J_SCATTER_BIAS, o, tmp, bias, nb, (size_t)OC, ohw);
         }
     }
     return DG_STATUS_OK;
@@ -441,7 +715,7 @@ dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
             size_t L = (size_t)nb * ohw;
             const float *dy = dout + (size_t)n0 * OC * ohw;
             if (nb > 1) {
-                gather_rows(tmp, dy, nb, (size_t)OC, ohw);
+                rows_run(J_GATHER, tmp, dy, NULL, nb, (size_t)OC, ohw);
                 dy = tmp;
             }
             // dy is dout of the group as (OC, nb*OHW)
@@ -468,7 +742,7 @@ dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
     }
     if (dbias != NULL) {
         // forward: out[n, oc, :, :] = ... + bias[oc]
-        bias_backward(dbias, dout, N, (size_t)OC, ohw);
+        dbias_run(dbias, dout, N, (size_t)OC, ohw);
     }
     return DG_STATUS_OK;
 }
@@ -511,7 +785,7 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
         const float *x = inp + (size_t)n0 * C * hw;
         float *o = out + (size_t)n0 * OC * ohw;
         if (nb > 1) {
-            gather_rows(xb, x, nb, (size_t)C, hw);
+            rows_run(J_GATHER, xb, x, NULL, nb, (size_t)C, hw);
             x = xb;
         }
         // col (OC*KK, nb*HW) = weight^T (OC*KK, C) @ x (C, nb*HW)
@@ -519,8 +793,7 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
                       (int)L, 0.0f, col, (int)L);
         if (st != DG_STATUS_OK) return st;
         // out = bias + col2im(col): each input pixel's KH x KW patch lands on out
-        fill_bias(o, bias, nb, (size_t)OC, ohw);
-        col2im_add(o, col, L, nb, OC, OH, OW, KH, KW, SH, SW, PH, PW, H, W);
+        col2im_bias(o, col, bias, L, nb, OC, OH, OW, KH, KW, SH, SW, PH, PW, H, W);
     }
     return DG_STATUS_OK;
 }
@@ -557,7 +830,7 @@ dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
                 // dweight (C, OC*KK) += x (C, nb*HW) @ dcol^T (nb*HW, OC*KK)
                 const float *x = inp + (size_t)n0 * C * hw;
                 if (nb > 1) {
-                    gather_rows(xb, x, nb, (size_t)C, hw);
+                    rows_run(J_GATHER, xb, x, NULL, nb, (size_t)C, hw);
                     x = xb;
                 }
                 st = dg_sgemm(0, 1, C, (int)okk, (int)L, 1.0f, x, (int)L, col,
@@ -576,14 +849,14 @@ dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
                     st = dg_sgemm(0, 0, C, (int)L, (int)okk, 1.0f, weight,
                                   (int)okk, col, (int)L, 0.0f, xb, (int)L);
                     if (st != DG_STATUS_OK) return st;
-                    scatter_rows_add(di, xb, nb, (size_t)C, hw);
+                    rows_run(J_SCATTER_ADD, di, xb, NULL, nb, (size_t)C, hw);
                 }
             }
         }
     }
     if (dbias != NULL) {
         // forward: out[n, oc, :, :] = bias[oc] + ...
-        bias_backward(dbias, dout, N, (size_t)OC, ohw);
+        dbias_run(dbias, dout, N, (size_t)OC, ohw);
     }
     return DG_STATUS_OK;
 }

@@ -13,12 +13,26 @@
  *
  * beta == 0 ASSIGNS C (C is not read, so NaN garbage in C does not leak into
  * the result), as the BLAS reference specifies.
+ *
+ * Threads: OpenBLAS always runs on ONE thread (its pthreads pool busy-waits and
+ * fights any other pool). dg_sgemm splits a large product itself over the core's
+ * pool (dg_thread.c): C is cut into blocks (one or two per thread) of columns
+ * (when N >= M, so that the smaller operand op(A) is the one every block packs)
+ * or of rows, block bounds multiples of 16, and each block is one
+ * single-threaded sgemm.
+ * Every element of C is then the same dot product over K in the same order,
+ * whatever the split; small products (or a split dimension too small to cut)
+ * stay on the calling thread.
  */
 #include "distgan.h"
+#include "dg_internal.h"
+
+#include <pthread.h>
 
 #if defined(DG_BLAS_SCIPY)
 #include <cblas.h>
 #define DG_CBLAS_SGEMM scipy_cblas_sgemm
+#define DG_CBLAS_SGEMV scipy_cblas_sgemv
 #define DG_BLAS_SET_THREADS scipy_openblas_set_num_threads
 #define DG_BLAS_GET_THREADS scipy_openblas_get_num_threads
 #define DG_BLAS_NAME "scipy-openblas"
@@ -29,6 +43,7 @@
 void openblas_set_num_threads(int num_threads);
 int openblas_get_num_threads(void);
 #define DG_CBLAS_SGEMM cblas_sgemm
+#define DG_CBLAS_SGEMV cblas_sgemv
 #define DG_BLAS_SET_THREADS openblas_set_num_threads
 #define DG_BLAS_GET_THREADS openblas_get_num_threads
 #define DG_BLAS_NAME "openblas"
@@ -51,21 +66,33 @@ const char *dg_status_str(dg_status s) {
 
 const char *dg_blas_name(void) { return DG_BLAS_NAME; }
 
-void dg_set_num_threads(int n) {
+
+
+/* Once per process: the pool starts with the thread count OpenBLAS chose at
+ * load (OPENBLAS_NUM_THREADS, else the cores), and OpenBLAS drops to one. */
+static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
+
+static void threads_init(void) {
 #if DG_HAVE_BLAS
-    if (n >= 1) DG_BLAS_SET_THREADS(n);
-#else
-    (void)n;
+    dg_threads_set(DG_BLAS_GET_THREADS());
+    DG_BLAS_SET_THREADS(1);
 #endif
 }
 
-int dg_get_num_threads(void) {
-#if DG_HAVE_BLAS
-    return DG_BLAS_GET_THREADS();
-#else
-    return 1;
-#endif
+void dg_set_num_threads(int n) {
+    pthread_once(&threads_once, threads_init);
+    if (n >= 1) dg_threads_set(n);
 }
+
+int dg_get_num_threads(void) {
+    pthread_once(&threads_once, threads_init);
+    return dg_threads_get();
+}
+
+/* Threads GEMMs may use: at least this many FLOPs per thread ... */
+#define DG_GEMM_GRAIN 4.0e6
+/* ... and at least this many rows or columns of C per thread. */
+#define DG_GEMM_MIN_SPLIT 32
 
 /* Checks the sizes and strides shared by dg_sgemm and dg_sgemm_ref.
  * A is stored (M, K) or, transposed, (K, M); B is stored (K, N) or (N, K). */
@@ -130,6 +157,76 @@ dg_status dg_sgemm_ref(int transA, int transB, int M, int N, int K, float alpha,
     return DG_STATUS_OK;
 }
 
+#if DG_HAVE_BLAS
+typedef struct {
+    int transA, transB, M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int lda, ldb, ldc;
+    int split_cols;   /* 1: blocks of columns of C, 0: blocks of rows */
+} gemm_job;
+
+static void gemm_task(void *ctx, int t, int nt) {
+    const gemm_job *j = (const gemm_job *)ctx;
+    size_t lo, hi;
+    const float *A = j->A, *B = j->B;
+    float *C = j->C;
+    int M = j->M, N = j->N;
+    if (j->split_cols) {
+        dg_split((size_t)N, 16, t, nt, &lo, &hi);
+        /* op(B)[:, lo:hi] is B's columns lo.. (B (K, N)) or rows lo.. (B^T stored (N, K)) */
+        B += j->transB ? lo * (size_t)j->ldb : lo;
+        C += lo;
+        N = (int)(hi - lo);
+    } else {
+        dg_split((size_t)M, 16, t, nt, &lo, &hi);
+        A += j->transA ? lo : lo * (size_t)j->lda;
+        C += lo * (size_t)j->ldc;
+        M = (int)(hi - lo);
+    }
+    if (M <= 0 || N <= 0) return;
+    DG_CBLAS_SGEMM(CblasRowMajor, j->transA ? CblasTrans : CblasNoTrans,
+                   j->transB ? CblasTrans : CblasNoTrans, M, N, j->K, j->alpha, A,
+                   j->lda, B, j->ldb, j->beta, C, j->ldc);
+}
+#endif
+
+#if DG_HAVE_BLAS
+/* A product with one row (M == 1) or one column (N == 1) of C is a
+ * matrix-vector product: cblas_sgemv reads the matrix once, where sgemm would
+ * first pack all of it (a batch of one through a linear layer, or the single
+ * logit of a critic). beta == 0 is applied here, so C is never read then. */
+static dg_status gemv(int transA, int transB, int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc) {
+    if (beta == 0.0f) {
+        scale_c(M, N, 0.0f, C, ldc);
+        beta = 1.0f;
+    }
+    if (M == 1) {
+        /* c (1, N) = a (1, K) @ op(B) (K, N): c^T = op(B)^T a^T;
+         * a's stride is lda if A^T is stored (K, 1) */
+        int inca = transA ? lda : 1;
+        if (transB) {
+            DG_CBLAS_SGEMV(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, A, inca, beta, C, 1);
+        } else {
+            DG_CBLAS_SGEMV(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, inca, beta, C, 1);
+        }
+    } else {
+        /* c (M, 1) = op(A) (M, K) @ b (K, 1);
+         * c's stride is ldc, b's ldb if B is stored (K, 1) */
+        int incb = transB ? 1 : ldb;
+        if (transA) {
+            DG_CBLAS_SGEMV(CblasRowMajor, CblasTrans, K, M, alpha, A, lda, B, incb, beta, C, ldc);
+        } else {
+            DG_CBLAS_SGEMV(CblasRowMajor, CblasNoTrans, M, K, alpha, A, lda, B, incb, beta, C, ldc);
+        }
+    }
+    return DG_STATUS_OK;
+}
+#endif
+
 dg_status dg_sgemm(int transA, int transB, int M, int N, int K, float alpha,
                    const float *A, int lda, const float *B, int ldb, float beta,
                    float *C, int ldc) {
@@ -141,12 +238,49 @@ dg_status dg_sgemm(int transA, int transB, int M, int N, int K, float alpha,
         scale_c(M, N, beta, C, ldc);
         return DG_STATUS_OK;
     }
-    DG_CBLAS_SGEMM(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                   transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
-                   B, ldb, beta, C, ldc);
+    pthread_once(&threads_once, threads_init);
+    if (M == 1 || N == 1) {
+        return gemv(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+    gemm_job j = {transA, transB, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, N >= M};
+    int span = j.split_cols ? N : M;
+    /* blocks: at most two per thread (each packs the shared operand again), each
+     * DG_GEMM_MIN_SPLIT wide at least, a multiple of the thread count when
+     * there are more blocks than threads */
+    int size = dg_threads_get();
+    int nt = dg_threads_for(2.0 * M * (double)N * K, DG_GEMM_GRAIN);
+    if (nt > 2 * size) nt = 2 * size;
+    if (nt > span / DG_GEMM_MIN_SPLIT) nt = span / DG_GEMM_MIN_SPLIT;
+    if (nt > size) nt -= nt % size;
+    dg_parallel(gemm_task, &j, nt < 1 ? 1 : nt);
     return DG_STATUS_OK;
 #else
     return dg_sgemm_ref(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta,
                         C, ldc);
+#endif
+}
+
+/* The BLAS's own multi-threaded sgemm, for the benchmark's reference rate. */
+dg_status dg_cblas_sgemm_threads(int transA, int transB, int M, int N, int K,
+                                 float alpha, const float *A, int lda,
+                                 const float *B, int ldb, float beta, float *C,
+                                 int ldc, int threads) {
+    dg_status st = gemm_check(transA, transB, M, N, K, A, lda, B, ldb, C, ldc);
+    if (st != DG_STATUS_OK || M == 0 || N == 0) return st;
+    if (threads < 1) return DG_STATUS_ERR_VALUE;
+#if DG_HAVE_BLAS
+    pthread_once(&threads_once, threads_init);
+    if (K == 0) {
+        scale_c(M, N, beta, C, ldc);
+        return DG_STATUS_OK;
+    }
+    DG_BLAS_SET_THREADS(threads);
+    DG_CBLAS_SGEMM(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                   transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
+                   ldb, beta, C, ldc);
+    DG_BLAS_SET_THREADS(1);
+    return DG_STATUS_OK;
+#else
+    return dg_sgemm_ref(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 #endif
 }

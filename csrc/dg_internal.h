@@ -6,6 +6,7 @@
 #ifndef DG_INTERNAL_H
 #define DG_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* One Philox4x32-10 block (Salmon et al. 2011, "Parallel random numbers: as
@@ -14,5 +15,29 @@
  * check it against Random123's known-answer vectors.
  * out is (4), ctr is (4), key is (2); out may alias ctr. */
 void dg_philox4x32_10(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);
+
+/* ------------------------------------------------------------------------- */
+/* The thread pool (dg_thread.c)                                              */
+/* ------------------------------------------------------------------------- */
+
+/* One task of a parallel region: the work of task t of nt. What it computes
+ * must depend on (t, nt) only (never on timing), and tasks of one region must
+ * write disjoint memory. */
+typedef void (*dg_task_fn)(void *ctx, int t, int nt);
+
+/* Runs fn(ctx, t, nt) for every t in [0, nt), concurrently on the pool when it
+ * can, else one after the other on the calling thread (same results). */
+void dg_parallel(dg_task_fn fn, void *ctx, int nt);
+/* Tasks worth running for `work` units when a task should do at least `grain`
+ * units: 1, fewer than the pool size for little work, else a multiple of the
+ * pool size (at most 4 per thread). Depends on the pool size, never on timing. */
+int dg_threads_for(double work, double grain);
+/* [*lo, *hi) = task t's share of [0, n) in nt near-equal parts whose bounds
+ * are multiples of align (except n itself). */
+void dg_split(size_t n, size_t align, int t, int nt, size_t *lo, size_t *hi);
+/* Size of the pool (the calling thread included); dg_set_num_threads (dg_gemm.c)
+ * is the public entry, which also keeps the BLAS at one thread. */
+void dg_threads_set(int n);
+int dg_threads_get(void);
 
 #endif /* DG_INTERNAL_H */

@@ -481,12 +481,15 @@ py_set_num_threads(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 typedef dg_status (*gemm_fn)(int, int, int, int, int, float, const float *, int,
                              const float *, int, float, float *, int);
 
-/* C = alpha * op(A) @ op(B) + beta * C on 2-D arrays (M, N, K may be 0). */
+/* C = alpha * op(A) @ op(B) + beta * C on 2-D arrays (M, N, K may be 0), by fn,
+ * or, when fn is NULL, by dg_cblas_sgemm_threads with a trailing `threads`. */
 static PyObject *
 sgemm_impl(const char *op, const char *fmt, gemm_fn fn, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"transA", "transB", "alpha", "A", "B", "beta", "C", NULL};
-    int transA, transB;
+    static char *kwlist_t[] = {"transA", "transB", "alpha", "A", "B", "beta", "C",
+                               "threads", NULL};
+    int transA, transB, threads = 1;
     float alpha, beta;
     dg_arg A = ARG("A"), B = ARG("B"), C = ARG("C");
     dg_arg *all[] = {&A, &B, &C};
@@ -495,9 +498,14 @@ sgemm_impl(const char *op, const char *fmt, gemm_fn fn, PyObject *args, PyObject
     PyObject *ret = NULL;
     dg_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, &transA, &transB, &alpha,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, fn != NULL ? kwlist : kwlist_t,
+                                     &transA, &transB, &alpha,
                                      conv_input, &A, conv_input, &B, &beta,
-                                     conv_output, &C)) {
+                                     conv_output, &C, &threads)) {
+        goto exit;
+    }
+    if (fn == NULL && threads < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: threads must be >= 1, got %d", op, threads);
         goto exit;
     }
     if (check_shape(&A, 2, eA, transA ? "(K, M)" : "(M, K)") < 0) {
@@ -520,7 +528,13 @@ sgemm_impl(const char *op, const char *fmt, gemm_fn fn, PyObject *args, PyObject
     ldb = DIM(B, 1) > 1 ? (int)DIM(B, 1) : 1;
     ldc = N > 1 ? N : 1;
     Py_BEGIN_ALLOW_THREADS
-    st = fn(transA, transB, M, N, K, alpha, CF32(A), lda, CF32(B), ldb, beta, F32(C), ldc);
+    if (fn != NULL) {
+        st = fn(transA, transB, M, N, K, alpha, CF32(A), lda, CF32(B), ldb, beta, F32(C), ldc);
+    }
+    else {
+        st = dg_cblas_sgemm_threads(transA, transB, M, N, K, alpha, CF32(A), lda, CF32(B),
+                                    ldb, beta, F32(C), ldc, threads);
+    }
     Py_END_ALLOW_THREADS
     if (check_status(op, st) < 0) {
         goto exit;
@@ -532,6 +546,12 @@ exit:
     Py_XDECREF(B.arr);
     Py_XDECREF(C.arr);
     return ret;
+}
+
+static PyObject *
+py_cblas_sgemm(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    return sgemm_impl("_cblas_sgemm", "ppfO&O&fO&i:_cblas_sgemm", NULL, args, kwds);
 }
 
 static PyObject *
@@ -1400,6 +1420,32 @@ py_sigmoid_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
                              act_bwd_out_kw, dg_sigmoid_backward, NULL, args, kwds);
 }
 
+/* out[...] = 0 in place (any shape). */
+static PyObject *
+py_zero(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    static const char op[] = "_zero";
+    static char *kwlist[] = {"out", NULL};
+    dg_arg out = ARG("out");
+    PyObject *ret = NULL;
+    dg_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&:_zero", kwlist, conv_output, &out)) {
+        goto exit;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = dg_zero(F32(out), SIZE(out));
+    Py_END_ALLOW_THREADS
+    if (check_status(op, st) < 0) {
+        goto exit;
+    }
+    ret = Py_None;
+    Py_INCREF(ret);
+exit:
+    Py_XDECREF(out.arr);
+    return ret;
+}
+
 /* ------------------------------------------------------------------------- */
 /* Label embedding                                                            */
 /* ------------------------------------------------------------------------- */
@@ -2190,12 +2236,16 @@ exit:
 static PyMethodDef dg_methods[] = {
     KW_METHOD(_status_str, "($module, /, status)", "dg_status_str: the name of a status."),
     NOARGS_METHOD(_blas_name, "Name of the BLAS in use (dg_blas_name)."),
-    KW_METHOD(_set_num_threads, "($module, /, n)", "Threads of the BLAS pool, n >= 1."),
-    NOARGS_METHOD(_get_num_threads, "Threads of the BLAS pool."),
+    KW_METHOD(_set_num_threads, "($module, /, n)",
+              "Threads of the core's pool, n >= 1 (the BLAS stays at one thread)."),
+    NOARGS_METHOD(_get_num_threads, "Threads of the core's pool."),
     KW_METHOD(_sgemm, "($module, /, transA, transB, alpha, A, B, beta, C)",
               "C = alpha * op(A) @ op(B) + beta * C in place on 2-D arrays (dg_sgemm)."),
     KW_METHOD(_sgemm_ref, "($module, /, transA, transB, alpha, A, B, beta, C)",
               "The plain-loop reference GEMM, same contract (dg_sgemm_ref)."),
+    KW_METHOD(_cblas_sgemm, "($module, /, transA, transB, alpha, A, B, beta, C, threads)",
+              "cblas_sgemm with the BLAS's own pool at `threads` threads, for benchmarks "
+              "(dg_cblas_sgemm_threads)."),
     KW_METHOD(_linear_forward, "($module, /, out, inp, weight, bias)",
               "out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias (OC,) or None."),
     KW_METHOD(_linear_backward, "($module, /, dinp, dweight, dbias, dout, inp, weight)",
@@ -2244,6 +2294,7 @@ static PyMethodDef dg_methods[] = {
     KW_METHOD(_sigmoid_forward, "($module, /, out, inp)", "out = sigmoid(inp); out may be inp."),
     KW_METHOD(_sigmoid_backward, "($module, /, dinp, dout, out)",
               "dinp += dout * out * (1 - out), out the forward's OUTPUT."),
+    KW_METHOD(_zero, "($module, /, out)", "out[...] = 0 in place, on the core's thread pool."),
     KW_METHOD(_embedding_forward, "($module, /, out, labels, table)",
               "out (N, D) = table (K, D)[labels (N,)]."),
     KW_METHOD(_embedding_backward, "($module, /, dtable, dout, labels)",

@@ -66,9 +66,22 @@ dg_status dg_sgemm_ref(int transA, int transB, int M, int N, int K, float alpha,
                        float beta, float *C, int ldc);
 /* Name of the BLAS in use: "scipy-openblas", "openblas" or "reference". */
 const char *dg_blas_name(void);
-/* Threads of the BLAS pool (n < 1 is ignored; the reference GEMM always reports 1). */
+/* Threads of the core's pool (dg_thread.c), the calling thread included; n < 1
+ * is ignored. Every op runs its large loops and GEMMs on that pool; the BLAS
+ * itself is kept at ONE thread (its own pool would fight ours). Results depend
+ * on the thread count only, never on timing. The default is the thread count
+ * OpenBLAS chose when it was loaded (OPENBLAS_NUM_THREADS, else the number of
+ * cores), 1 without a BLAS. */
 void dg_set_num_threads(int n);
 int dg_get_num_threads(void);
+/* cblas_sgemm of the BLAS with ITS OWN pool at `threads` threads (then set back
+ * to one): the machine's reference GEMM rate, for benchmarks only. Same
+ * contract as dg_sgemm; threads < 1 is DG_STATUS_ERR_VALUE. The reference
+ * build calls dg_sgemm_ref. */
+dg_status dg_cblas_sgemm_threads(int transA, int transB, int M, int N, int K,
+                                 float alpha, const float *A, int lda,
+                                 const float *B, int ldb, float beta, float *C,
+                                 int ldc, int threads);
 
 /* ------------------------------------------------------------------------- */
 /* Linear (dg_dense.c)                                                        */
@@ -183,6 +196,9 @@ dg_status dg_tanh_forward(float *out, const float *inp, size_t n);
 dg_status dg_tanh_backward(float *dinp, const float *dout, const float *out, size_t n);
 dg_status dg_sigmoid_forward(float *out, const float *inp, size_t n);
 dg_status dg_sigmoid_backward(float *dinp, const float *dout, const float *out, size_t n);
+/* out[i] = 0 for i < n, on the core's thread pool (zeroing gradient buffers
+ * before a backward accumulates into them). */
+dg_status dg_zero(float *out, size_t n);
 
 /* ------------------------------------------------------------------------- */
 /* Label embedding (dg_embed.c)                                               */

@@ -161,10 +161,11 @@ def dcgan(width: float = 1.0, latent_dim: int = 100, image_shape=(1, 28, 28),
 
 
 def mlp(latent_dim: int = 2, data_dim: int = 2, hidden: int = 128, depth: int = 3,
-        width: float = 1.0, d_width: float | None = None, num_classes: int | None = None) -> dict:
+        width: float = 1.0, d_width: float | None = None, num_classes: int | None = None,
+        batch_norm: bool = True) -> dict:
     """MLP GAN spec for the 2-D toy sets (ring8, grid25).
 
-    G: ``depth`` x [Linear -> BatchNorm -> ReLU] -> Linear(data_dim).
+    G: ``depth`` x [Linear -> BatchNorm (if ``batch_norm``) -> ReLU] -> Linear(data_dim).
     D: ``depth`` x [Linear -> LeakyReLU(0.2)] -> Linear(1).
     ``hidden`` is scaled by ``width`` (G) and ``d_width`` (D).
     """
@@ -179,8 +180,10 @@ def mlp(latent_dim: int = 2, data_dim: int = 2, hidden: int = 128, depth: int = 
         gen.append({"type": "label_concat", "num_classes": num_classes, "embed_dim": max(4, num_classes)})
         cin += max(4, num_classes)
     for _ in range(depth):
-        gen += [{"type": "linear", "in_features": cin, "out_features": hg, "bias": True},
-                {"type": "batch_norm", "num_features": hg}, {"type": "relu"}]
+        gen.append({"type": "linear", "in_features": cin, "out_features": hg, "bias": True})
+        if batch_norm:
+            gen.append({"type": "batch_norm", "num_features": hg})
+        gen.append({"type": "relu"})
         cin = hg
     gen.append({"type": "linear", "in_features": cin, "out_features": data_dim, "bias": True})
     disc, cin = [], data_dim

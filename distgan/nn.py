@@ -82,6 +82,16 @@ class _Weighted(_Layer):
         self._w_eff = None
         self._dw_eff = None
         self._sigma = 1.0
+        self._geom_memo = {}     # per-sample input shape -> geometry (conv layers)
+
+    def _geom(self, s):
+        """The layer's geometry for a per-sample input shape, computed once per shape
+        (a batch of one spends more time in Python than in its small GEMMs)."""
+        key = tuple(s)
+        g = self._geom_memo.get(key)
+        if g is None:
+            g = self._geom_memo[key] = self._compute_geom(key)
+        return g
 
     def init(self, rng, scheme):
         w = self.p["weight"]
@@ -193,7 +203,7 @@ class Conv2d(_Weighted):
         kh, kw = _pair(self.spec["kernel_size"])
         return self.spec["in_channels"] * kh * kw
 
-    def _geom(self, s):
+    def _compute_geom(self, s):
         C, H, W = s
         if C != self.spec["in_channels"]:
             raise ValueError(f"conv2d expects {self.spec['in_channels']} input channels, got {C}")
@@ -253,7 +263,7 @@ class ConvTranspose2d(_Weighted):
         kh, kw = _pair(self.spec["kernel_size"])
         return self.spec["out_channels"] * kh * kw
 
-    def _geom(self, s):
+    def _compute_geom(self, s):
         C, H, W = s
         if C != self.spec["in_channels"]:
             raise ValueError(f"conv_transpose2d expects {self.spec['in_channels']} input channels, got {C}")
@@ -653,7 +663,7 @@ class Network:
             a = np.zeros(shape, _F32) if zero else np.empty(shape, _F32)
             self._bufs[key] = a
         elif zero:
-            a.fill(0)
+            _core._zero(a)   # a.fill(0), on the core's threads
         return a
 
     def _ensure_workspace(self, n):

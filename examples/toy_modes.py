@@ -15,9 +15,9 @@ import distgan
 from distgan.metrics import mode_stats
 
 
-def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss):
+def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_norm=True):
     data = distgan.datasets.load(name, n=100_000, seed=seed)
-    spec = distgan.models.mlp(latent_dim=2, hidden=hidden, depth=depth)
+    spec = distgan.models.mlp(latent_dim=2, hidden=hidden, depth=depth, batch_norm=batch_norm)
     gan = distgan.GAN(spec, seed=seed, lr=lr, betas=(0.5, 0.999), loss=loss)
     gan.fit(data, steps=steps, batch_size=batch_size, progress=False)
     s = gan.sample(n_eval, seed=seed)
@@ -36,6 +36,7 @@ def main(argv=None):
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--loss", default="ns")
+    ap.add_argument("--no-batch-norm", action="store_true", help="no batch norm in G")
     ap.add_argument("--n-eval", type=int, default=2500)
     ap.add_argument("--json", default=None, help="write the results there")
     ap.add_argument("--plot", default=None, help="scatter plot of seed 0 (PNG)")
@@ -46,7 +47,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         for seed in range(args.seeds):
             r, s, data = run(name, seed, args.steps, args.batch_size, args.hidden, args.depth,
-                             args.lr, args.n_eval, args.loss)
+                             args.lr, args.n_eval, args.loss, not args.no_batch_norm)
             rows.append(r)
             print(f"{name} seed {seed}: {r['modes']}/{len(data.centers)} modes, "
                   f"{100 * r['high_quality']:.1f}% high quality, reverse KL {r['reverse_kl']:.3f}")

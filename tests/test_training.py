@@ -486,7 +486,7 @@ def test_distill_runs(teachers, rng, cond, with_data):
     student = distgan.GAN(models.dcgan(0.125, num_classes=K), seed=2)
     data = _data(rng, 12, labelled=cond) if with_data else None
     result = distgan.distill(teacher, student, T=2.0, data=data, steps=3, batch_size=4,
-                             weights={"kd": 0.1}, progress=False, log_every=1)
+                             weights={"kd": 0.1, "feat": 1.0}, progress=False, log_every=1)
     s, hist = result
     assert s is student and result.student is student and result.history is hist
     assert student.step_count == 3 and student.opt_g.t == 3

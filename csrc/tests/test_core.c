@@ -20,6 +20,7 @@
  * go where main() marks the place. Dimension letters are those of distgan.h.
  */
 #include "distgan.h"
+#include "dg_internal.h"
 
 #include <limits.h>
 #include <math.h>
@@ -957,6 +958,131 @@ static void test_batchnorm(void) {
 
 /* ------------------------------------------------------------------------- */
 
+/* ------------------------------------------------------------------------- */
+/* the thread pool (dg_thread.c)                                              */
+/* ------------------------------------------------------------------------- */
+
+typedef struct {
+    int hits[8];
+    int nested;
+} pool_probe;
+
+static void probe_inner(void *ctx, int t, int nt) {
+    (void)nt;
+    pool_probe *p = (pool_probe *)ctx;
+    p->hits[4 + t] += 1;   /* tasks of the nested region: run on the calling task's thread */
+}
+
+static void probe_task(void *ctx, int t, int nt) {
+    pool_probe *p = (pool_probe *)ctx;
+    p->hits[t] += 1 + nt * 10;
+    if (p->nested && t == 0) dg_parallel(probe_inner, ctx, 2);
+}
+
+/* Runs conv2d, conv_transpose2d, batch norm, leaky ReLU and Adam forward and
+ * backward on fixed data; writes every result to out (returns its length). */
+static size_t threaded_ops(float *out) {
+    enum { N = 8, C = 16, H = 16, W = 16, OC = 16, K = 4, S = 2, P = 1, OH = 8, OW = 8 };
+    size_t nin = (size_t)N * C * H * W, nout = (size_t)N * OC * OH * OW, nw = (size_t)OC * C * K * K;
+    float *x = malloc(nin * sizeof(float)), *w = malloc(nw * sizeof(float));
+    float *b = malloc(OC * sizeof(float));
+    size_t ws = dg_conv2d_workspace_size(N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
+    size_t wst = dg_conv_transpose2d_workspace_size(N, OC, OH, OW, C, K, K, S, S, P, P, H, W);
+    float *work = malloc((ws > wst ? ws : wst) * sizeof(float));
+    for (size_t i = 0; i < nin; i++) x[i] = (float)sin(0.37 * (double)i);
+    for (size_t i = 0; i < nw; i++) w[i] = (float)cos(0.11 * (double)i) * 0.1f;
+    for (int i = 0; i < OC; i++) b[i] = 0.01f * (float)i;
+    float *o = out;
+    /* conv2d forward and backward */
+    float *y = o; o += nout;
+    dg_conv2d_forward(y, work, x, w, b, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
+    float *dx = o; o += nin;
+    float *dw = o; o += nw;
+    float *db = o; o += OC;
+    memset(dx, 0, (nin + nw + OC) * sizeof(float));
+    dg_conv2d_backward(dx, dw, db, work, y, x, w, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
+    /* conv_transpose2d forward and backward, with the same weight (C=OC here) */
+    float *xt = o; o += nin;
+    dg_conv_transpose2d_forward(xt, work, y, w, NULL, N, OC, OH, OW, C, K, K, S, S, P, P, H, W);
+    float *dyt = o; o += nout;
+    float *dwt = o; o += nw;
+    memset(dyt, 0, (nout + nw) * sizeof(float));
+    dg_conv_transpose2d_backward(dyt, dwt, NULL, work, xt, y, w, N, OC, OH, OW, C, K, K, S,
+                                 S, P, P, H, W);
+    /* batch norm and leaky ReLU over (N, C, H*W) */
+    float *bn = o; o += nin;
+    float *mean = o; o += C;
+    float *rstd = o; o += C;
+    dg_batchnorm_forward(bn, mean, rstd, NULL, NULL, xt, NULL, NULL, N, C, H * W, 1e-5f, 0.1f);
+    float *dbn = o; o += nin;
+    memset(dbn, 0, nin * sizeof(float));
+    dg_batchnorm_backward(dbn, NULL, NULL, x, xt, mean, rstd, NULL, N, C, H * W);
+    float *lr = o; o += nin;
+    dg_leaky_relu_forward(lr, bn, 0.2f, nin);
+    /* Adam on the first nin floats of x as parameters, dbn as gradient */
+    float *pa = o; o += nin;
+    float *m = o; o += nin;
+    float *v = o; o += nin;
+    memcpy(pa, x, nin * sizeof(float));
+    memset(m, 0, 2 * nin * sizeof(float));
+    dg_adam_step(pa, m, v, dbn, nin, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0);
+    free(x); free(w); free(b); free(work);
+    return (size_t)(o - out);
+}
+
+static void test_threads(void) {
+    printf("# thread pool\n");
+    int before = dg_get_num_threads();
+    /* every task of a region runs exactly once, with the region's nt; a
+     * region wider than the pool, or nested in a task, runs serially */
+    dg_set_num_threads(2);
+    for (int nt = 1; nt <= 4; nt++) {
+        for (int nested = 0; nested < 2; nested++) {
+            pool_probe p;
+            memset(&p, 0, sizeof p);
+            p.nested = nested;
+            dg_parallel(probe_task, &p, nt);
+            int ok = 1;
+            for (int t = 0; t < 4; t++) ok &= p.hits[t] == (t < nt ? 1 + nt * 10 : 0);
+            ok &= p.hits[4] == nested && p.hits[5] == nested;
+            CHECK(ok, "dg_parallel: %d task(s)%s each run once", nt, nested ? " (nested region)" : "");
+        }
+    }
+    size_t lo, hi, covered = 0;
+    int split_ok = 1;
+    for (int t = 0; t < 3; t++) {
+        dg_split(100, 16, t, 3, &lo, &hi);
+        split_ok &= lo == covered && (lo % 16 == 0) && hi >= lo;
+        covered = hi;
+    }
+    CHECK(split_ok && covered == 100, "dg_split: 3 contiguous parts of 100, bounds multiples of 16");
+
+    /* the same ops at 1, 2 and 3 threads: bit-identical at each count when run
+     * twice; within float tolerance across counts (bit-identical too with the
+     * reference GEMM, which is not split) */
+    size_t cap = 1 << 20;
+    float *r1 = malloc(cap * sizeof(float)), *r2 = malloc(cap * sizeof(float));
+    float *r3 = malloc(cap * sizeof(float));
+    dg_set_num_threads(1);
+    size_t n = threaded_ops(r1);
+    double *want = malloc(n * sizeof(double));
+    for (size_t i = 0; i < n; i++) want[i] = r1[i];
+    for (int th = 2; th <= 3; th++) {
+        dg_set_num_threads(th);
+        threaded_ops(r2);
+        threaded_ops(r3);
+        CHECK(dg_get_num_threads() == th && !memcmp(r2, r3, n * sizeof(float)),
+              "conv/bn/act/adam at %d threads: two runs bit-identical", th);
+        CHECK_CLOSE(r2, want, n, 1e-5, "conv/bn/act/adam at %d threads vs 1 thread", th);
+        if (!strcmp(dg_blas_name(), "reference")) {
+            CHECK(!memcmp(r1, r2, n * sizeof(float)),
+                  "reference GEMM: %d threads bit-identical to 1 thread", th);
+        }
+    }
+    free(r1); free(r2); free(r3); free(want);
+    dg_set_num_threads(before);
+}
+
 /* The groups of csrc/tests/test_misc.c (activations, losses, Adam, RNG,
  * embedding), compiled as their own translation unit; each returns its number
  * of failures and counts its checks in tm_checks_run. */
@@ -972,6 +1098,7 @@ int main(void) {
     test_linear();
     test_conv();
     test_batchnorm();
+    test_threads();
     int misc_fail = test_act() + test_embed() + test_loss() + test_adam() + test_rng();
     n_fail += misc_fail;
     n_pass += tm_checks_run - misc_fail;
