@@ -17,7 +17,7 @@ from . import ops  # noqa: E402
 from . import datasets, metrics, models, plot  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .classifier import Classifier  # noqa: E402
-from .distill import distill, prune_init  # noqa: E402
+from .distill import distill, prune_init, sweep_temperature  # noqa: E402
 from .gan import GAN, DivergenceError, load  # noqa: E402
 from .ops import get_num_threads, set_num_threads  # noqa: E402
 # the functions shadow the submodule's attribute on the package (as DESIGN.md
@@ -25,6 +25,6 @@ from .ops import get_num_threads, set_num_threads  # noqa: E402
 # still reaches the module
 from .evaluate import evaluate, evaluation_classifier, profile  # noqa: E402
 
-__all__ = ["GAN", "Classifier", "distill", "evaluate", "evaluation_classifier", "profile", "prune_init", "load", "datasets", "metrics", "models", "ops", "plot",
+__all__ = ["GAN", "Classifier", "distill", "sweep_temperature", "evaluate", "evaluation_classifier", "profile", "prune_init", "load", "datasets", "metrics", "models", "ops", "plot",
            "DivergenceError", "CheckpointError", "set_num_threads", "get_num_threads",
            "__version__"]

@@ -34,7 +34,7 @@ from . import _core
 from .gan import GAN, DivergenceError, _as_dataset, _StopFlag, _Stream, adversarial_loss
 from .nn import BatchNorm, Conv2d, ConvTranspose2d, LabelConcat, Linear, Reshape
 
-__all__ = ["distill", "DistillResult", "DEFAULT_WEIGHTS", "prune_init"]
+__all__ = ["distill", "DistillResult", "DEFAULT_WEIGHTS", "prune_init", "sweep_temperature"]
 
 #: Default loss weights, chosen by the ablation in docs/RESULTS.md: at equal time the
 #: output L1 plus a light adversarial term beat adding feature matching or the
@@ -436,3 +436,67 @@ def _distill_step(teacher, student, Gt, Dt, Gs, Ds, stream, n, T, w, real, label
     student.opt_g.step()
     student.update_ema()
     return terms
+
+
+def sweep_temperature(teacher, student_spec, Ts=(1, 2, 4, 8), data=None, eval_data=None,
+                      steps=500, weights=None, kd=0.1, seed=0, n_eval=2000, plot_path=None,
+                      progress=False, **distill_kw):
+    """Quality of distilled students against the temperature T.
+
+    For each T a fresh student (``GAN(student_spec, seed=seed)``) is distilled for
+    ``steps`` iterations with the tempered critic KL switched on (weight ``kd``
+    unless ``weights`` sets one), then evaluated with :func:`distgan.evaluate`.
+
+    Parameters
+    ----------
+    teacher : GAN
+    student_spec : dict
+        A model spec, e.g. ``models.dcgan(width=0.25)``.
+    Ts : sequence of float
+    data : Dataset, optional
+        Real data for the student critic (black-box distillation without it).
+    eval_data : Dataset or str, optional
+        What the students are evaluated against (default ``data``; required
+        when ``data`` is None).
+    steps, weights, kd, seed : as for :func:`distill`
+    n_eval : int
+        Samples per side for the metrics.
+    plot_path : str, optional
+        Writes the quality-against-T plot there.
+    **distill_kw
+        Passed on to :func:`distill` (``bank``, ``batch_size``, ``init`` ...).
+
+    Returns
+    -------
+    list of dict
+        One row per T: ``T``, ``steps``, ``seconds`` and the metrics of
+        :func:`distgan.evaluate` (``fid`` ... for images, ``modes`` ... for toy sets).
+    """
+    from .evaluate import evaluate
+
+    eval_data = eval_data if eval_data is not None else data
+    if eval_data is None:
+        raise ValueError("sweep_temperature needs eval_data (or data) to evaluate the students")
+    Ts = [float(T) for T in Ts]
+    if not Ts or any(not (math.isfinite(T) and T > 0) for T in Ts):
+        raise ValueError(f"Ts must be positive finite temperatures, got {Ts}")
+    w = dict(DEFAULT_WEIGHTS)
+    w.update(weights or {})
+    if w["kd"] == 0 and w["cls"] == 0:
+        w["kd"] = float(kd)
+    rows = []
+    for T in Ts:
+        student = GAN(student_spec, seed=seed)
+        t0 = time.perf_counter()
+        distill(teacher, student, T=T, data=data, steps=steps, weights=w, seed=seed,
+                progress=progress, **distill_kw)
+        secs = time.perf_counter() - t0
+        m = evaluate(student, eval_data, n=n_eval, seed=seed)
+        rows.append({"T": T, "steps": student.step_count, "seconds": secs, **m})
+    if plot_path is not None:
+        from . import plot
+
+        key = "fid" if "fid" in rows[0] else "modes"
+        plot.fid_vs_T([r["T"] for r in rows], [r[key] for r in rows], path=plot_path,
+                      label=f"{key}, kd weight {w['kd']:g}")
+    return rows

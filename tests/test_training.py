@@ -557,3 +557,21 @@ def test_distill_bad_arguments(teachers, rng):
                         steps=1, progress=False)
     with pytest.raises(TypeError, match="distill expects"):
         distgan.distill(teacher, "student", steps=1, progress=False)
+
+
+def test_sweep_temperature_on_toy_data(tmp_path):
+    """One student per T, distilled with the tempered critic KL on, evaluated on the
+    toy set's mode statistics; rows in the order of Ts, and a plot."""
+    data = distgan.datasets.load("grid25", n=2000, seed=0)
+    teacher = distgan.GAN(models.mlp(hidden=32, depth=2), seed=0)
+    teacher.fit(data, steps=20, batch_size=64, progress=False)
+    rows = distgan.sweep_temperature(teacher, models.mlp(hidden=16, depth=2), Ts=(1, 4),
+                                     data=data, steps=5, batch_size=32, n_eval=200,
+                                     plot_path=str(tmp_path / "t.png"))
+    assert [r["T"] for r in rows] == [1.0, 4.0]
+    assert all(r["steps"] == 5 and 0 <= r["modes"] <= 25 for r in rows)
+    assert (tmp_path / "t.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="eval_data"):
+        distgan.sweep_temperature(teacher, models.mlp(hidden=16, depth=2), Ts=(1,), steps=1)
+    with pytest.raises(ValueError, match="Ts"):
+        distgan.sweep_temperature(teacher, models.mlp(hidden=16, depth=2), Ts=(0,), data=data)
