@@ -11,7 +11,10 @@
  *  - forward ASSIGNS its outputs; backward ACCUMULATES (+=) into gradients, the
  *    caller zeroes them once per step; a NULL gradient pointer means "not needed";
  *  - ops are pure: no malloc, no I/O, no globals touched; scratch memory is a
- *    caller-provided `workspace` of dg_*_workspace_size() floats;
+ *    caller-provided `workspace` of dg_*_workspace_size() floats. The one piece
+ *    of process-wide state is the thread pool the ops run their large loops on
+ *    (dg_thread.c, sized by dg_set_num_threads): infrastructure, started lazily
+ *    and joined at exit; results depend on the thread count only;
  *  - every op returns a dg_status after cheap argument checks; none prints,
  *    asserts or exits;
  *  - all tensors are dense, C-contiguous float32 in PyTorch's layouts:

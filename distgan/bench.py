@@ -503,7 +503,7 @@ def main(argv=None):
         f"Load average (1/5/15 min) before / after: {load_before} — {_loadavg()}",
         "",
     ]
-    block = "\n".join(header) + table
+    block = "\n".join(header) + "\n" + table
     print(block)
     if not args.no_write:
         path = args.output or os.path.join(
