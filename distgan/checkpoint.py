@@ -1,9 +1,11 @@
 """Checkpoints: safetensors files (tensors plus JSON metadata), written atomically.
 
 Layout: flat float32 tensors named ``"<part>.<array>"`` and string metadata:
-``format`` = ``"distgan"``, ``format_version``, ``kind``, ``sha256`` (over the
-tensors' names, shapes and bytes in name order) and JSON documents (``spec``,
-``config``, ``state``, ``history``).
+``format`` = ``"distgan"``, ``format_version``, ``kind``, ``sha256`` and JSON
+documents (``spec``, ``config``, ``state``, ``history``). The checksum covers the
+tensors' names, dtypes, shapes and bytes in name order and, since version 2, the
+kind and every document, so a corrupt spec is refused before anything is built
+from it (version 1 files, whose checksum covers the tensors only, still load).
 
 Writing goes to a temporary file in the same folder, flushed and fsynced, then
 renamed over the target (POSIX rename is atomic), so a crash mid-save leaves the
@@ -20,7 +22,8 @@ import numpy as np
 
 __all__ = ["CheckpointError", "save", "load", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE = ("1", "2")
 _MAGIC = "distgan"
 
 
@@ -28,7 +31,8 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, foreign or of an unknown version."""
 
 
-def _digest(tensors):
+def _digest(tensors, meta=None):
+    """SHA-256 over the tensors and (version 2) the other metadata strings."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         a = np.ascontiguousarray(tensors[name])
@@ -36,6 +40,10 @@ def _digest(tensors):
         h.update(str(a.dtype).encode())
         h.update(repr(a.shape).encode())
         h.update(a.tobytes())
+    if meta is not None:
+        for k in sorted(meta):
+            if k != "sha256":
+                h.update(b"\0" + k.encode() + b"\0" + str(meta[k]).encode())
     return h.hexdigest()
 
 
@@ -44,10 +52,10 @@ def save(path, tensors, kind, **documents):
     from safetensors.numpy import save as st_save
 
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    meta = {"format": _MAGIC, "format_version": str(FORMAT_VERSION), "kind": kind,
-            "sha256": _digest(tensors)}
+    meta = {"format": _MAGIC, "format_version": str(FORMAT_VERSION), "kind": kind}
     for k, v in documents.items():
         meta[k] = json.dumps(v)
+    meta["sha256"] = _digest(tensors, meta)
     blob = st_save(tensors, metadata=meta)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -109,16 +117,18 @@ def load(path, kind=None):
     if not isinstance(meta, dict) or meta.get("format") != _MAGIC:
         raise CheckpointError(f"{path}: not a distgan checkpoint (no 'format: distgan' metadata)")
     version = meta.get("format_version")
-    if version != str(FORMAT_VERSION):
+    if version not in _READABLE:
         raise CheckpointError(f"{path}: checkpoint format version {version!r}, this distgan "
-                              f"reads version {FORMAT_VERSION}")
+                              f"reads versions {', '.join(_READABLE)}")
+    if not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{path}: corrupt metadata (values must be strings)")
     if kind is not None and meta.get("kind") != kind:
         raise CheckpointError(f"{path}: a {meta.get('kind')!r} checkpoint, expected {kind!r}")
     try:
         tensors = st_load(blob)
     except (SafetensorError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: corrupt tensor data: {e}") from None
-    if _digest(tensors) != meta.get("sha256"):
+    if _digest(tensors, meta if version != "1" else None) != meta.get("sha256"):
         raise CheckpointError(f"{path}: checksum mismatch (the file is corrupt)")
     docs = {}
     for k, v in meta.items():

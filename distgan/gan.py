@@ -34,6 +34,9 @@ __all__ = ["GAN", "DivergenceError", "load"]
 _LOSSES = ("ns", "hinge", "ls")
 
 
+_INT_MAX = 2**31 - 1
+
+
 class DivergenceError(FloatingPointError):
     """Training produced a non-finite loss; ``step`` and ``term`` say where."""
 
@@ -271,6 +274,9 @@ class GAN:
             raise ValueError(f"real must be (N, {', '.join(map(str, self.image_shape))}), got {real.shape}")
         if real.shape[0] < 2:
             raise ValueError("a training batch needs at least 2 samples (batch norm)")
+        if real.size > _INT_MAX:
+            raise ValueError(f"real holds {real.size} values; the core's sizes are C ints "
+                             f"(at most {_INT_MAX}): use smaller batches")
         if not np.isfinite(real).all():
             raise ValueError(f"real holds {int(np.size(real) - np.isfinite(real).sum())} NaN or "
                              f"infinite values (first at index "
@@ -434,6 +440,8 @@ class GAN:
             if labels is None:
                 labels = stream.integers(self.num_classes, n)
             labels = np.asarray(labels)
+            if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+                raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
             if labels.ndim > 1 or (labels.ndim == 1 and labels.shape[0] != n):
                 raise ValueError(f"labels must be one int or {n} ints, got shape {labels.shape}")
             labels = np.broadcast_to(labels.astype(np.int64), (n,)).copy()

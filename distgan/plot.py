@@ -45,9 +45,16 @@ def grid(images, path=None, nrow=None, padding=2, scale=2):
     -------
     ndarray, uint8, (H', W', 3)
     """
-    x = np.asarray(images, dtype=np.float32)
+    x = np.asarray(images)
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer)
+                                   or np.issubdtype(x.dtype, np.floating)):
+        raise TypeError(f"grid expects real-valued images, got dtype {x.dtype}")
+    x = x.astype(np.float32)
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"grid expects (N, 1 or 3, H, W) images, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"grid: the images hold {int(x.size - np.isfinite(x).sum())} NaN "
+                         "or infinite values")
     n, c, h, w = x.shape
     if n == 0:
         raise ValueError("grid: no images")
