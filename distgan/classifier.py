@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 import time
 
 import numpy as np
@@ -235,6 +236,7 @@ class Classifier:
         self.image_shape = tuple(int(s) for s in spec["image_shape"])
         self.config = {"seed": int(seed), "init": init}
         self.network = Network(layers, self.image_shape, init=init, seed=int(seed))
+        self._lock = threading.Lock()
         if self.network.output_shape != (self.num_classes,):
             raise ValueError(f"the network outputs {self.network.output_shape}, expected "
                              f"({self.num_classes},)")
@@ -379,11 +381,12 @@ class Classifier:
         feats = np.empty((N, self.feature_dim), _F32)
         logits = np.empty((N, self.num_classes), _F32)
         taps = (self.feature_layer,)
-        for i in range(0, N, batch_size):
-            j = min(N, i + batch_size)
-            out, (f,) = self.network.forward(x[i:j], train=False, taps=taps)
-            logits[i:j] = out               # copies: the network reuses its buffers
-            feats[i:j] = f.reshape(j - i, -1)
+        with self._lock:                    # the network's buffers serve one caller at a time
+            for i in range(0, N, batch_size):
+                j = min(N, i + batch_size)
+                out, (f,) = self.network.forward(x[i:j], train=False, taps=taps)
+                logits[i:j] = out           # copies: the network reuses its buffers
+                feats[i:j] = f.reshape(j - i, -1)
         return feats, logits
 
     def logits(self, x, batch_size=512):

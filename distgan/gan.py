@@ -198,6 +198,8 @@ class GAN:
         self.noise = _Stream(seed * 2 + 1)
         self.history = {"step": [], "d_loss": [], "g_loss": [], "time": []}
         self._ema_stats_step = -1
+        # sampling reuses the networks' cached buffers: one sampler at a time
+        self._sample_lock = threading.RLock()
 
     # -- training ----------------------------------------------------------------
     def _fake_labels(self, n):
@@ -434,6 +436,10 @@ class GAN:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                                  or seed < 0):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+        with self._sample_lock:
+            return self._sample(n, labels, seed, batch_size, ema)
+
+    def _sample(self, n, labels, seed, batch_size, ema):
         stream = _Stream(seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5,
                          0 if seed is not None else getattr(self, "_sample_offset", 0))
         if self.num_classes is not None:

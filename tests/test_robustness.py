@@ -632,3 +632,30 @@ for call, exc, words in ((lambda: g.step(huge), ValueError, "C ints"),
         raise AssertionError("no error")
 print("ok")
 """
+
+
+def test_sampling_and_features_from_two_threads_agree_with_serial():
+    """A GAN and a Classifier reuse their networks' buffers: two threads sampling the
+    same GAN, or taking features with the same classifier, get exactly what one
+    thread gets (a lock serves one caller at a time; before it, two evaluations at
+    once returned each other's features)."""
+    gan = distgan.GAN(models.dcgan(width=0.25), seed=0)
+    clf = distgan.Classifier(models.classifier(width=0.25), seed=0)
+    x = [np.random.default_rng(s).uniform(-1, 1, (300, 1, 28, 28)).astype(np.float32)
+         for s in (0, 1)]
+    want_s = [gan.sample(300, seed=s) for s in (0, 1)]
+    want_f = [clf.features(a) for a in x]
+    got = {}
+
+    def work(i):
+        for r in range(3):
+            got[i, r] = (gan.sample(300, seed=i), clf.features(x[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for (i, r), (s, f) in got.items():
+        np.testing.assert_array_equal(s, want_s[i])
+        np.testing.assert_array_equal(f, want_f[i])
