@@ -22,12 +22,15 @@ SMALL_ARGS = {
     "fashion_mnist_report.py": ["--teacher", "teacher.safetensors", "--widths", "0.125",
                                 "--budget", "1", "--n-eval", "64", "--threads", "1",
                                 "--out", "runs/report"],
+    "fid_vs_time.py": ["--teacher", "teacher.safetensors", "--width", "0.125", "--points", "0.5,1",
+                       "--n-eval", "64", "--out", "runs/curve"],
     "train_teacher.py": ["--width", "0.25", "--steps", "4", "--batch-size", "32",
                          "--subset", "256", "--threads", "1", "--out", "runs/teacher"],
     "toy_modes.py": ["--sets", "grid25", "--seeds", "1", "--steps", "10", "--hidden", "16",
                      "--n-eval", "200", "--json", "toy.json", "--plot", "toy.png"],
 }
-NEEDS_FASHION_MNIST = {"quickstart.py", "train_teacher.py", "fashion_mnist_report.py"}
+NEEDS_FASHION_MNIST = {"quickstart.py", "train_teacher.py", "fashion_mnist_report.py",
+                       "fid_vs_time.py"}
 # files each run must leave behind (relative to its folder)
 OUTPUTS = {
     "quickstart.py": ["runs/quickstart/teacher_vs_student.png",
@@ -36,6 +39,8 @@ OUTPUTS = {
                          "runs/teacher/train.json"],
     "toy_modes.py": ["toy.json"],
     "fashion_mnist_report.py": ["runs/report/results.md"],
+    "fid_vs_time.py": ["runs/curve/curve.md", "runs/curve/curve.json",
+                       "runs/curve/fid_vs_time.png"],
 }
 
 
@@ -71,7 +76,7 @@ def _tiny_teacher_and_classifier(folder, cache):
     clf.save(classifier_path(data, cache))
 
 
-PREPARE = {"fashion_mnist_report.py": _prepare_report}
+PREPARE = {"fashion_mnist_report.py": _prepare_report, "fid_vs_time.py": _prepare_report}
 
 
 def _have_fashion_mnist():
