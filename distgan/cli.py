@@ -1189,8 +1189,9 @@ def _demo_images(args, cfg, data, out, say, t_start):
         + ("" if t_steps == tc["steps"] else " (cut to fit the time budget)"))
 
     from .distill import DEFAULT_WEIGHTS
-    say(f"\n[3/4] student: DCGAN width {sc['width']}, distilled at T={dm['T']}, up to "
-        f"{sc['steps']} steps (black-box; loss weights {DEFAULT_WEIGHTS})")
+    say(f"\n[3/4] student: DCGAN width {sc['width']}, distilled for up to {sc['steps']} "
+        f"steps (black-box; loss weights {DEFAULT_WEIGHTS}; T={dm['T']} for the "
+        f"tempered terms kd and cls)")
     student = GAN(models.dcgan(width=sc["width"], image_shape=data.image_shape),
                   seed=dm["seed"], lr=tc["lr"])
     budget_s = None
@@ -1252,7 +1253,7 @@ def _threads_note():
 
 def _demo_toy(args, cfg, out, say, t_start, reason):
     from . import datasets, models, plot
-    from .distill import distill
+    from .distill import DEFAULT_WEIGHTS, distill
     from .gan import GAN
 
     tc, ec, dm = cfg["toy"], cfg["eval"], cfg["demo"]
@@ -1272,7 +1273,7 @@ def _demo_toy(args, cfg, out, say, t_start, reason):
     teacher.save(out / "teacher.safetensors")
     say(f"      {t_steps} steps in {t_secs:.0f} s")
 
-    say(f"\n[2/3] student: MLP width {sw}, distilled at T={dm['T']}")
+    say(f"\n[2/3] student: MLP width {sw}, distilled (loss weights {DEFAULT_WEIGHTS})")
     student = GAN(models.mlp(latent_dim=2, hidden=tc["hidden"], depth=tc["depth"], width=sw),
                   seed=dm["seed"], lr=tc["lr"])
     budget_s = None
@@ -1421,7 +1422,7 @@ def _parser():
 
     p = new("demo", "train a teacher on Fashion-MNIST, distil a student, compare them",
             description="The five-minute tour: trains a DCGAN teacher (width 0.5) on "
-                        "Fashion-MNIST, distils a student four times narrower at T=2, prints the teacher-"
+                        "Fashion-MNIST, distils a student four times narrower, prints the teacher-"
                         "versus-student table (parameters, MACs, latency, FID) and writes "
                         "sample grids. The steps are cut to fit demo.budget seconds. Without "
                         "the data set it says so and runs on the grid25 toy set instead.")
