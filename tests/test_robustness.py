@@ -659,3 +659,105 @@ def test_sampling_and_features_from_two_threads_agree_with_serial():
     for (i, r), (s, f) in got.items():
         np.testing.assert_array_equal(s, want_s[i])
         np.testing.assert_array_equal(f, want_f[i])
+
+
+# --------------------------------------------------------------------------------------------
+# hypothesis: the core's ops against the NumPy reference, over shapes, slopes, temperatures
+# --------------------------------------------------------------------------------------------
+
+def _close(a, b, tol):
+    from conftest import rel_err
+
+    if isinstance(b, tuple):
+        for x, y in zip(a, b):
+            _close(x, y, tol)
+        return
+    assert rel_err(a, b) <= tol, rel_err(a, b)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(n=st.integers(1, 9), fin=st.integers(1, 33), fout=st.integers(1, 17),
+       bias=st.booleans(), seed=st.integers(0, 2**31))
+def test_linear_any_shape_vs_reference(n, fin, fout, bias, seed):
+    from distgan import ops, reference as ref
+
+    rng = np.random.default_rng(seed)
+    x, w = rng.normal(size=(n, fin)).astype(np.float32), rng.normal(size=(fout, fin)).astype(np.float32)
+    b = rng.normal(size=fout).astype(np.float32) if bias else None
+    dy = rng.normal(size=(n, fout)).astype(np.float32)
+    _close(ops.linear(x, w, b), ref.linear(x, w, b), 1e-5)
+    _close(ops.linear_backward(dy, x, w), ref.linear_backward(dy, x, w), 1e-5)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=7),
+       slope=st.floats(-2.0, 2.0, allow_nan=False, width=32), seed=st.integers(0, 2**31))
+def test_leaky_relu_any_slope_vs_reference(shape, slope, seed):
+    from distgan import ops, reference as ref
+
+    rng = np.random.default_rng(seed)
+    x, dy = (rng.normal(size=shape).astype(np.float32) for _ in range(2))
+    _close(ops.leaky_relu(x, slope), ref.leaky_relu(x, slope), 1e-6)
+    _close(ops.leaky_relu_backward(dy, x, slope), ref.leaky_relu_backward(dy, x, slope), 1e-6)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(n=st.integers(2, 6), c=st.integers(1, 9), spatial=st.sampled_from([(), (1, 1), (3, 2), (5, 7)]),
+       affine=st.booleans(), eps=st.sampled_from([1e-5, 1e-3, 0.1]), seed=st.integers(0, 2**31))
+def test_batch_norm_any_shape_vs_reference(n, c, spatial, affine, eps, seed):
+    from distgan import ops, reference as ref
+
+    rng = np.random.default_rng(seed)
+    shape = (n, c) + spatial
+    x, dy = (rng.normal(1.0, 2.0, size=shape).astype(np.float32) for _ in range(2))
+    w, b = ((rng.normal(size=c).astype(np.float32), rng.normal(size=c).astype(np.float32))
+            if affine else (None, None))
+    _close(ops.batch_norm(x, w, b, eps=eps), ref.batch_norm(x, w, b, eps=eps), 1e-4)
+    got = ops.batch_norm_backward(dy, x, w, eps=eps)
+    want = ref.batch_norm_backward(dy, x, w, eps=eps)
+    # dx is a difference of terms of size |dy| * |w| / std(x) that cancel (exactly so
+    # for two samples a channel, where the output is +-1 whatever x is): float32 rounding
+    # is relative to those terms, not to dx
+    axes = (0,) + tuple(range(2, x.ndim))
+    scale = (np.abs(dy).max() * (np.abs(w).max() if affine else 1.0)
+             / np.sqrt(x.astype(np.float64).var(axis=axes) + eps).min())
+    assert np.abs(got[0] - want[0]).max() <= 1e-3 * np.abs(want[0]).max() + 1e-5 * scale
+    for g, r in zip(got[1:], want[1:]):
+        if r is not None:
+            _close(g, r, 1e-3)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(rows=st.integers(1, 9), k=st.integers(1, 12), binary=st.booleans(),
+       T=st.floats(0.05, 50.0, allow_nan=False), scale=st.sampled_from([0.1, 1.0, 30.0]),
+       seed=st.integers(0, 2**31))
+def test_tempered_kl_any_temperature_vs_reference(rows, k, binary, T, scale, seed):
+    from distgan import ops, reference as ref
+
+    rng = np.random.default_rng(seed)
+    s, t = (rng.normal(0, scale, size=(rows, k)).astype(np.float32) for _ in range(2))
+    got, want = ops.tempered_kl(s, t, T, binary=binary), ref.tempered_kl(s, t, T, binary=binary)
+    assert np.isfinite(got) and abs(got - want) <= 1e-4 * max(1.0, abs(want)), (got, want)
+    _close(ops.tempered_kl_backward(1.0, s, t, T, binary=binary),
+           ref.tempered_kl_backward(1.0, s, t, T, binary=binary), 1e-4)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=9),
+       scale=st.sampled_from([0.1, 1.0, 50.0]), seed=st.integers(0, 2**31))
+def test_losses_any_shape_vs_reference(shape, scale, seed):
+    from distgan import ops, reference as ref
+
+    rng = np.random.default_rng(seed)
+    x, y = (rng.normal(0, scale, size=shape).astype(np.float32) for _ in range(2))
+    tgt = (rng.random(shape) < 0.5).astype(np.float32)
+    for name, args in (("binary_cross_entropy_with_logits", (x, tgt)), ("l1_loss", (x, y)),
+                       ("mse_loss", (x, y)), ("least_squares", (x, 1.0))):
+        got, want = getattr(ops, name)(*args), getattr(ref, name)(*args)
+        assert abs(got - want) <= 1e-4 * max(1.0, abs(want)), (name, got, want)
+        # elementwise, with an absolute floor far below float32's resolution of the
+        # terms (a saturated BCE gradient sigmoid(x) - 1 ~ 1e-14 is a rounded difference)
+        for g, r in zip(np.atleast_1d(getattr(ops, name + "_backward")(1.0, *args)),
+                        np.atleast_1d(getattr(ref, name + "_backward")(1.0, *args))):
+            if r is not None:
+                np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-9 / x.size, err_msg=name)
