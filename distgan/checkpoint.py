@@ -13,6 +13,7 @@ previous checkpoint intact.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["CheckpointError", "save", "load", "FORMAT_VERSION"]
+__all__ = ["CheckpointError", "save", "load", "rebuilding", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 2
 _READABLE = ("1", "2")
@@ -140,3 +141,15 @@ def load(path, kind=None):
             raise CheckpointError(f"{path}: corrupt metadata field {k!r}") from None
     docs["kind"] = meta.get("kind")
     return tensors, docs
+
+
+@contextlib.contextmanager
+def rebuilding(path):
+    """Wrap the rebuilding of an object from a loaded checkpoint: a missing key or a
+    value of the wrong type or size becomes a CheckpointError naming ``path``."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: inconsistent checkpoint: {e!r}") from None

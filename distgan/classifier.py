@@ -485,7 +485,7 @@ class Classifier:
             Missing, corrupt or foreign file, or tensors that do not fit the spec.
         """
         tensors, docs = _ckpt.load(path, kind="classifier")
-        try:
+        with _ckpt.rebuilding(path):
             cfg = docs["config"]
             clf = cls(docs["spec"], seed=cfg["seed"], init=cfg.get("init", "default"))
             mine = clf._tensors()
@@ -505,10 +505,6 @@ class Classifier:
             clf.info = dict(docs.get("info") or {})
             hist = docs.get("history") or {}
             clf.history = {k: list(hist.get(k, [])) for k in clf.history}
-        except (KeyError, TypeError, ValueError) as e:
-            if isinstance(e, _ckpt.CheckpointError):
-                raise
-            raise _ckpt.CheckpointError(f"{path}: inconsistent checkpoint: {e!r}") from None
         return clf
 
     def __repr__(self):

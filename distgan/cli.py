@@ -576,28 +576,13 @@ def _markdown(headers, rows):
 # ---------------------------------------------------------------------------------------
 # Evaluation helpers shared by the commands.
 
-def _reference_data(data):
-    """The data set an evaluation classifier is trained on: for a named set its full
-    train split (whatever subset ``data`` is), else ``data``."""
-    from . import datasets
-
-    if data.name in datasets.NAMES and data.centers is None and data.labels is not None:
-        try:
-            ref = datasets.load(data.name, split="train", download=False)
-        except datasets.DatasetError:
-            return data
-        if ref.image_shape == data.image_shape and ref.num_classes == data.num_classes:
-            return ref
-    return data
-
-
 FAST_RECIPE = {"epochs": 0.2}
 
 
 def _classifier(choice, data, progress, say):
     """(Classifier, description) for ``eval.classifier`` on image data ``data``."""
     from .classifier import Classifier
-    from .evaluate import cache_root, classifier_path, evaluation_classifier
+    from .evaluate import _reference_set, cache_root, classifier_path, evaluation_classifier
     from . import models
 
     if choice == "tiny":
@@ -621,7 +606,7 @@ def _classifier(choice, data, progress, say):
                               "tiny nor an existing classifier checkpoint")
         clf = Classifier.load(path)
         return clf, f"{path}"
-    ref = _reference_data(data)
+    ref = _reference_set(data)
     if choice == "auto":
         choice = "standard" if classifier_path(ref).exists() else "fast"
     if choice == "standard":

@@ -492,7 +492,7 @@ class GAN:
     def load(cls, path):
         """Rebuild a GAN from a checkpoint written by :meth:`save`."""
         tensors, docs = _ckpt.load(path, kind="gan")
-        try:
+        with _ckpt.rebuilding(path):
             cfg = docs["config"]
             gan = cls(docs["spec"], seed=cfg["seed"], loss=cfg["loss"], lr=tuple(cfg["lr"]),
                       betas=tuple(cfg["betas"]), ema=cfg["ema"], spectral_norm=cfg["spectral_norm"],
@@ -512,10 +512,6 @@ class GAN:
             gan._sample_offset = int(st["sample_offset"])
             gan.opt_g.t, gan.opt_d.t = int(st["opt_g_t"]), int(st["opt_d_t"])
             gan.history = {k: list(v) for k, v in docs.get("history", {}).items()} or gan.history
-        except (KeyError, TypeError, ValueError) as e:
-            if isinstance(e, _ckpt.CheckpointError):
-                raise
-            raise _ckpt.CheckpointError(f"{path}: inconsistent checkpoint: {e!r}") from None
         return gan
 
     def __repr__(self):
