@@ -1,6 +1,6 @@
 """Side-by-side benchmark of distgan and PyTorch on the CPU (DESIGN.md "Performance").
 
-    python -m distgan.bench                       # threads 1,2; 3 runs per framework
+    python -m distgan.bench                       # threads 1,2; 5 runs per framework
     python -m distgan.bench --threads 1 --repeats 5
     python -m distgan.bench --quick --no-write    # a fast smoke run
 
@@ -406,12 +406,18 @@ def summarize(runs, threads_list):
                 if vals:
                     a[k] = statistics.median(vals) if not isinstance(vals[0], str) else vals[0]
             agg[(t, fw)] = a
-    lines.append("| workload | threads | distgan | PyTorch | PyTorch time / distgan time |")
-    lines.append("|---|---|---|---|---|")
+    lines.append("| workload | threads | distgan | PyTorch | PyTorch time / distgan time | "
+                 "per run pair, min-max |")
+    lines.append("|---|---|---|---|---|---|")
     for k, label in WORKLOADS:
         for t in threads_list:
             d, p = agg[(t, "distgan")][k], agg[(t, "torch")][k]
-            lines.append(f"| {label} | {t} | {_fmt_time(d)} | {_fmt_time(p)} | {p / d:.2f}x |")
+            # the r-th distgan run against the r-th torch run (run one after the other)
+            pairs = [statistics.median(rt["times"][k]) / statistics.median(rd["times"][k])
+                     for rd, rt in zip(*([r for r in runs if r["threads"] == t and r["framework"] == fw]
+                                         for fw in ("distgan", "torch")))]
+            lines.append(f"| {label} | {t} | {_fmt_time(d)} | {_fmt_time(p)} | {p / d:.2f}x | "
+                         f"{min(pairs):.2f}-{max(pairs):.2f}x |")
     lines.append("")
     lines.append("| threads | GEMM GFLOP of (a) | (a) GEMM rate | cblas_sgemm 1024² | "
                  "(a) rate / cblas rate | dg_sgemm 1024² | peak mem (a) distgan | "
@@ -456,8 +462,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m distgan.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    ap.add_argument("--repeats", type=int, default=3,
-                    help="subprocess runs per framework and thread count (default 3)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="subprocess runs per framework and thread count (default 5)")
     ap.add_argument("--quick", action="store_true", help="few iterations, one run (a smoke test)")
     ap.add_argument("--output", default=None,
                     help="markdown file whose bench section is replaced "
