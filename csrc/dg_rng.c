@@ -71,13 +71,6 @@ static void block(uint32_t out[4], uint64_t seed, uint64_t index) {
     dg_philox4x32_10(out, ctr, key);
 }
 
-/* out is (n).
- * Box-Muller (Box & Muller 1958, https://doi.org/10.1214/aoms/1177706645):
- *   z = sqrt(-2 log u1) cos(2 pi u2),
- * u1 = (w0 + 1) / 2^32 in (0, 1] so log never sees 0 (the largest |z| is then
- * sqrt(64 ln 2) = 6.66), u2 = w1 / 2^32 in [0, 1). Evaluated in double and
- * rounded once. Only the cosine branch is used: pairing the sine branch with
- * element i + 1 would make element i + 1 depend on where a draw starts. */
 typedef struct {
     float *out;
     size_t n;
@@ -102,6 +95,14 @@ static void normal_task(void *ctx, int t, int nt) {
  * ~60 ns); element i is the same whichever task computes it. */
 #define DG_NORMAL_GRAIN 512.0
 
+/* out is (n).
+ * Box-Muller (Box & Muller 1958, https://doi.org/10.1214/aoms/1177706645):
+ *   z = sqrt(-2 log u1) cos(2 pi u2),
+ * u1 = (w0 + 1) / 2^32 in (0, 1] so log never sees 0 (the largest |z| is then
+ * sqrt(64 ln 2) = 6.66), u2 = w1 / 2^32 in [0, 1). Evaluated in double and
+ * rounded once. Only the cosine branch is used: pairing the sine branch with
+ * element i + 1 would make element i + 1 depend on where a draw starts.
+ * Large draws are split over the core's pool (normal_task). */
 dg_status dg_rng_normal(float *out, size_t n, uint64_t seed, uint64_t offset) {
     if (out == NULL) return DG_STATUS_ERR_NULL;
     normal_job j = {out, n, seed, offset};
