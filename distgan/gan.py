@@ -237,6 +237,21 @@ class GAN:
         self.update_ema()
         return g_loss
 
+    def remove_spectral_norm(self, reset_optimizer=True):
+        """Turn D's spectral normalisation off mid-training, keeping D's function
+        (W / sigma folded into W): the two-phase toy recipe trains with spectral
+        norm for mode coverage, then without it so D can sharpen the modes.
+        ``reset_optimizer`` zeroes D's Adam moments (their scale was that of the
+        unnormalised W)."""
+        if not self.discriminator.spectral_norm:
+            raise ValueError("the discriminator has no spectral norm to remove")
+        self.discriminator.remove_spectral_norm()
+        self.config["spectral_norm_removed"] = True
+        if reset_optimizer:
+            self.opt_d.m[...] = 0
+            self.opt_d.v[...] = 0
+            self.opt_d.t = 0
+
     def update_ema(self):
         """Move the EMA generator towards G (one C call over the flat buffer)."""
         t = self.opt_g.t
@@ -506,6 +521,9 @@ class GAN:
                     raise _ckpt.CheckpointError(f"{path}: tensor {k} is {tensors[k].shape} "
                                                 f"{tensors[k].dtype}, the spec needs {a.shape} {a.dtype}")
                 a[...] = tensors[k]
+            if cfg.get("spectral_norm_removed"):
+                gan.discriminator.remove_spectral_norm(fold=False)
+                gan.config["spectral_norm_removed"] = True
             st = docs["state"]
             gan.step_count = int(st["step"])
             gan.noise.offset = int(st["noise_offset"])

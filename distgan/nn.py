@@ -631,6 +631,24 @@ class Network:
         self.reset_parameters(init, seed)
 
     # -- set-up ------------------------------------------------------------------
+    def remove_spectral_norm(self, fold=True):
+        """Switch spectral normalisation off in every weighted layer.
+
+        With ``fold`` (default) each ``W`` becomes ``W / sigma(W)`` (sigma from the
+        current power-iteration vectors, as the last forward used it), so the network
+        computes the same function, from here on unconstrained. ``fold=False`` only
+        flips the switch (weights already folded, e.g. restored from a checkpoint).
+        The ``sn_u``/``sn_v`` buffers stay (unused) so checkpoints keep their layout.
+        """
+        for l in self.layers:
+            if isinstance(l, _Weighted) and l.sn:
+                if fold:
+                    W = l.p["weight"].reshape(l.param_shapes["weight"][0], -1)
+                    sigma = float(l.b["sn_u"] @ (W @ l.b["sn_v"]))
+                    l.p["weight"][...] = l.p["weight"] / _F32(max(sigma, 1e-12))
+                l.sn = False
+        self.spectral_norm = False
+
     def reset_parameters(self, init="dcgan", seed=0):
         """Re-initialise every parameter and buffer from ``seed``."""
         if init not in ("dcgan", "default"):

@@ -26,7 +26,8 @@ from distgan.metrics import mode_stats
 
 def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_norm=True,
         latent_dim=2, init="default", n_critic=2, ema=0.999, betas=(0.5, 0.999),
-        lr_decay=0.05, lr_decay_start=0.3, lr_d=None, spectral_norm=False):
+        lr_decay=0.05, lr_decay_start=0.3, lr_d=None, spectral_norm=False,
+        sharpen_steps=0, sharpen_lr=3e-4, sharpen_decay=0.01, sharpen_decay_start=0.3):
     data = distgan.datasets.load(name, n=100_000, seed=seed)
     spec = distgan.models.mlp(latent_dim=latent_dim, hidden=hidden, depth=depth, batch_norm=batch_norm)
     gan = distgan.GAN(spec, seed=seed, lr=lr if lr_d is None else (lr, lr_d), betas=betas, loss=loss,
@@ -41,6 +42,18 @@ def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_no
             f = 1.0 + (lr_decay - 1.0) * min(1.0, frac)
             g.opt_g.lr, g.opt_d.lr = lr0_g * f, lr0_d * f
     gan.fit(data, steps=steps, batch_size=batch_size, progress=False, callback=callback)
+    if sharpen_steps:
+        # phase 2: spectral norm off in D (its function kept), Adam moments of D reset,
+        # both learning rates back to sharpen_lr, constant then linear decay
+        if spectral_norm:
+            gan.remove_spectral_norm()
+        start = gan.step_count
+
+        def callback2(g, step, losses):
+            frac = max(0.0, ((step - start) / sharpen_steps - sharpen_decay_start) / (1.0 - sharpen_decay_start))
+            f = 1.0 + (sharpen_decay - 1.0) * min(1.0, frac)
+            g.opt_g.lr = g.opt_d.lr = sharpen_lr * f
+        gan.fit(data, steps=sharpen_steps, batch_size=batch_size, progress=False, callback=callback2)
     s = gan.sample(n_eval, seed=seed, ema=ema > 0)
     st = mode_stats(s, data.centers, data.sigma)
     return {"modes": int(st["modes"]), "high_quality": float(st["high_quality"]),
@@ -69,6 +82,13 @@ def main(argv=None):
                     help="EMA decay of G, sampled from (0: sample the raw generator)")
     ap.add_argument("--no-spectral-norm", dest="spectral_norm", action="store_false",
                     help="no spectral normalisation in D (on by default)")
+    ap.add_argument("--sharpen-steps", type=int, default=0,
+                    help="phase 2: this many more steps with spectral norm removed from D")
+    ap.add_argument("--sharpen-lr", type=float, default=3e-4, help="phase-2 learning rate (G and D)")
+    ap.add_argument("--sharpen-decay", type=float, default=0.01,
+                    help="final phase-2 learning rate as a fraction of --sharpen-lr")
+    ap.add_argument("--sharpen-decay-start", type=float, default=0.3,
+                    help="share of phase 2 after which its linear decay starts")
     ap.add_argument("--init", default="default", choices=("default", "dcgan"))
     ap.add_argument("--no-batch-norm", action="store_true", help="no batch norm in G")
     ap.add_argument("--threads", type=int, default=1)
@@ -89,7 +109,9 @@ def main(argv=None):
                              latent_dim=args.latent_dim, init=args.init, n_critic=args.n_critic,
                              ema=args.ema, betas=tuple(args.betas), lr_decay=args.lr_decay,
                              lr_decay_start=args.lr_decay_start, lr_d=args.lr_d,
-                             spectral_norm=args.spectral_norm)
+                             spectral_norm=args.spectral_norm, sharpen_steps=args.sharpen_steps,
+                             sharpen_lr=args.sharpen_lr, sharpen_decay=args.sharpen_decay,
+                             sharpen_decay_start=args.sharpen_decay_start)
             rows.append(r)
             print(f"{name} seed {seed}: {r['modes']}/{len(data.centers)} modes, "
                   f"{100 * r['high_quality']:.1f}% high quality, reverse KL {r['reverse_kl']:.3f}", flush=True)

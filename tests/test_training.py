@@ -175,6 +175,36 @@ def test_resume_is_bit_identical(rng, tmp_path, cond):
     assert np.array_equal(whole.sample(4, seed=0), second.sample(4, seed=0))
 
 
+def test_remove_spectral_norm_keeps_d_and_resumes(rng, tmp_path):
+    """GAN.remove_spectral_norm folds W / sigma into every W of D (conv and linear): D's
+    eval output is unchanged at the switch; training goes on without the normalisation,
+    and a checkpoint taken after the switch resumes bit-identically."""
+    data = _data(rng, 16)
+    spec = models.dcgan(**TINY)
+    gan = distgan.GAN(spec, seed=4, spectral_norm=True)
+    gan.fit(data, steps=3, batch_size=8, progress=False)
+    x = data.images[:8]
+    before = gan.discriminator.forward(x, train=False).copy()
+    gan.remove_spectral_norm()
+    after = gan.discriminator.forward(x, train=False).copy()
+    assert rel_err(after, before) <= 1e-6
+    assert not gan.discriminator.spectral_norm and gan.config["spectral_norm_removed"]
+    assert not any(getattr(l, "sn", False) for l in gan.discriminator.layers)
+    assert gan.opt_d.t == 0 and not gan.opt_d.m.any() and not gan.opt_d.v.any()
+    with pytest.raises(ValueError, match="no spectral norm"):
+        gan.remove_spectral_norm()
+    gan.fit(data, steps=2, batch_size=8, progress=False)
+    path = tmp_path / "nosn.safetensors"
+    gan.save(path)
+    back = distgan.load(path)
+    assert not back.discriminator.spectral_norm and back.config["spectral_norm_removed"]
+    assert np.array_equal(back.discriminator.forward(x, train=False),
+                          gan.discriminator.forward(x, train=False))
+    gan.fit(data, steps=2, batch_size=8, progress=False)
+    back.fit(data, steps=2, batch_size=8, progress=False)
+    _assert_same_state(gan, back, "resumed after removing spectral norm")
+
+
 def test_fit_checkpoint_argument_and_progress_bar(rng, tmp_path, capsys):
     data = _data(rng, 16)
     gan = distgan.GAN(models.dcgan(**TINY), seed=1)
