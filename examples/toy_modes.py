@@ -2,14 +2,19 @@
 
     python examples/toy_modes.py --seeds 10
 
-Default recipe: G and D 3 x 128 MLPs (batch norm in G, spectral norm in D),
-PyTorch's default initialisation (the DCGAN N(0, 0.02) one leaves samples
-spread over the whole grid), latent dim 2, non-saturating loss, Adam lr 1e-3
-betas (0.5, 0.999), 2 D updates per G update, batch 256, 6000 steps with the
-learning rate decayed linearly to 5 % from 30 % of training on, sampling from
-the EMA generator (decay 0.999). Spectral norm is what keeps every mode on
-grid25 (without it seeds drop 1-4 modes); it slows convergence, hence 6000
-steps. Runs at one thread unless --threads says otherwise.
+Default recipe ("C" in docs/RESULTS.md), two phases. Phase 1 ("A"): G and D
+3 x 128 MLPs (batch norm in G, spectral norm in D), PyTorch's default
+initialisation (the DCGAN N(0, 0.02) one leaves samples spread over the whole
+grid), latent dim 2, non-saturating loss, Adam lr 1e-3 betas (0.5, 0.999),
+2 D updates per G update, batch 256, 6000 steps with the learning rate decayed
+linearly to 5 % from 30 % of training on, sampling from the EMA generator
+(decay 0.999). Spectral norm is what keeps every mode on grid25 (without it
+seeds drop 1-4 modes), but it leaves samples strung between the modes. Phase 2
+(--sharpen-steps, 8000): spectral norm removed from D (GAN.remove_spectral_norm:
+W / sigma folded into W, D's Adam moments reset), both learning rates back to
+3e-4, constant for 30 % of the phase, then decayed linearly to 1 %: the modes
+sharpen and none is lost (--sharpen-steps 0 gives recipe A). Runs at one thread
+unless --threads says otherwise.
 
 Prints, per data set, modes captured and the share of high-quality samples
 (within 3 sigma of a mode) per seed and on average, as in PacGAN's Table 1.
@@ -82,8 +87,9 @@ def main(argv=None):
                     help="EMA decay of G, sampled from (0: sample the raw generator)")
     ap.add_argument("--no-spectral-norm", dest="spectral_norm", action="store_false",
                     help="no spectral normalisation in D (on by default)")
-    ap.add_argument("--sharpen-steps", type=int, default=0,
-                    help="phase 2: this many more steps with spectral norm removed from D")
+    ap.add_argument("--sharpen-steps", type=int, default=8000,
+                    help="phase 2: this many more steps with spectral norm removed from D "
+                         "(0: none)")
     ap.add_argument("--sharpen-lr", type=float, default=3e-4, help="phase-2 learning rate (G and D)")
     ap.add_argument("--sharpen-decay", type=float, default=0.01,
                     help="final phase-2 learning rate as a fraction of --sharpen-lr")

@@ -26,7 +26,8 @@ SMALL_ARGS = {
                        "--n-eval", "64", "--out", "runs/curve"],
     "train_teacher.py": ["--width", "0.25", "--steps", "4", "--batch-size", "32",
                          "--subset", "256", "--threads", "1", "--out", "runs/teacher"],
-    "toy_modes.py": ["--sets", "grid25", "--seeds", "1", "--steps", "10", "--hidden", "16",
+    "toy_modes.py": ["--sets", "grid25", "--seeds", "1", "--steps", "10", "--sharpen-steps", "5",
+                     "--hidden", "16",
                      "--n-eval", "200", "--json", "toy.json", "--plot", "toy.png"],
 }
 NEEDS_FASHION_MNIST = {"quickstart.py", "train_teacher.py", "fashion_mnist_report.py",
