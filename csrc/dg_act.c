@@ -147,14 +147,14 @@ dg_status dg_tanh_forward(float *out, const float *inp, size_t n) {
 }
 
 /* tanh as in Cephes' tanhf (Moshier, Cephes Math Library, tanhf.c and
- * expf.c): |x| < 0.625: |x| + |x|^3 P(x^2) with the minimax P of degree 4; else
- * 1 - 2 / (exp(2|x|) + 1), both on |x| with the sign of x put back; exp by range reduction to
- * [-ln2/2, ln2/2] and a degree-6 polynomial; |x| is capped at 10 (tanh = 1 in
- * float from 9.01 on). Peak error 1.3 ulp against float64 tanh over 2^21
- * inputs, as libm's tanhf (tests/test_threads_core.py). Four lanes at a time
- * with SSE2, 5x faster than libm's tanhf here (1.28 ms -> 0.23 ms for 50,176
- * floats), which was the second most expensive op of sampling a batch from a
- * small generator; every element takes the same operations in
+ * expf.c), on |x| with the sign of x put back: |x| < 0.625: |x| + |x|^3 P(x^2)
+ * with the minimax P of degree 4; else 1 - 2 / (exp(2|x|) + 1), exp by range
+ * reduction to [-ln2/2, ln2/2] and a degree-6 polynomial; |x| is capped at 10
+ * (tanh = 1 in float from 9.01 on). Peak error 1.3 ulp against float64 tanh
+ * over 2^21 inputs, as libm's tanhf (tests/test_threads_core.py). Four lanes
+ * at a time with SSE2, 5x faster than libm's tanhf here (1.28 ms -> 0.23 ms
+ * for 50,176 floats), which was the second most expensive op of sampling a
+ * batch from a small generator. Every element takes the same operations in
  * the same order whatever its position, so a split over threads changes no
  * bit (the tail goes through a padded vector). */
 #define TANH_SMALL 0.625f

@@ -538,17 +538,15 @@ static void col2im_t_planes(float *restrict img, const float *restrict colt, siz
                         for (size_t c = cb; c < ce; c++) {
                             float *d = im + c * pix + off;
                             const float *src = row + c * kk + (size_t)kh * KW + kw0;
-                            if (nk == 4) {
 #if defined(__SSE2__)
+                            if (nk == 4) {
                                 /* GCC packs the 4 scalar adds slowly; the same adds */
                                 _mm_storeu_ps(d, _mm_add_ps(_mm_loadu_ps(d),
                                                             _mm_loadu_ps(src)));
-#else
-                                for (int kw = 0; kw < 4; kw++) d[kw] += src[kw];
-#endif
-                            } else {
-                                for (int kw = 0; kw < nk; kw++) d[kw] += src[kw];
+                                continue;
                             }
+#endif
+                            for (int kw = 0; kw < nk; kw++) d[kw] += src[kw];
                         }
                     }
                 }
@@ -880,8 +878,8 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
             // a col2im that reads it row by row (PERFORMANCE.md, log 13);
             // col^T (nb*HW, OC*KK) = x^T (nb*HW, C) @ weight (C, OC*KK)
             size_t ldt = okk + DG_COLT_PAD;   // workspace holds L * ldt floats
-            st = dg_sgemm(1, 0, (int)L, (int)okk, C, 1.0f, x, (int)L, weight,
-                                (int)okk, 0.0f, col, (int)ldt);
+            st = dg_sgemm(1, 0, (int)L, (int)okk, C, 1.0f, x, (int)L, weight, (int)okk,
+                          0.0f, col, (int)ldt);
             if (st != DG_STATUS_OK) return st;
             col2im_t_bias(o, col, ldt, bias, nb, OC, OH, OW, KH, KW, SH, SW, PH, PW, H, W);
             continue;

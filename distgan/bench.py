@@ -405,6 +405,8 @@ def summarize(runs, threads_list):
                 vals = [r[k] for r in rs if k in r]
                 if vals:
                     a[k] = statistics.median(vals) if not isinstance(vals[0], str) else vals[0]
+            a["run_medians"] = {k: [statistics.median(r["times"][k]) for r in rs]
+                                for k, _ in WORKLOADS}
             agg[(t, fw)] = a
     lines.append("| workload | threads | distgan | PyTorch | PyTorch time / distgan time | "
                  "per run pair, min-max |")
@@ -413,9 +415,8 @@ def summarize(runs, threads_list):
         for t in threads_list:
             d, p = agg[(t, "distgan")][k], agg[(t, "torch")][k]
             # the r-th distgan run against the r-th torch run (run one after the other)
-            pairs = [statistics.median(rt["times"][k]) / statistics.median(rd["times"][k])
-                     for rd, rt in zip(*([r for r in runs if r["threads"] == t and r["framework"] == fw]
-                                         for fw in ("distgan", "torch")))]
+            pairs = [rt / rd for rd, rt in zip(agg[(t, "distgan")]["run_medians"][k],
+                                               agg[(t, "torch")]["run_medians"][k])]
             lines.append(f"| {label} | {t} | {_fmt_time(d)} | {_fmt_time(p)} | {p / d:.2f}x | "
                          f"{min(pairs):.2f}-{max(pairs):.2f}x |")
     lines.append("")

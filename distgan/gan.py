@@ -248,9 +248,7 @@ class GAN:
         self.discriminator.remove_spectral_norm()
         self.config["spectral_norm_removed"] = True
         if reset_optimizer:
-            self.opt_d.m[...] = 0
-            self.opt_d.v[...] = 0
-            self.opt_d.t = 0
+            self.opt_d.reset()
 
     def update_ema(self):
         """Move the EMA generator towards G (one C call over the flat buffer)."""

@@ -634,18 +634,17 @@ class Network:
     def remove_spectral_norm(self, fold=True):
         """Switch spectral normalisation off in every weighted layer.
 
-        With ``fold`` (default) each ``W`` becomes ``W / sigma(W)`` (sigma from the
-        current power-iteration vectors, as the last forward used it), so the network
-        computes the same function, from here on unconstrained. ``fold=False`` only
+        With ``fold`` (default) each ``W`` becomes the normalised weight an eval-mode
+        forward uses (``weight(train=False)``: ``W / sigma`` with sigma from the current
+        power-iteration vectors), so the network computes the same function, from here
+        on unconstrained. ``fold=False`` only
         flips the switch (weights already folded, e.g. restored from a checkpoint).
         The ``sn_u``/``sn_v`` buffers stay (unused) so checkpoints keep their layout.
         """
         for l in self.layers:
             if isinstance(l, _Weighted) and l.sn:
                 if fold:
-                    W = l.p["weight"].reshape(l.param_shapes["weight"][0], -1)
-                    sigma = float(l.b["sn_u"] @ (W @ l.b["sn_v"]))
-                    l.p["weight"][...] = l.p["weight"] / _F32(max(sigma, 1e-12))
+                    l.p["weight"][...] = l.weight(False)
                 l.sn = False
         self.spectral_norm = False
 

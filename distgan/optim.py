@@ -42,6 +42,12 @@ class Adam:
         self.v = np.zeros_like(params)
         self.t = 0
 
+    def reset(self):
+        """Forget the moments and the step count (as a fresh optimizer)."""
+        self.m[...] = 0
+        self.v[...] = 0
+        self.t = 0
+
     def step(self):
         """One update of ``params`` in place from ``grads``."""
         self.t += 1

@@ -29,6 +29,13 @@ import distgan
 from distgan.metrics import mode_stats
 
 
+def _decay(frac, start, final):
+    """Learning-rate factor at `frac` of a phase: 1 until `start`, then linear down to
+    `final` at the end."""
+    t = max(0.0, (frac - start) / (1.0 - start))
+    return 1.0 + (final - 1.0) * min(1.0, t)
+
+
 def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_norm=True,
         latent_dim=2, init="default", n_critic=2, ema=0.999, betas=(0.5, 0.999),
         lr_decay=0.05, lr_decay_start=0.3, lr_d=None, spectral_norm=False,
@@ -42,9 +49,7 @@ def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_no
         lr0_g, lr0_d = gan.opt_g.lr, gan.opt_d.lr
 
         def callback(g, step, losses):
-            # linear decay from lr (until lr_decay_start of training) to lr * lr_decay (at the end)
-            frac = max(0.0, (step / steps - lr_decay_start) / (1.0 - lr_decay_start))
-            f = 1.0 + (lr_decay - 1.0) * min(1.0, frac)
+            f = _decay(step / steps, lr_decay_start, lr_decay)
             g.opt_g.lr, g.opt_d.lr = lr0_g * f, lr0_d * f
     gan.fit(data, steps=steps, batch_size=batch_size, progress=False, callback=callback)
     if sharpen_steps:
@@ -55,8 +60,7 @@ def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_no
         start = gan.step_count
 
         def callback2(g, step, losses):
-            frac = max(0.0, ((step - start) / sharpen_steps - sharpen_decay_start) / (1.0 - sharpen_decay_start))
-            f = 1.0 + (sharpen_decay - 1.0) * min(1.0, frac)
+            f = _decay((step - start) / sharpen_steps, sharpen_decay_start, sharpen_decay)
             g.opt_g.lr = g.opt_d.lr = sharpen_lr * f
         gan.fit(data, steps=sharpen_steps, batch_size=batch_size, progress=False, callback=callback2)
     s = gan.sample(n_eval, seed=seed, ema=ema > 0)
