@@ -150,6 +150,8 @@ SCHEMAS = {
             "ema": Field(0.999, "float", "decay of G's moving average (0: off)", minimum=0),
             "spectral_norm": Field(False, "bool", "spectral normalisation in D"),
             "n_critic": Field(1, "int", "D updates per G update", minimum=1),
+            "r1": Field(0.0, "float", "weight of the R1 penalty on D's input gradient at real "
+                        "data (0: off)", minimum=0),
             "checkpoint_every": Field(500, "int", "steps between checkpoints", minimum=1),
             "log_every": Field(10, "int", "steps between history records", minimum=1),
             "time_budget": Field(None, "float", "stop after this many seconds", minimum=0,
@@ -789,7 +791,8 @@ def cmd_train(args, cfg, out, say):
         if len(tc["betas"]) != 2:
             raise ConfigError(f"train.betas: expected two numbers, got {tc['betas']!r}")
         gan = GAN(spec, seed=tc["seed"], loss=tc["loss"], lr=lr, betas=tuple(tc["betas"]),
-                  ema=tc["ema"], spectral_norm=tc["spectral_norm"], n_critic=tc["n_critic"])
+                  ema=tc["ema"], spectral_norm=tc["spectral_norm"], n_critic=tc["n_critic"],
+                  r1=tc["r1"])
     if tc["batch_size"] > len(data):
         raise ConfigError(f"train.batch_size = {tc['batch_size']} is larger than the data "
                           f"({len(data)} samples)")

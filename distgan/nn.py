@@ -14,6 +14,7 @@ keep (``GAN.sample`` does).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -373,10 +374,31 @@ class _Act(_Layer):
     """Elementwise activation (no multiply-accumulates counted)."""
 
 
-class ReLU(_Act):
+class _PiecewiseLinear(_Act):
+    """ReLU and LeakyReLU: y = x * gain(x), gain 1 for x > 0 and the slope otherwise.
+    :meth:`Network.frozen_activations` holds the gains of the last forward, so that
+    the network is affine in its input around that point (used by the R1 penalty)."""
+    _frozen = None     # (gain, input) of the forward the gains were taken from
+    slope = 0.0
+
+    def freeze(self):
+        self._frozen = (np.where(self._x > 0, _F32(1), _F32(self.slope)).astype(_F32),
+                        self._x.copy())
+
+    def _forward_frozen(self, net, x):
+        gain, x0 = self._frozen
+        out = net.buf(self, "out", x.shape)
+        np.multiply(x, gain, out=out)
+        self._x = x0       # the backward then takes the same gains
+        return out
+
+
+class ReLU(_PiecewiseLinear):
     type = "relu"
 
     def forward(self, net, x, train):
+        if self._frozen is not None:
+            return self._forward_frozen(net, x)
         out = net.buf(self, "out", x.shape)
         _core._relu_forward(out, x)
         self._x = x
@@ -388,10 +410,16 @@ class ReLU(_Act):
         return dx
 
 
-class LeakyReLU(_Act):
+class LeakyReLU(_PiecewiseLinear):
     type = "leaky_relu"
 
+    @property
+    def slope(self):
+        return float(self.spec.get("negative_slope", 0.2))
+
     def forward(self, net, x, train):
+        if self._frozen is not None:
+            return self._forward_frozen(net, x)
         out = net.buf(self, "out", x.shape)
         _core._leaky_relu_forward(out, x, float(self.spec.get("negative_slope", 0.2)))
         self._x = x
@@ -756,6 +784,22 @@ class Network:
 
     def zero_grad(self):
         self.grads.fill(0)
+
+    @contextlib.contextmanager
+    def frozen_activations(self):
+        """Within the block, ReLU and LeakyReLU layers multiply by the gains (1 or the
+        slope) of their input in the last forward instead of their current input's,
+        forward and backward: the network is then affine in its input between those
+        layers (exactly so without batch norm), the same piece of the piecewise-linear
+        function as at the last forward's input."""
+        acts = [l for l in self.layers if isinstance(l, _PiecewiseLinear)]
+        for l in acts:
+            l.freeze()
+        try:
+            yield self
+        finally:
+            for l in acts:
+                l._frozen = None
 
     def copy_from(self, other):
         """Copy parameters and buffers from a network of the same spec."""

@@ -41,6 +41,7 @@ class Adam:
         self.m = np.zeros_like(params)
         self.v = np.zeros_like(params)
         self.t = 0
+        self.lr_scales = []     # sorted, disjoint (start, stop, mult): see set_lr_scale
 
     def reset(self):
         """Forget the moments and the step count (as a fresh optimizer)."""
@@ -48,10 +49,45 @@ class Adam:
         self.v[...] = 0
         self.t = 0
 
+    def set_lr_scale(self, start, stop, mult):
+        """Update ``params[start:stop]`` at ``mult`` times the learning rate (a layer-wise
+        learning rate; 1 removes the scale). Ranges must not overlap partly; setting the
+        same range again replaces its multiplier."""
+        n = self.params.size
+        if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer))
+                and 0 <= start < stop <= n):
+            raise ValueError(f"Adam: lr scale range [{start}, {stop}) is not within [0, {n})")
+        mult = float(mult)
+        if not (mult >= 0 and np.isfinite(mult)):
+            raise ValueError(f"Adam: lr multiplier must be finite and >= 0, got {mult}")
+        kept = []
+        for a, b, m in self.lr_scales:
+            if (a, b) == (start, stop):
+                continue
+            if a < stop and start < b:
+                raise ValueError(f"Adam: lr scale range [{start}, {stop}) overlaps [{a}, {b})")
+            kept.append((a, b, m))
+        if mult != 1.0:
+            kept.append((int(start), int(stop), mult))
+        self.lr_scales = sorted(kept)
+
     def step(self):
         """One update of ``params`` in place from ``grads``."""
         self.t += 1
-        _core._adam_step(self.params, self.m, self.v, self.grads, self.t, self.lr,
+        if not self.lr_scales:
+            self._update(slice(None), self.lr)
+            return
+        # Adam is elementwise: the pieces get the same bits as one call would
+        at = 0
+        for a, b, m in self.lr_scales + [(self.params.size, self.params.size, 1.0)]:
+            if at < a:
+                self._update(slice(at, a), self.lr)
+            if a < b:
+                self._update(slice(a, b), self.lr * m)
+            at = b
+
+    def _update(self, sl, lr):
+        _core._adam_step(self.params[sl], self.m[sl], self.v[sl], self.grads[sl], self.t, lr,
                          self.betas[0], self.betas[1], self.eps, self.weight_decay)
 
     def state(self):

@@ -334,6 +334,7 @@ class TorchGAN:
         self.kind = gan.config["loss"]
         self.n_critic = gan.config["n_critic"]
         self.ema = gan.config["ema"]
+        self.r1 = gan.config.get("r1", 0.0)
         self.G, self.D, self.E = TorchNet(gan.generator), TorchNet(gan.discriminator), \
             TorchNet(gan.g_ema)
         lr_g, lr_d = gan.config["lr"]
@@ -375,8 +376,13 @@ class TorchGAN:
         for z, y in draws:
             fake = G(t64(z), tlab(y))              # one forward of G per critic iteration
             self.opt_d.zero_grad()
-            d_loss = (_adv_loss(self.kind, D(real_t, lab_t), "real")
+            x_real = real_t.clone().requires_grad_(self.r1 > 0)
+            d_real = D(x_real, lab_t)
+            d_loss = (_adv_loss(self.kind, d_real, "real")
                       + _adv_loss(self.kind, D(fake.detach(), tlab(y)), "fake"))
+            if self.r1 > 0:     # R1 (Mescheder et al. 2018), by double backward
+                g, = torch.autograd.grad(d_real.sum(), x_real, create_graph=True)
+                d_loss = d_loss + 0.5 * self.r1 * g.pow(2).flatten(1).sum(1).mean()
             d_loss.backward()
             self._record("D", D)
             self.opt_d.step()
@@ -402,6 +408,8 @@ STEP_CASES = [
     ("cond", dict(loss="ns")),
     ("sn", dict(loss="hinge")),
     ("cond-sn", dict(loss="ns", n_critic=2)),
+    ("dcgan", dict(loss="ns", r1=1.0)),
+    ("cond-sn", dict(loss="hinge", r1=0.5)),
 ]
 
 

@@ -205,6 +205,128 @@ def test_remove_spectral_norm_keeps_d_and_resumes(rng, tmp_path):
     _assert_same_state(gan, back, "resumed after removing spectral norm")
 
 
+@pytest.mark.parametrize("cond", [False, True], ids=["uncond", "cond"])
+def test_fold_batch_norm_keeps_g_and_resumes(rng, tmp_path, cond):
+    """GAN.fold_batch_norm: G and its EMA compute what they computed in eval mode (batch norm
+    after linear and transposed-conv layers folded into them), the spec loses its batch-norm
+    layers, G's Adam restarts, the EMA warm-up carries on; a checkpoint taken after the fold
+    resumes bit-identically."""
+    K = 10 if cond else None
+    data = _data(rng, 16, labelled=cond)
+    gan = distgan.GAN(models.dcgan(**TINY, num_classes=K), seed=3)
+    gan.fit(data, steps=3, batch_size=8, progress=False)
+    y = np.arange(6) % 10 if cond else None
+    before = [gan.sample(6, labels=y, seed=1, ema=e) for e in (True, False)]
+    n_bn = sum(d["type"] == "batch_norm" for d in gan.spec["generator"])
+    assert n_bn == 2
+    gan.fold_batch_norm()
+    assert not any(d["type"] == "batch_norm" for d in gan.spec["generator"])
+    assert len(gan.generator.layers) == len(gan.g_ema.layers) == len(models.dcgan(
+        **TINY, num_classes=K)["generator"]) - n_bn
+    for e, b in zip((True, False), before):
+        a = gan.sample(6, labels=y, seed=1, ema=e)
+        assert rel_err(a, b) <= 1e-5, (e, rel_err(a, b))
+    assert gan.opt_g.t == 0 and not gan.opt_g.m.any() and gan._ema_t0 == 3
+    with pytest.raises(ValueError, match="no batch norm"):
+        gan.fold_batch_norm()
+    gan.fit(data, steps=2, batch_size=8, progress=False)
+    path = tmp_path / "folded.safetensors"
+    gan.save(path)
+    back = distgan.load(path)
+    assert back.spec == gan.spec and back._ema_t0 == 3
+    gan.fit(data, steps=2, batch_size=8, progress=False)
+    back.fit(data, steps=2, batch_size=8, progress=False)
+    _assert_same_state(gan, back, "resumed after folding batch norm")
+    # multipliers name layer indices, which folding changes
+    other = distgan.GAN(models.dcgan(**TINY), seed=3)
+    other.set_lr_multiplier(0, 2.0)
+    with pytest.raises(ValueError, match="after folding"):
+        other.fold_batch_norm()
+
+
+def test_lr_multiplier_scales_one_layers_step(rng, tmp_path):
+    """set_lr_multiplier(layer, m): that layer's Adam update is the one at m times the
+    learning rate (the same bits), every other parameter's is unchanged; kept by checkpoints;
+    1 removes it; bad arguments raise."""
+    data = _data(rng, 16)
+    spec = models.dcgan(**TINY)
+    a, b, c = (distgan.GAN(spec, seed=6) for _ in range(3))
+    for g in (a, b, c):
+        g.fit(data, steps=1, batch_size=8, progress=False)
+    a.set_lr_multiplier(4, 8.0)                     # G's first transposed convolution
+    c.opt_g.lr = b.opt_g.lr * 8.0
+    idx = [(o, o + int(np.prod(sh))) for i, _, o, sh in a.generator.param_index if i == 4]
+    lo, hi = min(x for x, _ in idx), max(y for _, y in idx)
+    p0 = a.generator.params.copy()
+    for g in (a, b, c):
+        g.step(data.images[:8])
+    assert np.array_equal(a.discriminator.params, b.discriminator.params)
+    assert np.array_equal(a.generator.params[lo:hi], c.generator.params[lo:hi])
+    assert np.array_equal(a.generator.params[:lo], b.generator.params[:lo])
+    assert np.array_equal(a.generator.params[hi:], b.generator.params[hi:])
+    assert not np.array_equal(a.generator.params[lo:hi], p0[lo:hi])
+    assert a.config["lr_mult"] == {"generator": {"4": 8.0}}
+    path = tmp_path / "mult.safetensors"
+    a.save(path)
+    back = distgan.load(path)
+    assert back.opt_g.lr_scales == a.opt_g.lr_scales == [(lo, hi, 8.0)]
+    a.fit(data, steps=2, batch_size=8, progress=False)
+    back.fit(data, steps=2, batch_size=8, progress=False)
+    _assert_same_state(a, back, "resumed with a learning-rate multiplier")
+    a.set_lr_multiplier(4, 1.0)
+    assert a.opt_g.lr_scales == [] and a.config["lr_mult"] == {"generator": {}}
+    for kw, msg in ((dict(layer=2), "no parameters"), (dict(layer=99), "index"),
+                    (dict(layer=True), "index"), (dict(layer=0, mult=-1.0), "mult"),
+                    (dict(layer=0, mult=float("inf")), "mult"),
+                    (dict(layer=0, network="critic"), "network")):
+        kw = {"mult": 2.0, **kw}
+        with pytest.raises(ValueError, match=msg):
+            a.set_lr_multiplier(**kw)
+    a.opt_g.set_lr_scale(lo, hi, 2.0)
+    with pytest.raises(ValueError, match="overlaps"):
+        a.opt_g.set_lr_scale(lo + 1, hi + 1, 2.0)
+    with pytest.raises(ValueError, match="within"):
+        a.opt_g.set_lr_scale(hi, hi, 2.0)
+
+
+def test_r1_options_and_frozen_activations(rng, tmp_path):
+    """The R1 weight: validated, settable, kept by checkpoints (resume bit-identical). Its
+    gradient is checked against a double backward in test_torch_equivalence; here the
+    property it rests on: with frozen activations a critic without batch norm is affine
+    in its input (D(x + t d) is linear in t), which it is not without them."""
+    spec = models.dcgan(**TINY)
+    for v in (-1.0, float("inf"), float("nan"), "1", True, None):
+        with pytest.raises(ValueError, match="r1"):
+            distgan.GAN(spec, r1=v)
+    data = _data(rng, 16)
+    gan = distgan.GAN(spec, seed=8, spectral_norm=True, r1=0.5)
+    gan.fit(data, steps=2, batch_size=8, progress=False)
+    gan.r1 = 2.0
+    path = tmp_path / "r1.safetensors"
+    gan.save(path)
+    back = distgan.load(path)
+    assert back.r1 == 2.0
+    gan.fit(data, steps=2, batch_size=8, progress=False)
+    back.fit(data, steps=2, batch_size=8, progress=False)
+    _assert_same_state(gan, back, "resumed with R1")
+    D = gan.discriminator          # spectral norm: no batch norm; LeakyReLU
+    x = data.images[:8]
+    d = rng.normal(size=x.shape).astype(np.float32)
+    ts = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+
+    def curve():
+        return np.array([D.forward(x + np.float32(t) * d, train=False).ravel().astype(np.float64)
+                         for t in ts])
+    D.forward(x, train=False)
+    with D.frozen_activations():
+        f = curve()
+    # second differences of an affine function vanish (up to float32 rounding)
+    assert np.abs(f[2:] - 2 * f[1:-1] + f[:-2]).max() <= 1e-4 * np.abs(f).max()
+    free = curve()
+    assert np.abs(free[2:] - 2 * free[1:-1] + free[:-2]).max() > 1e-2 * np.abs(free).max()
+    assert np.allclose(free[2], f[2], rtol=1e-5, atol=1e-6)   # same piece at t = 0
+
+
 def test_fit_checkpoint_argument_and_progress_bar(rng, tmp_path, capsys):
     data = _data(rng, 16)
     gan = distgan.GAN(models.dcgan(**TINY), seed=1)
