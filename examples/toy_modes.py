@@ -2,7 +2,7 @@
 
     python examples/toy_modes.py --seeds 10
 
-Default recipe ("C" in docs/RESULTS.md), two phases. Phase 1 ("A"): G and D
+Default recipe ("D" in docs/RESULTS.md), two phases. Phase 1 ("A"): G and D
 3 x 128 MLPs (batch norm in G, spectral norm in D), PyTorch's default
 initialisation (the DCGAN N(0, 0.02) one leaves samples spread over the whole
 grid), latent dim 2, non-saturating loss, Adam lr 1e-3 betas (0.5, 0.999),
@@ -10,11 +10,18 @@ grid), latent dim 2, non-saturating loss, Adam lr 1e-3 betas (0.5, 0.999),
 linearly to 5 % from 30 % of training on, sampling from the EMA generator
 (decay 0.999). Spectral norm is what keeps every mode on grid25 (without it
 seeds drop 1-4 modes), but it leaves samples strung between the modes. Phase 2
-(--sharpen-steps, 8000): spectral norm removed from D (GAN.remove_spectral_norm:
-W / sigma folded into W, D's Adam moments reset), both learning rates back to
-3e-4, constant for 30 % of the phase, then decayed linearly to 1 %: the modes
-sharpen and none is lost (--sharpen-steps 0 gives recipe A). Runs at one thread
-unless --threads says otherwise.
+(--sharpen-steps, 8000) sharpens the modes without losing any: spectral norm
+removed from D (GAN.remove_spectral_norm: W / sigma folded into W, D's Adam
+moments reset); G's batch norm folded into its linear layers
+(GAN.fold_batch_norm: the eval-mode function kept; without batch norm G's
+weights are no longer scale-invariant and a sample no longer depends on the
+rest of its batch); G at lr 1e-3 against D at 3e-4, and G's first layer, which
+places the kinks of G's piecewise-linear map in latent space, at 10 times G's
+rate (GAN.set_lr_multiplier), which makes the transitions between modes steep:
+fewer samples on the "bridges" between modes. Both rates constant for 30 % of
+the phase, then decayed linearly to 1 %. --sharpen-lr 3e-4 --sharpen-lr-d 3e-4
+--no-sharpen-fold-bn --sharpen-first-lr-mult 1 gives recipe C, --sharpen-steps 0
+recipe A. Runs at one thread unless --threads says otherwise.
 
 Prints, per data set, modes captured and the share of high-quality samples
 (within 3 sigma of a mode) per seed and on average, as in PacGAN's Table 1.
@@ -39,7 +46,8 @@ def _decay(frac, start, final):
 def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_norm=True,
         latent_dim=2, init="default", n_critic=2, ema=0.999, betas=(0.5, 0.999),
         lr_decay=0.05, lr_decay_start=0.3, lr_d=None, spectral_norm=False,
-        sharpen_steps=0, sharpen_lr=3e-4, sharpen_decay=0.01, sharpen_decay_start=0.3):
+        sharpen_steps=0, sharpen_lr=3e-4, sharpen_decay=0.01, sharpen_decay_start=0.3,
+        sharpen_lr_d=None, sharpen_fold_bn=False, sharpen_first_lr_mult=1.0):
     data = distgan.datasets.load(name, n=100_000, seed=seed)
     spec = distgan.models.mlp(latent_dim=latent_dim, hidden=hidden, depth=depth, batch_norm=batch_norm)
     gan = distgan.GAN(spec, seed=seed, lr=lr if lr_d is None else (lr, lr_d), betas=betas, loss=loss,
@@ -53,15 +61,22 @@ def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_no
             g.opt_g.lr, g.opt_d.lr = lr0_g * f, lr0_d * f
     gan.fit(data, steps=steps, batch_size=batch_size, progress=False, callback=callback)
     if sharpen_steps:
-        # phase 2: spectral norm off in D (its function kept), Adam moments of D reset,
-        # both learning rates back to sharpen_lr, constant then linear decay
+        # phase 2: spectral norm off in D (its function kept), Adam moments of D reset;
+        # G's batch norm folded into its linear layers (its eval-mode function kept), G's
+        # first layer trained faster; learning rates sharpen_lr (G) and sharpen_lr_d (D),
+        # constant then linear decay
         if spectral_norm:
             gan.remove_spectral_norm()
+        if sharpen_fold_bn and batch_norm:
+            gan.fold_batch_norm()
+        if sharpen_first_lr_mult != 1.0:
+            gan.set_lr_multiplier(0, sharpen_first_lr_mult)
+        lr2_d = sharpen_lr if sharpen_lr_d is None else sharpen_lr_d
         start = gan.step_count
 
         def callback2(g, step, losses):
             f = _decay((step - start) / sharpen_steps, sharpen_decay_start, sharpen_decay)
-            g.opt_g.lr = g.opt_d.lr = sharpen_lr * f
+            g.opt_g.lr, g.opt_d.lr = sharpen_lr * f, lr2_d * f
         gan.fit(data, steps=sharpen_steps, batch_size=batch_size, progress=False, callback=callback2)
     s = gan.sample(n_eval, seed=seed, ema=ema > 0)
     st = mode_stats(s, data.centers, data.sigma)
@@ -94,7 +109,13 @@ def main(argv=None):
     ap.add_argument("--sharpen-steps", type=int, default=8000,
                     help="phase 2: this many more steps with spectral norm removed from D "
                          "(0: none)")
-    ap.add_argument("--sharpen-lr", type=float, default=3e-4, help="phase-2 learning rate (G and D)")
+    ap.add_argument("--sharpen-lr", type=float, default=1e-3, help="phase-2 learning rate of G")
+    ap.add_argument("--sharpen-lr-d", type=float, default=3e-4, help="phase-2 learning rate of D")
+    ap.add_argument("--no-sharpen-fold-bn", dest="sharpen_fold_bn", action="store_false",
+                    help="phase 2: keep G's batch norm (it is folded into G's linear layers "
+                         "by default: GAN.fold_batch_norm)")
+    ap.add_argument("--sharpen-first-lr-mult", type=float, default=10.0,
+                    help="phase 2: learning rate of G's first layer as a multiple of G's")
     ap.add_argument("--sharpen-decay", type=float, default=0.01,
                     help="final phase-2 learning rate as a fraction of --sharpen-lr")
     ap.add_argument("--sharpen-decay-start", type=float, default=0.3,
@@ -121,7 +142,9 @@ def main(argv=None):
                              lr_decay_start=args.lr_decay_start, lr_d=args.lr_d,
                              spectral_norm=args.spectral_norm, sharpen_steps=args.sharpen_steps,
                              sharpen_lr=args.sharpen_lr, sharpen_decay=args.sharpen_decay,
-                             sharpen_decay_start=args.sharpen_decay_start)
+                             sharpen_decay_start=args.sharpen_decay_start,
+                             sharpen_lr_d=args.sharpen_lr_d, sharpen_fold_bn=args.sharpen_fold_bn,
+                             sharpen_first_lr_mult=args.sharpen_first_lr_mult)
             rows.append(r)
             print(f"{name} seed {seed}: {r['modes']}/{len(data.centers)} modes, "
                   f"{100 * r['high_quality']:.1f}% high quality, reverse KL {r['reverse_kl']:.3f}", flush=True)
