@@ -396,6 +396,8 @@ class GAN:
                 for name in dst.p:
                     if name not in ("weight", "bias") or bn is None:
                         dst.p[name][...] = src.p[name]
+                for name in dst.b:
+                    dst.b[name][...] = src.b[name]
                 if bn is None:
                     continue
                 sc = bn.p["weight"].astype(np.float64) / np.sqrt(
@@ -406,8 +408,6 @@ class GAN:
                 dst.p["weight"][...] = src.p["weight"].astype(np.float64) * sc.reshape(shape)
                 b = src.p["bias"].astype(np.float64) if "bias" in src.p else 0.0
                 dst.p["bias"][...] = (b - bn.b["running_mean"]) * sc + bn.p["bias"]
-                for name in dst.b:
-                    dst.b[name][...] = src.b[name]
             nets.append(new)
         opt = self.opt_g
         self._ema_t0 += opt.t

@@ -62,6 +62,19 @@ def _assert_same_state(a, b, what):
         assert np.array_equal(sa[k], sb[k]), f"{what}: {k} differs"
 
 
+def _reload(gan, path):
+    """gan saved to path and loaded back."""
+    gan.save(path)
+    return distgan.load(path)
+
+
+def _assert_resumes(gan, back, data, what, steps=2):
+    """``steps`` more steps of a GAN and of its reloaded copy end bit-identical."""
+    for g in (gan, back):
+        g.fit(data, steps=steps, batch_size=8, progress=False)
+    _assert_same_state(gan, back, what)
+
+
 # --------------------------------------------------------------------------------------------
 # determinism
 # --------------------------------------------------------------------------------------------
@@ -194,15 +207,11 @@ def test_remove_spectral_norm_keeps_d_and_resumes(rng, tmp_path):
     with pytest.raises(ValueError, match="no spectral norm"):
         gan.remove_spectral_norm()
     gan.fit(data, steps=2, batch_size=8, progress=False)
-    path = tmp_path / "nosn.safetensors"
-    gan.save(path)
-    back = distgan.load(path)
+    back = _reload(gan, tmp_path / "nosn.safetensors")
     assert not back.discriminator.spectral_norm and back.config["spectral_norm_removed"]
     assert np.array_equal(back.discriminator.forward(x, train=False),
                           gan.discriminator.forward(x, train=False))
-    gan.fit(data, steps=2, batch_size=8, progress=False)
-    back.fit(data, steps=2, batch_size=8, progress=False)
-    _assert_same_state(gan, back, "resumed after removing spectral norm")
+    _assert_resumes(gan, back, data, "resumed after removing spectral norm")
 
 
 @pytest.mark.parametrize("cond", [False, True], ids=["uncond", "cond"])
@@ -230,13 +239,9 @@ def test_fold_batch_norm_keeps_g_and_resumes(rng, tmp_path, cond):
     with pytest.raises(ValueError, match="no batch norm"):
         gan.fold_batch_norm()
     gan.fit(data, steps=2, batch_size=8, progress=False)
-    path = tmp_path / "folded.safetensors"
-    gan.save(path)
-    back = distgan.load(path)
+    back = _reload(gan, tmp_path / "folded.safetensors")
     assert back.spec == gan.spec and back._ema_t0 == 3
-    gan.fit(data, steps=2, batch_size=8, progress=False)
-    back.fit(data, steps=2, batch_size=8, progress=False)
-    _assert_same_state(gan, back, "resumed after folding batch norm")
+    _assert_resumes(gan, back, data, "resumed after folding batch norm")
     # multipliers name layer indices, which folding changes
     other = distgan.GAN(models.dcgan(**TINY), seed=3)
     other.set_lr_multiplier(0, 2.0)
@@ -266,13 +271,9 @@ def test_lr_multiplier_scales_one_layers_step(rng, tmp_path):
     assert np.array_equal(a.generator.params[hi:], b.generator.params[hi:])
     assert not np.array_equal(a.generator.params[lo:hi], p0[lo:hi])
     assert a.config["lr_mult"] == {"generator": {"4": 8.0}}
-    path = tmp_path / "mult.safetensors"
-    a.save(path)
-    back = distgan.load(path)
+    back = _reload(a, tmp_path / "mult.safetensors")
     assert back.opt_g.lr_scales == a.opt_g.lr_scales == [(lo, hi, 8.0)]
-    a.fit(data, steps=2, batch_size=8, progress=False)
-    back.fit(data, steps=2, batch_size=8, progress=False)
-    _assert_same_state(a, back, "resumed with a learning-rate multiplier")
+    _assert_resumes(a, back, data, "resumed with a learning-rate multiplier")
     a.set_lr_multiplier(4, 1.0)
     assert a.opt_g.lr_scales == [] and a.config["lr_mult"] == {"generator": {}}
     for kw, msg in ((dict(layer=2), "no parameters"), (dict(layer=99), "index"),
@@ -302,13 +303,9 @@ def test_r1_options_and_frozen_activations(rng, tmp_path):
     gan = distgan.GAN(spec, seed=8, spectral_norm=True, r1=0.5)
     gan.fit(data, steps=2, batch_size=8, progress=False)
     gan.r1 = 2.0
-    path = tmp_path / "r1.safetensors"
-    gan.save(path)
-    back = distgan.load(path)
+    back = _reload(gan, tmp_path / "r1.safetensors")
     assert back.r1 == 2.0
-    gan.fit(data, steps=2, batch_size=8, progress=False)
-    back.fit(data, steps=2, batch_size=8, progress=False)
-    _assert_same_state(gan, back, "resumed with R1")
+    _assert_resumes(gan, back, data, "resumed with R1")
     D = gan.discriminator          # spectral norm: no batch norm; LeakyReLU
     x = data.images[:8]
     d = rng.normal(size=x.shape).astype(np.float32)
