@@ -2,7 +2,7 @@
 
     python examples/toy_modes.py --seeds 10
 
-Default recipe ("D" in docs/RESULTS.md), two phases. Phase 1 ("A"): G and D
+Default recipe ("E" in docs/RESULTS.md), two phases. Phase 1 ("A"): G and D
 3 x 128 MLPs (batch norm in G, spectral norm in D), PyTorch's default
 initialisation (the DCGAN N(0, 0.02) one leaves samples spread over the whole
 grid), latent dim 2, non-saturating loss, Adam lr 1e-3 betas (0.5, 0.999),
@@ -10,18 +10,18 @@ grid), latent dim 2, non-saturating loss, Adam lr 1e-3 betas (0.5, 0.999),
 linearly to 5 % from 30 % of training on, sampling from the EMA generator
 (decay 0.999). Spectral norm is what keeps every mode on grid25 (without it
 seeds drop 1-4 modes), but it leaves samples strung between the modes. Phase 2
-(--sharpen-steps, 8000) sharpens the modes without losing any: spectral norm
-removed from D (GAN.remove_spectral_norm: W / sigma folded into W, D's Adam
-moments reset); G's batch norm folded into its linear layers
-(GAN.fold_batch_norm: the eval-mode function kept; without batch norm G's
-weights are no longer scale-invariant and a sample no longer depends on the
-rest of its batch); G at lr 1e-3 against D at 3e-4, and G's first layer, which
-places the kinks of G's piecewise-linear map in latent space, at 10 times G's
-rate (GAN.set_lr_multiplier), which makes the transitions between modes steep:
-fewer samples on the "bridges" between modes. Both rates constant for 30 % of
-the phase, then decayed linearly to 1 %. --sharpen-lr 3e-4 --sharpen-lr-d 3e-4
---no-sharpen-fold-bn --sharpen-first-lr-mult 1 gives recipe C, --sharpen-steps 0
-recipe A. Runs at one thread unless --threads says otherwise.
+(--sharpen-steps, 8000) sharpens the modes without losing any: G's batch norm
+folded into its linear layers (GAN.fold_batch_norm: the eval-mode function
+kept; without batch norm G's weights are no longer scale-invariant and a sample
+no longer depends on the rest of its batch); G's first layer, which places the
+kinks of G's piecewise-linear map in latent space, at 10 times G's rate
+(GAN.set_lr_multiplier), which makes the transitions between modes steep: fewer
+samples on the "bridges" between modes; G and D at lr 1e-3, D keeping its
+spectral norm. Both rates constant for 30 % of the phase, then decayed linearly
+to 1 %. --sharpen-remove-sn --sharpen-lr-d 3e-4 gives recipe D (sharper still,
+but it loses a mode on some grid25 seeds); --sharpen-remove-sn --sharpen-lr 3e-4
+--sharpen-lr-d 3e-4 --no-sharpen-fold-bn --sharpen-first-lr-mult 1 recipe C;
+--sharpen-steps 0 recipe A. Runs at one thread unless --threads says otherwise.
 
 Prints, per data set, modes captured and the share of high-quality samples
 (within 3 sigma of a mode) per seed and on average, as in PacGAN's Table 1.
@@ -47,7 +47,8 @@ def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_no
         latent_dim=2, init="default", n_critic=2, ema=0.999, betas=(0.5, 0.999),
         lr_decay=0.05, lr_decay_start=0.3, lr_d=None, spectral_norm=False,
         sharpen_steps=0, sharpen_lr=3e-4, sharpen_decay=0.01, sharpen_decay_start=0.3,
-        sharpen_lr_d=None, sharpen_fold_bn=False, sharpen_first_lr_mult=1.0):
+        sharpen_lr_d=None, sharpen_fold_bn=False, sharpen_first_lr_mult=1.0,
+        sharpen_keep_sn=False):
     data = distgan.datasets.load(name, n=100_000, seed=seed)
     spec = distgan.models.mlp(latent_dim=latent_dim, hidden=hidden, depth=depth, batch_norm=batch_norm)
     gan = distgan.GAN(spec, seed=seed, lr=lr if lr_d is None else (lr, lr_d), betas=betas, loss=loss,
@@ -65,7 +66,7 @@ def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_no
         # G's batch norm folded into its linear layers (its eval-mode function kept), G's
         # first layer trained faster; learning rates sharpen_lr (G) and sharpen_lr_d (D),
         # constant then linear decay
-        if spectral_norm:
+        if spectral_norm and not sharpen_keep_sn:
             gan.remove_spectral_norm()
         if sharpen_fold_bn and batch_norm:
             gan.fold_batch_norm()
@@ -110,10 +111,13 @@ def main(argv=None):
                     help="phase 2: this many more steps with spectral norm removed from D "
                          "(0: none)")
     ap.add_argument("--sharpen-lr", type=float, default=1e-3, help="phase-2 learning rate of G")
-    ap.add_argument("--sharpen-lr-d", type=float, default=3e-4, help="phase-2 learning rate of D")
+    ap.add_argument("--sharpen-lr-d", type=float, default=1e-3, help="phase-2 learning rate of D")
     ap.add_argument("--no-sharpen-fold-bn", dest="sharpen_fold_bn", action="store_false",
                     help="phase 2: keep G's batch norm (it is folded into G's linear layers "
                          "by default: GAN.fold_batch_norm)")
+    ap.add_argument("--sharpen-remove-sn", action="store_true",
+                    help="phase 2: remove D's spectral norm (GAN.remove_spectral_norm; kept "
+                         "by default)")
     ap.add_argument("--sharpen-first-lr-mult", type=float, default=10.0,
                     help="phase 2: learning rate of G's first layer as a multiple of G's")
     ap.add_argument("--sharpen-decay", type=float, default=0.01,
@@ -144,7 +148,8 @@ def main(argv=None):
                              sharpen_lr=args.sharpen_lr, sharpen_decay=args.sharpen_decay,
                              sharpen_decay_start=args.sharpen_decay_start,
                              sharpen_lr_d=args.sharpen_lr_d, sharpen_fold_bn=args.sharpen_fold_bn,
-                             sharpen_first_lr_mult=args.sharpen_first_lr_mult)
+                             sharpen_first_lr_mult=args.sharpen_first_lr_mult,
+                             sharpen_keep_sn=not args.sharpen_remove_sn)
             rows.append(r)
             print(f"{name} seed {seed}: {r['modes']}/{len(data.centers)} modes, "
                   f"{100 * r['high_quality']:.1f}% high quality, reverse KL {r['reverse_kl']:.3f}", flush=True)
