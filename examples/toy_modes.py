@@ -62,10 +62,10 @@ def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_no
             g.opt_g.lr, g.opt_d.lr = lr0_g * f, lr0_d * f
     gan.fit(data, steps=steps, batch_size=batch_size, progress=False, callback=callback)
     if sharpen_steps:
-        # phase 2: spectral norm off in D (its function kept), Adam moments of D reset;
-        # G's batch norm folded into its linear layers (its eval-mode function kept), G's
-        # first layer trained faster; learning rates sharpen_lr (G) and sharpen_lr_d (D),
-        # constant then linear decay
+        # phase 2: G's batch norm folded into its linear layers (its eval-mode function
+        # kept), G's first layer trained faster; learning rates sharpen_lr (G) and
+        # sharpen_lr_d (D), constant then linear decay; unless sharpen_keep_sn, D's
+        # spectral norm off (its function kept, its Adam moments reset)
         if spectral_norm and not sharpen_keep_sn:
             gan.remove_spectral_norm()
         if sharpen_fold_bn and batch_norm:
@@ -108,8 +108,7 @@ def main(argv=None):
     ap.add_argument("--no-spectral-norm", dest="spectral_norm", action="store_false",
                     help="no spectral normalisation in D (on by default)")
     ap.add_argument("--sharpen-steps", type=int, default=8000,
-                    help="phase 2: this many more steps with spectral norm removed from D "
-                         "(0: none)")
+                    help="phase 2 (sharpening the modes): this many more steps (0: none)")
     ap.add_argument("--sharpen-lr", type=float, default=1e-3, help="phase-2 learning rate of G")
     ap.add_argument("--sharpen-lr-d", type=float, default=1e-3, help="phase-2 learning rate of D")
     ap.add_argument("--no-sharpen-fold-bn", dest="sharpen_fold_bn", action="store_false",
