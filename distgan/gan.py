@@ -410,12 +410,13 @@ class GAN:
                 dst.p["bias"][...] = (b - bn.b["running_mean"]) * sc + bn.p["bias"]
             nets.append(new)
         opt = self.opt_g
-        self._ema_t0 += opt.t
-        self.generator, self.g_ema = nets
-        self.opt_g = Adam(self.generator.params, self.generator.grads, opt.lr, opt.betas,
-                          opt.eps, opt.weight_decay)
-        self.spec = spec
-        self._ema_stats_step = -1
+        with self._sample_lock:          # a sampler in another thread sees old or new G
+            self._ema_t0 += opt.t
+            self.generator, self.g_ema = nets
+            self.opt_g = Adam(self.generator.params, self.generator.grads, opt.lr, opt.betas,
+                              opt.eps, opt.weight_decay)
+            self.spec = spec
+            self._ema_stats_step = -1
 
     def update_ema(self):
         """Move the EMA generator towards G (one C call over the flat buffer)."""
