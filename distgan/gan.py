@@ -339,8 +339,7 @@ class GAN:
         spans = [(o, o + int(np.prod(sh))) for i, _, o, sh in net.param_index if i == layer]
         if not spans:
             raise ValueError(f"{network} layer {layer} ({net.layers[layer].type}) has no parameters")
-        _check_nonneg("mult", mult)
-        opt.set_lr_scale(min(a for a, _ in spans), max(b for _, b in spans), float(mult))
+        opt.set_lr_scale(min(a for a, _ in spans), max(b for _, b in spans), mult)
         mults = self.config.setdefault("lr_mult", {}).setdefault(network, {})
         if float(mult) == 1.0:
             mults.pop(str(int(layer)), None)

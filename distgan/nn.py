@@ -421,13 +421,13 @@ class LeakyReLU(_PiecewiseLinear):
         if self._frozen is not None:
             return self._forward_frozen(net, x)
         out = net.buf(self, "out", x.shape)
-        _core._leaky_relu_forward(out, x, float(self.spec.get("negative_slope", 0.2)))
+        _core._leaky_relu_forward(out, x, self.slope)
         self._x = x
         return out
 
     def backward(self, net, dy, need_dx, param_grads):
         dx = net.buf(self, "dx", dy.shape, zero=True)
-        _core._leaky_relu_backward(dx, dy, self._x, float(self.spec.get("negative_slope", 0.2)))
+        _core._leaky_relu_backward(dx, dy, self._x, self.slope)
         return dx
 
 

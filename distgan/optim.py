@@ -57,9 +57,10 @@ class Adam:
         if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer))
                 and 0 <= start < stop <= n):
             raise ValueError(f"Adam: lr scale range [{start}, {stop}) is not within [0, {n})")
+        if isinstance(mult, bool) or not isinstance(mult, (int, float, np.integer, np.floating)) \
+                or not (0 <= float(mult) < float("inf")):
+            raise ValueError(f"Adam: lr multiplier must be a finite number >= 0, got {mult!r}")
         mult = float(mult)
-        if not (mult >= 0 and np.isfinite(mult)):
-            raise ValueError(f"Adam: lr multiplier must be finite and >= 0, got {mult}")
         kept = []
         for a, b, m in self.lr_scales:
             if (a, b) == (start, stop):
@@ -74,9 +75,6 @@ class Adam:
     def step(self):
         """One update of ``params`` in place from ``grads``."""
         self.t += 1
-        if not self.lr_scales:
-            self._update(slice(None), self.lr)
-            return
         # Adam is elementwise: the pieces get the same bits as one call would
         at = 0
         for a, b, m in self.lr_scales + [(self.params.size, self.params.size, 1.0)]:

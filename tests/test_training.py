@@ -278,7 +278,8 @@ def test_lr_multiplier_scales_one_layers_step(rng, tmp_path):
     assert a.opt_g.lr_scales == [] and a.config["lr_mult"] == {"generator": {}}
     for kw, msg in ((dict(layer=2), "no parameters"), (dict(layer=99), "index"),
                     (dict(layer=True), "index"), (dict(layer=0, mult=-1.0), "mult"),
-                    (dict(layer=0, mult=float("inf")), "mult"),
+                    (dict(layer=0, mult=float("inf")), "mult"), (dict(layer=0, mult=True), "mult"),
+                    (dict(layer=0, mult="2"), "mult"),
                     (dict(layer=0, network="critic"), "network")):
         kw = {"mult": 2.0, **kw}
         with pytest.raises(ValueError, match=msg):
