@@ -2,7 +2,7 @@
 
     python examples/toy_modes.py --seeds 10
 
-Default recipe ("E" in docs/RESULTS.md), two phases. Phase 1 ("A"): G and D
+Default recipe ("F" in docs/RESULTS.md), two phases. Phase 1 ("A"): G and D
 3 x 128 MLPs (batch norm in G, spectral norm in D), PyTorch's default
 initialisation (the DCGAN N(0, 0.02) one leaves samples spread over the whole
 grid), latent dim 2, non-saturating loss, Adam lr 1e-3 betas (0.5, 0.999),
@@ -10,7 +10,7 @@ grid), latent dim 2, non-saturating loss, Adam lr 1e-3 betas (0.5, 0.999),
 linearly to 5 % from 30 % of training on, sampling from the EMA generator
 (decay 0.999). Spectral norm is what keeps every mode on grid25 (without it
 seeds drop 1-4 modes), but it leaves samples strung between the modes. Phase 2
-(--sharpen-steps, 8000) sharpens the modes without losing any: G's batch norm
+(--sharpen-steps, 16000) sharpens the modes without losing any: G's batch norm
 folded into its linear layers (GAN.fold_batch_norm: the eval-mode function
 kept; without batch norm G's weights are no longer scale-invariant and a sample
 no longer depends on the rest of its batch); G's first layer, which places the
@@ -18,10 +18,14 @@ kinks of G's piecewise-linear map in latent space, at 10 times G's rate
 (GAN.set_lr_multiplier), which makes the transitions between modes steep: fewer
 samples on the "bridges" between modes; G and D at lr 1e-3, D keeping its
 spectral norm. Both rates constant for 30 % of the phase, then decayed linearly
-to 1 %. --sharpen-remove-sn --sharpen-lr-d 3e-4 gives recipe D (sharper still,
-but it loses a mode on some grid25 seeds); --sharpen-remove-sn --sharpen-lr 3e-4
+to 1 %. The transitions keep getting steeper for as long as the phase runs,
+so its length is what sets the share of samples off the modes.
+--sharpen-steps 8000 gives recipe E; --sharpen-steps 8000 --sharpen-remove-sn
+--sharpen-lr-d 3e-4 recipe D (sharper than E, but it loses a mode on some
+grid25 seeds); --sharpen-steps 8000 --sharpen-remove-sn --sharpen-lr 3e-4
 --sharpen-lr-d 3e-4 --no-sharpen-fold-bn --sharpen-first-lr-mult 1 recipe C;
---sharpen-steps 0 recipe A. Runs at one thread unless --threads says otherwise.
+--sharpen-steps 0 recipe A. Runs at one thread unless --threads says otherwise
+(about 200 s of CPU per seed and set).
 
 Prints, per data set, modes captured and the share of high-quality samples
 (within 3 sigma of a mode) per seed and on average, as in PacGAN's Table 1.
@@ -107,7 +111,7 @@ def main(argv=None):
                     help="EMA decay of G, sampled from (0: sample the raw generator)")
     ap.add_argument("--no-spectral-norm", dest="spectral_norm", action="store_false",
                     help="no spectral normalisation in D (on by default)")
-    ap.add_argument("--sharpen-steps", type=int, default=8000,
+    ap.add_argument("--sharpen-steps", type=int, default=16000,
                     help="phase 2 (sharpening the modes): this many more steps (0: none)")
     ap.add_argument("--sharpen-lr", type=float, default=1e-3, help="phase-2 learning rate of G")
     ap.add_argument("--sharpen-lr-d", type=float, default=1e-3, help="phase-2 learning rate of D")
