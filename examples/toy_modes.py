@@ -47,43 +47,42 @@ def _decay(frac, start, final):
     return 1.0 + (final - 1.0) * min(1.0, t)
 
 
-def run(name, seed, steps, batch_size, hidden, depth, lr, n_eval, loss, batch_norm=True,
-        latent_dim=2, init="default", n_critic=2, ema=0.999, betas=(0.5, 0.999),
-        lr_decay=0.05, lr_decay_start=0.3, lr_d=None, spectral_norm=False,
-        sharpen_steps=0, sharpen_lr=3e-4, sharpen_decay=0.01, sharpen_decay_start=0.3,
-        sharpen_lr_d=None, sharpen_fold_bn=False, sharpen_first_lr_mult=1.0,
-        sharpen_keep_sn=False):
+def run(name, seed, a):
+    """Trains one GAN on data set ``name`` with seed ``seed`` and the recipe of the parsed
+    command line ``a`` (its defaults are recipe F); returns (mode statistics, samples, data)."""
     data = distgan.datasets.load(name, n=100_000, seed=seed)
-    spec = distgan.models.mlp(latent_dim=latent_dim, hidden=hidden, depth=depth, batch_norm=batch_norm)
-    gan = distgan.GAN(spec, seed=seed, lr=lr if lr_d is None else (lr, lr_d), betas=betas, loss=loss,
-                      ema=ema, n_critic=n_critic, init=init, spectral_norm=spectral_norm)
+    spec = distgan.models.mlp(latent_dim=a.latent_dim, hidden=a.hidden, depth=a.depth,
+                              batch_norm=not a.no_batch_norm)
+    gan = distgan.GAN(spec, seed=seed, lr=a.lr if a.lr_d is None else (a.lr, a.lr_d),
+                      betas=tuple(a.betas), loss=a.loss, ema=a.ema, n_critic=a.n_critic, init=a.init,
+                      spectral_norm=a.spectral_norm)
     callback = None
-    if lr_decay != 1.0:
+    if a.lr_decay != 1.0:
         lr0_g, lr0_d = gan.opt_g.lr, gan.opt_d.lr
 
         def callback(g, step, losses):
-            f = _decay(step / steps, lr_decay_start, lr_decay)
+            f = _decay(step / a.steps, a.lr_decay_start, a.lr_decay)
             g.opt_g.lr, g.opt_d.lr = lr0_g * f, lr0_d * f
-    gan.fit(data, steps=steps, batch_size=batch_size, progress=False, callback=callback)
-    if sharpen_steps:
+    gan.fit(data, steps=a.steps, batch_size=a.batch_size, progress=False, callback=callback)
+    if a.sharpen_steps:
         # phase 2: G's batch norm folded into its linear layers (its eval-mode function
         # kept), G's first layer trained faster; learning rates sharpen_lr (G) and
-        # sharpen_lr_d (D), constant then linear decay; unless sharpen_keep_sn, D's
+        # sharpen_lr_d (D), constant then linear decay; with sharpen_remove_sn, D's
         # spectral norm off (its function kept, its Adam moments reset)
-        if spectral_norm and not sharpen_keep_sn:
+        if a.spectral_norm and a.sharpen_remove_sn:
             gan.remove_spectral_norm()
-        if sharpen_fold_bn and batch_norm:
+        if a.sharpen_fold_bn and not a.no_batch_norm:
             gan.fold_batch_norm()
-        if sharpen_first_lr_mult != 1.0:
-            gan.set_lr_multiplier(0, sharpen_first_lr_mult)
-        lr2_d = sharpen_lr if sharpen_lr_d is None else sharpen_lr_d
+        if a.sharpen_first_lr_mult != 1.0:
+            gan.set_lr_multiplier(0, a.sharpen_first_lr_mult)
         start = gan.step_count
 
         def callback2(g, step, losses):
-            f = _decay((step - start) / sharpen_steps, sharpen_decay_start, sharpen_decay)
-            g.opt_g.lr, g.opt_d.lr = sharpen_lr * f, lr2_d * f
-        gan.fit(data, steps=sharpen_steps, batch_size=batch_size, progress=False, callback=callback2)
-    s = gan.sample(n_eval, seed=seed, ema=ema > 0)
+            f = _decay((step - start) / a.sharpen_steps, a.sharpen_decay_start, a.sharpen_decay)
+            g.opt_g.lr, g.opt_d.lr = a.sharpen_lr * f, a.sharpen_lr_d * f
+        gan.fit(data, steps=a.sharpen_steps, batch_size=a.batch_size, progress=False,
+                callback=callback2)
+    s = gan.sample(a.n_eval, seed=seed, ema=a.ema > 0)
     st = mode_stats(s, data.centers, data.sigma)
     return {"modes": int(st["modes"]), "high_quality": float(st["high_quality"]),
             "reverse_kl": float(st["reverse_kl"])}, s, data
@@ -142,17 +141,7 @@ def main(argv=None):
         rows = []
         t0 = time.perf_counter()
         for seed in range(args.seeds):
-            r, s, data = run(name, seed, args.steps, args.batch_size, args.hidden, args.depth,
-                             args.lr, args.n_eval, args.loss, not args.no_batch_norm,
-                             latent_dim=args.latent_dim, init=args.init, n_critic=args.n_critic,
-                             ema=args.ema, betas=tuple(args.betas), lr_decay=args.lr_decay,
-                             lr_decay_start=args.lr_decay_start, lr_d=args.lr_d,
-                             spectral_norm=args.spectral_norm, sharpen_steps=args.sharpen_steps,
-                             sharpen_lr=args.sharpen_lr, sharpen_decay=args.sharpen_decay,
-                             sharpen_decay_start=args.sharpen_decay_start,
-                             sharpen_lr_d=args.sharpen_lr_d, sharpen_fold_bn=args.sharpen_fold_bn,
-                             sharpen_first_lr_mult=args.sharpen_first_lr_mult,
-                             sharpen_keep_sn=not args.sharpen_remove_sn)
+            r, s, data = run(name, seed, args)
             rows.append(r)
             print(f"{name} seed {seed}: {r['modes']}/{len(data.centers)} modes, "
                   f"{100 * r['high_quality']:.1f}% high quality, reverse KL {r['reverse_kl']:.3f}", flush=True)
