@@ -49,7 +49,9 @@
  * so the inner loops (over a contiguous output row) hold no division; small
  * geometries use a table of tap offsets instead (see im2col_planes_tab).
  *
- * Threads: the GEMMs split themselves (dg_gemm.c); im2col/col2im, the
+ * Threads: a forward (or an input gradient alone) of a batch runs as one task
+ * per thread over ranges of images ("Threads over images" below). Otherwise
+ * the GEMMs split themselves (dg_gemm.c), and im2col/col2im, the
  * gather/scatter between the GEMM layout and NCHW, the bias fill and the bias
  * gradient run on the core's pool (dg_thread.c) as tasks over contiguous
  * ranges of planes, rows or channels, so every value is computed the same way
@@ -720,6 +722,105 @@ static void dbias_run(float *dbias, const float *dout, int N, size_t R, size_t P
 }
 
 /* ------------------------------------------------------------------------- */
+/* Threads over images. A forward, or an input gradient without the weight   */
+/* gradient, of a batch of at least one image per thread runs as one region  */
+/* of one task per thread; task t takes a contiguous range of the images     */
+/* (dg_split) and runs their im2col -> GEMM -> col2im/scatter sequence on    */
+/* its own thread, in its own slice of the workspace (so in smaller groups). */
+/* Splitting every step over the pool instead synchronises three times per   */
+/* group and leaves the thin GEMMs of DCGAN's one-channel first and last     */
+/* layers on one thread (PERFORMANCE.md, log 21). Each image's values are    */
+/* computed by the same steps as on one thread: which path a group takes     */
+/* (the bias added after the product, the col^T product of small images)     */
+/* depends on the plan, not on the group's size, so with the reference GEMM  */
+/* the results are the same bits at any thread count; OpenBLAS may round a   */
+/* product of fewer columns differently, which the thread count alone fixes. */
+/* A weight gradient sums over every image in group order, so a backward     */
+/* that computes one keeps the sequence of groups whose steps split          */
+/* themselves.                                                               */
+/* ------------------------------------------------------------------------- */
+
+/* GEMM FLOPs of a call at least, before its images are split over threads. */
+#define DG_CONV_IMAGE_GRAIN 4.0e6
+/* Most tasks of a region over images: one per thread of the pool (at most 64). */
+#define DG_CONV_MAX_TASKS 64
+
+enum { R_CONV2D_FWD, R_CONV2D_DINP, R_CONVT_FWD };
+
+typedef struct {
+    int kind;
+    const conv_plan *p;
+    float *out, *ws;                        /* out: the output or dinp */
+    const float *inp, *weight, *bias;       /* inp: the input or dout */
+    int N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW;
+    size_t slice;                           /* workspace floats per task */
+    int nb_task;                            /* most images per group in a task */
+    dg_status st[DG_CONV_MAX_TASKS];
+} range_job;
+
+#define RANGE_JOB_FIELDS(j)                                                      \
+    float *out = (j)->out;                                                       \
+    const float *inp = (j)->inp, *weight = (j)->weight, *bias = (j)->bias;       \
+    int C = (j)->C, H = (j)->H, W = (j)->W, OC = (j)->OC, KH = (j)->KH,          \
+        KW = (j)->KW, SH = (j)->SH, SW = (j)->SW, PH = (j)->PH, PW = (j)->PW,    \
+        OH = (j)->OH, OW = (j)->OW;                                              \
+    (void)bias
+
+static dg_status conv2d_forward_range(const range_job *j, float *ws, int n_lo,
+                                      int n_hi, int nb_max);
+static dg_status conv2d_dinp_range(const range_job *j, float *ws, int n_lo, int n_hi,
+                                   int nb_max);
+static dg_status convt_forward_range(const range_job *j, float *ws, int n_lo, int n_hi,
+                                     int nb_max);
+
+static dg_status range_call(const range_job *j, float *ws, int lo, int hi, int nb) {
+    switch (j->kind) {
+    case R_CONV2D_FWD: return conv2d_forward_range(j, ws, lo, hi, nb);
+    case R_CONV2D_DINP: return conv2d_dinp_range(j, ws, lo, hi, nb);
+    default: return convt_forward_range(j, ws, lo, hi, nb);
+    }
+}
+
+static void range_task(void *ctx, int t, int nt) {
+    range_job *j = (range_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
+    int cnt = (int)(hi - lo);
+    if (cnt <= 0) {
+        j->st[t] = DG_STATUS_OK;
+        return;
+    }
+    /* balanced groups of at most nb_task images */
+    int groups = (cnt + j->nb_task - 1) / j->nb_task;
+    j->st[t] = range_call(j, j->ws + (size_t)t * j->slice, (int)lo, (int)hi,
+                          (cnt + groups - 1) / groups);
+}
+
+/* Runs job j over its N images: one task per thread when the pool has
+ * several threads, the batch at least one image per thread, the work worth it
+ * and each task's share of the workspace room for an image; else the plain
+ * sequence of groups of the plan, whose steps split themselves. */
+static dg_status range_run(range_job *j) {
+    const conv_plan *p = j->p;
+    int size = dg_threads_get();
+    int nt = size < DG_CONV_MAX_TASKS ? size : DG_CONV_MAX_TASKS;
+    double flops = 2.0 * j->N * (double)p->cols * (double)p->col_rows * (double)p->buf_rows;
+    size_t per_image = (p->col_rows + p->buf_rows + DG_COLT_PAD) * p->cols;
+    size_t slice = (p->ws / (size_t)nt) & ~(size_t)15;   /* 64-byte multiples */
+    if (nt < 2 || j->N < nt || slice < per_image ||
+        dg_threads_for(flops, DG_CONV_IMAGE_GRAIN) < 2) {
+        return range_call(j, j->ws, 0, j->N, p->nb);
+    }
+    j->slice = slice;
+    j->nb_task = (int)(slice / per_image);
+    dg_parallel(range_task, j, nt);
+    for (int t = 0; t < nt; t++) {
+        if (j->st[t] != DG_STATUS_OK) return j->st[t];
+    }
+    return DG_STATUS_OK;
+}
+
+/* ------------------------------------------------------------------------- */
 /* conv2d                                                                     */
 /* ------------------------------------------------------------------------- */
 
@@ -734,6 +835,43 @@ size_t dg_conv2d_workspace_size(int N, int C, int H, int W, int OC, int KH,
     return p.ws;
 }
 
+/* conv2d forward of images [n_lo, n_hi) in groups of nb, with the workspace ws
+ * (col, then the scatter buffer when nb > 1). */
+static dg_status conv2d_forward_range(const range_job *j, float *ws, int n_lo,
+                                      int n_hi, int nb_max) {
+    RANGE_JOB_FIELDS(j);
+    size_t hw = (size_t)H * W, ohw = j->p->cols, ckk = j->p->col_rows;
+    float *col = ws;                        // (C*KK, nb*OHW)
+    float *tmp = ws + ckk * ohw * nb_max;   // (OC, nb*OHW), when nb > 1
+    for (int n0 = n_lo; n0 < n_hi; n0 += nb_max) {
+        int nb = n_hi - n0 < nb_max ? n_hi - n0 : nb_max;
+        size_t L = (size_t)nb * ohw;
+        const float *x = inp + (size_t)n0 * C * hw;
+        float *o = out + (size_t)n0 * OC * ohw;
+        im2col(col, L, x, nb, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
+        if (j->p->nb == 1) {
+            // groups of one image in the plan (a task's smaller groups keep the
+            // plan's path: the bias is added after the product, as below)
+            // out[n] (OC, OHW) = weight (OC, C*KK) @ col (C*KK, OHW) + bias
+            float beta = 0.0f;
+            if (bias != NULL) {
+                rows_run(J_FILL_BIAS, o, NULL, bias, 1, (size_t)OC, ohw);
+                beta = 1.0f;
+            }
+            dg_status st = dg_sgemm(0, 0, OC, (int)L, (int)ckk, 1.0f, weight, (int)ckk,
+                                    col, (int)L, beta, o, (int)L);
+            if (st != DG_STATUS_OK) return st;
+        } else {
+            // tmp (OC, nb*OHW) = weight (OC, C*KK) @ col (C*KK, nb*OHW)
+            dg_status st = dg_sgemm(0, 0, OC, (int)L, (int)ckk, 1.0f, weight, (int)ckk,
+                                    col, (int)L, 0.0f, tmp, (int)L);
+            if (st != DG_STATUS_OK) return st;
+            rows_run(J_SCATTER_BIAS, o, tmp, bias, nb, (size_t)OC, ohw);
+        }
+    }
+    return DG_STATUS_OK;
+}
+
 dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
                             const float *weight, const float *bias, int N,
                             int C, int H, int W, int OC, int KH, int KW, int SH,
@@ -746,32 +884,35 @@ dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
     if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
         return DG_STATUS_ERR_NULL;
     }
-    size_t hw = (size_t)H * W, ohw = p.cols, ckk = p.col_rows;
-    float *col = workspace;                    // (C*KK, nb*OHW)
-    float *tmp = workspace + ckk * ohw * p.nb; // (OC, nb*OHW), when nb > 1
-    for (int n0 = 0; n0 < N; n0 += p.nb) {
-        int nb = N - n0 < p.nb ? N - n0 : p.nb;
+    range_job j = {.kind = R_CONV2D_FWD, .p = &p, .out = out, .ws = workspace,
+                   .inp = inp, .weight = weight, .bias = bias, .N = N, .C = C, .H = H,
+                   .W = W, .OC = OC, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH,
+                   .PW = PW, .OH = OH, .OW = OW};
+    return range_run(&j);
+}
+
+/* conv2d input gradient alone (no weight gradient) of images [n_lo, n_hi):
+ * inp is dout, out is dinp. */
+static dg_status conv2d_dinp_range(const range_job *j, float *ws, int n_lo, int n_hi,
+                                   int nb_max) {
+    RANGE_JOB_FIELDS(j);
+    size_t hw = (size_t)H * W, ohw = j->p->cols, ckk = j->p->col_rows;
+    float *col = ws;                        // (C*KK, nb*OHW)
+    float *tmp = ws + ckk * ohw * nb_max;   // (OC, nb*OHW), when nb > 1
+    for (int n0 = n_lo; n0 < n_hi; n0 += nb_max) {
+        int nb = n_hi - n0 < nb_max ? n_hi - n0 : nb_max;
         size_t L = (size_t)nb * ohw;
-        const float *x = inp + (size_t)n0 * C * hw;
-        float *o = out + (size_t)n0 * OC * ohw;
-        im2col(col, L, x, nb, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
-        if (nb == 1) {
-            // out[n] (OC, OHW) = weight (OC, C*KK) @ col (C*KK, OHW) + bias
-            float beta = 0.0f;
-            if (bias != NULL) {
-                rows_run(J_FILL_BIAS, o, NULL, bias, 1, (size_t)OC, ohw);
-                beta = 1.0f;
-            }
-            st = dg_sgemm(0, 0, OC, (int)L, (int)ckk, 1.0f, weight, (int)ckk,
-                          col, (int)L, beta, o, (int)L);
-            if (st != DG_STATUS_OK) return st;
-        } else {
-            // tmp (OC, nb*OHW) = weight (OC, C*KK) @ col (C*KK, nb*OHW)
-            st = dg_sgemm(0, 0, OC, (int)L, (int)ckk, 1.0f, weight, (int)ckk,
-                          col, (int)L, 0.0f, tmp, (int)L);
-            if (st != DG_STATUS_OK) return st;
-            rows_run(J_SCATTER_BIAS, o, tmp, bias, nb, (size_t)OC, ohw);
+        const float *dy = inp + (size_t)n0 * OC * ohw;
+        if (nb > 1) {
+            rows_run(J_GATHER, tmp, dy, NULL, nb, (size_t)OC, ohw);
+            dy = tmp;
         }
+        // as in dg_conv2d_backward: dcol = weight^T @ dy; dinp += col2im(dcol)
+        dg_status st = dg_sgemm(1, 0, (int)ckk, (int)L, OC, 1.0f, weight, (int)ckk, dy,
+                                (int)L, 0.0f, col, (int)L);
+        if (st != DG_STATUS_OK) return st;
+        col2im_add(out + (size_t)n0 * C * hw, col, L, nb, C, H, W, KH, KW, SH, SW, PH,
+                   PW, OH, OW);
     }
     return DG_STATUS_OK;
 }
@@ -793,7 +934,14 @@ dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
     size_t hw = (size_t)H * W, ohw = p.cols, ckk = p.col_rows;
     float *col = workspace;                    // (C*KK, nb*OHW)
     float *tmp = workspace + ckk * ohw * p.nb; // (OC, nb*OHW), when nb > 1
-    if (dinp != NULL || dweight != NULL) {
+    if (dinp != NULL && dweight == NULL) {
+        range_job j = {.kind = R_CONV2D_DINP, .p = &p, .out = dinp, .ws = workspace,
+                       .inp = dout, .weight = weight, .N = N, .C = C, .H = H, .W = W,
+                       .OC = OC, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH,
+                       .PW = PW, .OH = OH, .OW = OW};
+        st = range_run(&j);
+        if (st != DG_STATUS_OK) return st;
+    } else if (dinp != NULL || dweight != NULL) {
         for (int n0 = 0; n0 < N; n0 += p.nb) {
             int nb = N - n0 < p.nb ? N - n0 : p.nb;
             size_t L = (size_t)nb * ohw;
@@ -846,34 +994,26 @@ size_t dg_conv_transpose2d_workspace_size(int N, int C, int H, int W, int OC,
     return p.ws;
 }
 
-dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
-                                      const float *inp, const float *weight,
-                                      const float *bias, int N, int C, int H,
-                                      int W, int OC, int KH, int KW, int SH,
-                                      int SW, int PH, int PW, int OH, int OW) {
-    // out is (N, OC, OH, OW), workspace is (dg_conv_transpose2d_workspace_size),
-    // inp is (N, C, H, W), weight is (C, OC, KH, KW), bias is (OC) or NULL
-    conv_plan p;
-    dg_status st = conv_transpose2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW,
-                                         PH, PW, OH, OW);
-    if (st != DG_STATUS_OK) return st;
-    if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
-        return DG_STATUS_ERR_NULL;
-    }
-    size_t hw = p.cols, ohw = (size_t)OH * OW, okk = p.col_rows;
-    float *col = workspace;                   // (OC*KK, nb*HW)
+/* conv_transpose2d forward of images [n_lo, n_hi) in groups of nb, with the
+ * workspace ws (col or col^T, then the gather buffer when nb > 1). */
+static dg_status convt_forward_range(const range_job *j, float *ws, int n_lo, int n_hi,
+                                     int nb_max) {
+    RANGE_JOB_FIELDS(j);
+    size_t hw = j->p->cols, ohw = (size_t)OH * OW, okk = j->p->col_rows;
+    float *col = ws;                   // (OC*KK, nb*HW)
     // (C, nb*HW), when nb > 1; after the room for col^T with padded rows
-    float *xb = workspace + (okk + DG_COLT_PAD) * hw * p.nb;
-    for (int n0 = 0; n0 < N; n0 += p.nb) {
-        int nb = N - n0 < p.nb ? N - n0 : p.nb;
+    float *xb = ws + (okk + DG_COLT_PAD) * hw * nb_max;
+    for (int n0 = n_lo; n0 < n_hi; n0 += nb_max) {
+        int nb = n_hi - n0 < nb_max ? n_hi - n0 : nb_max;
         size_t L = (size_t)nb * hw;
         const float *x = inp + (size_t)n0 * C * hw;
         float *o = out + (size_t)n0 * OC * ohw;
+        dg_status st;
         if (nb > 1) {
             rows_run(J_GATHER, xb, x, NULL, nb, (size_t)C, hw);
             x = xb;
         }
-        if (L <= DG_COLT_MAX_COLS && okk <= (size_t)INT_MAX - DG_COLT_PAD) {
+        if ((size_t)j->p->nb * hw <= DG_COLT_MAX_COLS && okk <= (size_t)INT_MAX - DG_COLT_PAD) {
             // few columns (a small image or two): the transposed product, then
             // a col2im that reads it row by row (PERFORMANCE.md, log 13);
             // col^T (nb*HW, OC*KK) = x^T (nb*HW, C) @ weight (C, OC*KK)
@@ -892,6 +1032,27 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
         col2im_bias(o, col, bias, L, nb, OC, OH, OW, KH, KW, SH, SW, PH, PW, H, W);
     }
     return DG_STATUS_OK;
+}
+
+dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
+                                      const float *inp, const float *weight,
+                                      const float *bias, int N, int C, int H,
+                                      int W, int OC, int KH, int KW, int SH,
+                                      int SW, int PH, int PW, int OH, int OW) {
+    // out is (N, OC, OH, OW), workspace is (dg_conv_transpose2d_workspace_size),
+    // inp is (N, C, H, W), weight is (C, OC, KH, KW), bias is (OC) or NULL
+    conv_plan p;
+    dg_status st = conv_transpose2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW,
+                                         PH, PW, OH, OW);
+    if (st != DG_STATUS_OK) return st;
+    if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
+        return DG_STATUS_ERR_NULL;
+    }
+    range_job j = {.kind = R_CONVT_FWD, .p = &p, .out = out, .ws = workspace,
+                   .inp = inp, .weight = weight, .bias = bias, .N = N, .C = C, .H = H,
+                   .W = W, .OC = OC, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH,
+                   .PW = PW, .OH = OH, .OW = OW};
+    return range_run(&j);
 }
 
 dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,

@@ -30,7 +30,11 @@ typedef void (*dg_task_fn)(void *ctx, int t, int nt);
 void dg_parallel(dg_task_fn fn, void *ctx, int nt);
 /* Tasks worth running for `work` units when a task should do at least `grain`
  * units: 1, fewer than the pool size for little work, else a multiple of the
- * pool size (at most 4 per thread). Depends on the pool size, never on timing. */
+ * pool size (at most 4 per thread). Depends on the pool size, never on timing.
+ * Inside a task of a region of several tasks it is 1: a region started there
+ * would run serially anyway, and one task avoids the per-task overhead (the
+ * repacking of a split GEMM). Which values a task computes then does not change:
+ * the ops split by nt compute each value the same way whatever nt. */
 int dg_threads_for(double work, double grain);
 /* [*lo, *hi) = task t's share of [0, n) in nt near-equal parts whose bounds
  * are multiples of align (except n itself). */

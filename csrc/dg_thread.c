@@ -81,6 +81,10 @@ static dg_pool pool = {
 
 /* Set in worker threads: a region started from inside a task runs serially. */
 static _Thread_local int in_worker = 0;
+/* Set while this thread runs a task of a region of more than one task: the
+ * regions a task starts then get one task (dg_threads_for), as they would run
+ * serially anyway. */
+static _Thread_local int in_task = 0;
 static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
 
 static long now_ns(void) {
@@ -94,7 +98,9 @@ static void run_tasks(dg_task_fn fn, void *ctx, int nt) {
     for (;;) {
         int t = atomic_fetch_add_explicit(&pool.next, 1, memory_order_relaxed);
         if (t >= nt) break;
+        in_task++;
         fn(ctx, t, nt);
+        in_task--;
         atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
     }
 }
@@ -208,14 +214,16 @@ int dg_threads_get(void) { return pool.size; }
 
 int dg_threads_for(double work, double grain) {
     int size = pool.size;
-    if (size <= 1 || !(work >= 2.0 * grain)) return 1;
+    if (size <= 1 || in_task || !(work >= 2.0 * grain)) return 1;
     double per = work / (grain * size);   /* tasks per thread the work is worth */
     if (per < 1.0) return (int)(work / grain) >= size ? size : (int)(work / grain);
     return size * (per >= DG_TASKS_PER_THREAD ? DG_TASKS_PER_THREAD : (int)per);
 }
 
 static void run_serial(dg_task_fn fn, void *ctx, int nt) {
+    in_task++;
     for (int t = 0; t < nt; t++) fn(ctx, t, nt);
+    in_task--;
 }
 
 void dg_parallel(dg_task_fn fn, void *ctx, int nt) {

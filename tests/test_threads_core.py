@@ -111,6 +111,41 @@ def test_ops_agree_across_thread_counts(rng, threads):
     np.testing.assert_allclose(out[2], out[1], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("N", [3, 7])
+def test_convs_split_over_images_agree_across_thread_counts(rng, threads, N):
+    """Convolution forwards and the input gradient alone run as one task per thread
+    over the images of a batch (dg_conv.c "Threads over images"): at 2 and 3 threads
+    (batches of 3 and 7: ranges of unequal length, and one 7x7 image per task) the
+    results are the same bits run after run and agree with one thread."""
+    from distgan import ops
+
+    x = rng.standard_normal((N, 8, 28, 28)).astype(np.float32)
+    w = (0.1 * rng.standard_normal((32, 8, 4, 4))).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    z = rng.standard_normal((N, 64, 7, 7)).astype(np.float32)
+    wt = (0.1 * rng.standard_normal((64, 32, 4, 4))).astype(np.float32)
+    g = (N, 8, 28, 28, 32, 4, 4, 2, 2, 1, 1, 14, 14)
+
+    def run():
+        y = ops.conv2d(x, w, b, stride=2, padding=1)
+        dx = np.full(x.shape, 0.5, np.float32)          # the input gradient accumulates
+        ws = np.empty(_core._conv2d_workspace_size(*g), np.float32)
+        _core._conv2d_backward(dx, None, None, ws, y, x, w, 2, 2, 1, 1)
+        up = ops.conv_transpose2d(z, wt, b, stride=2, padding=1)
+        back = ops.conv_transpose2d(y, w, None, stride=2, padding=1)
+        return y, dx, up, back
+
+    distgan.set_num_threads(1)
+    want = run()
+    for n in (2, 3):
+        distgan.set_num_threads(n)
+        got, again = run(), run()
+        for name, a, a2, ref in zip(("conv2d", "dinp", "conv_t 7x7", "conv_t 14x14"),
+                                    got, again, want):
+            assert np.array_equal(a, a2), f"{name} at {n} threads: two runs differ"
+            np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-5, err_msg=f"{name}, {n}")
+
+
 def test_tanh_within_1_5_ulp_of_float64(rng):
     """_tanh_forward is Cephes' tanhf, 4 lanes at a time: at most 1.5 ulp from the
     float64 tanh rounded (measured 1.30; glibc's tanhf 1.37 on the same inputs)."""

@@ -981,6 +981,46 @@ static void probe_task(void *ctx, int t, int nt) {
 
 /* Runs conv2d, conv_transpose2d, batch norm, leaky ReLU and Adam forward and
  * backward on fixed data; writes every result to out (returns its length). */
+/* Convolutions large enough to run as one task per thread over images
+ * (dg_conv.c, "Threads over images"): batches of 7 (not a multiple of 2 or 3
+ * threads) and 3 (one 7x7 image per task at 3 threads, which takes the col^T
+ * path inside the task). Writes conv2d forward, its input gradient alone, and
+ * two transposed-convolution forwards to out; returns the floats written. */
+static size_t image_split_ops(float *out) {
+    enum { N = 7, C = 8, H = 28, W = 28, OC = 32, K = 4, S = 2, P = 1, OH = 14, OW = 14 };
+    enum { N2 = 3, C2 = 64, H2 = 7, W2 = 7, OC2 = 32, OH2 = 14, OW2 = 14 };
+    size_t nin = (size_t)N * C * H * W, nout = (size_t)N * OC * OH * OW;
+    size_t nw = (size_t)OC * C * K * K, nin2 = (size_t)N2 * C2 * H2 * W2;
+    size_t nw2 = (size_t)C2 * OC2 * K * K;
+    size_t ws = dg_conv2d_workspace_size(N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
+    size_t wst = dg_conv_transpose2d_workspace_size(N, OC, OH, OW, C, K, K, S, S, P, P, H, W);
+    size_t wst2 = dg_conv_transpose2d_workspace_size(N2, C2, H2, W2, OC2, K, K, S, S, P, P,
+                                                      OH2, OW2);
+    size_t wmax = ws > wst ? ws : wst;
+    wmax = wmax > wst2 ? wmax : wst2;
+    float *x = malloc(nin * sizeof(float)), *w = malloc(nw * sizeof(float));
+    float *x2 = malloc(nin2 * sizeof(float)), *w2 = malloc(nw2 * sizeof(float));
+    float *b = malloc(OC * sizeof(float)), *work = malloc(wmax * sizeof(float));
+    for (size_t i = 0; i < nin; i++) x[i] = (float)sin(0.29 * (double)i);
+    for (size_t i = 0; i < nw; i++) w[i] = (float)cos(0.13 * (double)i) * 0.1f;
+    for (size_t i = 0; i < nin2; i++) x2[i] = (float)sin(0.41 * (double)i);
+    for (size_t i = 0; i < nw2; i++) w2[i] = (float)cos(0.07 * (double)i) * 0.1f;
+    for (int i = 0; i < OC; i++) b[i] = 0.02f * (float)i;
+    float *o = out;
+    float *y = o; o += nout;
+    dg_conv2d_forward(y, work, x, w, b, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
+    float *dx = o; o += nin;
+    for (size_t i = 0; i < nin; i++) dx[i] = 0.5f;   /* dinp accumulates */
+    dg_conv2d_backward(dx, NULL, NULL, work, y, x, w, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
+    float *xt = o; o += nin;
+    dg_conv_transpose2d_forward(xt, work, y, w, NULL, N, OC, OH, OW, C, K, K, S, S, P, P, H, W);
+    float *yt = o; o += (size_t)N2 * OC2 * OH2 * OW2;
+    dg_conv_transpose2d_forward(yt, work, x2, w2, b, N2, C2, H2, W2, OC2, K, K, S, S, P, P,
+                                OH2, OW2);
+    free(x); free(w); free(x2); free(w2); free(b); free(work);
+    return (size_t)(o - out);
+}
+
 static size_t threaded_ops(float *out) {
     enum { N = 8, C = 16, H = 16, W = 16, OC = 16, K = 4, S = 2, P = 1, OH = 8, OW = 8 };
     size_t nin = (size_t)N * C * H * W, nout = (size_t)N * OC * OH * OW, nw = (size_t)OC * C * K * K;
@@ -1027,6 +1067,7 @@ static size_t threaded_ops(float *out) {
     memset(m, 0, 2 * nin * sizeof(float));
     dg_adam_step(pa, m, v, dbn, nin, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0);
     free(x); free(w); free(b); free(work);
+    o += image_split_ops(o);
     return (size_t)(o - out);
 }
 
