@@ -72,6 +72,10 @@
  * about 1500 columns on, and a group not much larger keeps the col matrix and
  * the gather/scatter buffer close to cache. */
 #define DG_CONV_GEMM_COLS 2048
+/* ... and GEMM FLOPs per group at least, for layers whose GEMMs are thin (one
+ * input or output channel: 16 rows or a K of 16), so that each group's steps
+ * are large enough to split over threads (PERFORMANCE.md, log 21). */
+#define DG_CONV_GEMM_FLOPS 32.0e6
 /* Most workspace floats per group (16 MiB) when the col matrix is tall; a
  * group is at least one image, so the workspace exceeds it for huge images. */
 #define DG_CONV_WS_TARGET ((size_t)4 << 20)
@@ -140,6 +144,9 @@ static dg_status plan_common(conv_plan *p, int N, int C, int H, int W, int OC,
     size_t per_image;
     if (!mul_ok(&per_image, col_rows + buf_rows, cols)) return DG_STATUS_ERR_SHAPE;
     size_t nb = (DG_CONV_GEMM_COLS + cols - 1) / cols;
+    /* thin GEMMs (few rows and a short K): enough columns for DG_CONV_GEMM_FLOPS */
+    double thin = (double)DG_CONV_GEMM_FLOPS / (2.0 * (double)col_rows * (double)buf_rows);
+    if ((double)nb * (double)cols < thin) nb = (size_t)(thin / (double)cols) + 1;
     if (nb > DG_CONV_WS_TARGET / per_image) nb = DG_CONV_WS_TARGET / per_image;
     if (nb < 1) nb = 1;
     if (nb > (size_t)N) nb = (size_t)N;
