@@ -49,8 +49,9 @@
  * so the inner loops (over a contiguous output row) hold no division; small
  * geometries use a table of tap offsets instead (see im2col_planes_tab).
  *
- * Threads: a forward (or an input gradient alone) of a batch runs as one task
- * per thread over ranges of images ("Threads over images" below). Otherwise
+ * Threads: a forward, and conv2d's input gradient (a pass of its own after the
+ * weight gradient), of a batch run as one task per thread over ranges of images
+ * ("Threads over images" below). Otherwise
  * the GEMMs split themselves (dg_gemm.c), and im2col/col2im, the
  * gather/scatter between the GEMM layout and NCHW, the bias fill and the bias
  * gradient run on the core's pool (dg_thread.c) as tasks over contiguous
@@ -729,22 +730,22 @@ static void dbias_run(float *dbias, const float *dout, int N, size_t R, size_t P
 }
 
 /* ------------------------------------------------------------------------- */
-/* Threads over images. A forward, or an input gradient without the weight   */
-/* gradient, of a batch of at least one image per thread runs as one region  */
-/* of one task per thread; task t takes a contiguous range of the images     */
-/* (dg_split) and runs their im2col -> GEMM -> col2im/scatter sequence on    */
-/* its own thread, in its own slice of the workspace (so in smaller groups). */
-/* Splitting every step over the pool instead synchronises three times per   */
-/* group and leaves the thin GEMMs of DCGAN's one-channel first and last     */
-/* layers on one thread (PERFORMANCE.md, log 21). Each image's values are    */
-/* computed by the same steps as on one thread: which path a group takes     */
-/* (the bias added after the product, the col^T product of small images)     */
-/* depends on the plan, not on the group's size, so with the reference GEMM  */
-/* the results are the same bits at any thread count; OpenBLAS may round a   */
-/* product of fewer columns differently, which the thread count alone fixes. */
-/* A weight gradient sums over every image in group order, so a backward     */
-/* that computes one keeps the sequence of groups whose steps split          */
-/* themselves.                                                               */
+/* Threads over images. A forward, or conv2d's input gradient, of a batch of */
+/* at least one image per thread runs as one region of one task per thread;  */
+/* task t takes a contiguous range of the images (dg_split) and runs their   */
+/* im2col -> GEMM -> col2im/scatter sequence on its own thread, in its own   */
+/* slice of the workspace (so in smaller groups). Splitting every step over  */
+/* the pool instead synchronises three times per group and leaves the thin   */
+/* GEMMs of DCGAN's one-channel first and last layers on one thread          */
+/* (PERFORMANCE.md, log 21). Each image's values are computed by the same    */
+/* steps as on one thread: which path a group takes (the bias added after    */
+/* the product, the col^T product of small images) depends on the plan, not  */
+/* on the group's size, so with the reference GEMM the results are the same  */
+/* bits at any thread count; OpenBLAS may round a product of fewer columns   */
+/* differently, which the thread count alone fixes. A weight gradient sums   */
+/* over every image in group order, so it keeps the sequence of groups whose */
+/* steps split themselves (and so does conv_transpose2d's input gradient,    */
+/* which shares the weight gradient's im2col).                               */
 /* ------------------------------------------------------------------------- */
 
 /* GEMM FLOPs of a call at least, before its images are split over threads. */
@@ -803,20 +804,28 @@ static void range_task(void *ctx, int t, int nt) {
                           (cnt + groups - 1) / groups);
 }
 
-/* Runs job j over its N images: one task per thread when the pool has
- * several threads, the batch at least one image per thread, the work worth it
- * and each task's share of the workspace room for an image; else the plain
- * sequence of groups of the plan, whose steps split themselves. */
-static dg_status range_run(range_job *j) {
-    const conv_plan *p = j->p;
+/* Runs job `kind` of one call (plan p; out, inp as in range_job) over its N
+ * images: one task per thread when the pool has several threads, the batch at
+ * least one image per thread, the work worth it and each task's share of the
+ * workspace room for an image; else the plain sequence of groups of the plan,
+ * whose steps split themselves. */
+static dg_status images_run(int kind, const conv_plan *p, float *out, float *ws,
+                            const float *inp, const float *weight, const float *bias,
+                            int N, int C, int H, int W, int OC, int KH, int KW, int SH,
+                            int SW, int PH, int PW, int OH, int OW) {
+    range_job job = {.kind = kind, .p = p, .out = out, .ws = ws, .inp = inp,
+                     .weight = weight, .bias = bias, .N = N, .C = C, .H = H, .W = W,
+                     .OC = OC, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH,
+                     .PW = PW, .OH = OH, .OW = OW};
+    range_job *j = &job;
     int size = dg_threads_get();
     int nt = size < DG_CONV_MAX_TASKS ? size : DG_CONV_MAX_TASKS;
-    double flops = 2.0 * j->N * (double)p->cols * (double)p->col_rows * (double)p->buf_rows;
+    double flops = 2.0 * N * (double)p->cols * (double)p->col_rows * (double)p->buf_rows;
     size_t per_image = (p->col_rows + p->buf_rows + DG_COLT_PAD) * p->cols;
     size_t slice = (p->ws / (size_t)nt) & ~(size_t)15;   /* 64-byte multiples */
-    if (nt < 2 || j->N < nt || slice < per_image ||
+    if (nt < 2 || N < nt || slice < per_image ||
         dg_threads_for(flops, DG_CONV_IMAGE_GRAIN) < 2) {
-        return range_call(j, j->ws, 0, j->N, p->nb);
+        return range_call(j, ws, 0, N, p->nb);
     }
     j->slice = slice;
     j->nb_task = (int)(slice / per_image);
@@ -891,15 +900,11 @@ dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
     if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
         return DG_STATUS_ERR_NULL;
     }
-    range_job j = {.kind = R_CONV2D_FWD, .p = &p, .out = out, .ws = workspace,
-                   .inp = inp, .weight = weight, .bias = bias, .N = N, .C = C, .H = H,
-                   .W = W, .OC = OC, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH,
-                   .PW = PW, .OH = OH, .OW = OW};
-    return range_run(&j);
+    return images_run(R_CONV2D_FWD, &p, out, workspace, inp, weight, bias, N, C, H, W,
+                      OC, KH, KW, SH, SW, PH, PW, OH, OW);
 }
 
-/* conv2d input gradient alone (no weight gradient) of images [n_lo, n_hi):
- * inp is dout, out is dinp. */
+/* conv2d input gradient of images [n_lo, n_hi): inp is dout, out is dinp. */
 static dg_status conv2d_dinp_range(const range_job *j, float *ws, int n_lo, int n_hi,
                                    int nb_max) {
     RANGE_JOB_FIELDS(j);
@@ -914,7 +919,9 @@ static dg_status conv2d_dinp_range(const range_job *j, float *ws, int n_lo, int 
             rows_run(J_GATHER, tmp, dy, NULL, nb, (size_t)OC, ohw);
             dy = tmp;
         }
-        // as in dg_conv2d_backward: dcol = weight^T @ dy; dinp += col2im(dcol)
+        // dy is dout of the group as (OC, nb*OHW); forward: tmp = weight @ col,
+        // col = im2col(inp), so dcol (C*KK, nb*OHW) = weight^T (C*KK, OC) @ dy
+        // (OC, nb*OHW) and dinp += col2im(dcol)
         dg_status st = dg_sgemm(1, 0, (int)ckk, (int)L, OC, 1.0f, weight, (int)ckk, dy,
                                 (int)L, 0.0f, col, (int)L);
         if (st != DG_STATUS_OK) return st;
@@ -941,14 +948,7 @@ dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
     size_t hw = (size_t)H * W, ohw = p.cols, ckk = p.col_rows;
     float *col = workspace;                    // (C*KK, nb*OHW)
     float *tmp = workspace + ckk * ohw * p.nb; // (OC, nb*OHW), when nb > 1
-    if (dinp != NULL && dweight == NULL) {
-        range_job j = {.kind = R_CONV2D_DINP, .p = &p, .out = dinp, .ws = workspace,
-                       .inp = dout, .weight = weight, .N = N, .C = C, .H = H, .W = W,
-                       .OC = OC, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH,
-                       .PW = PW, .OH = OH, .OW = OW};
-        st = range_run(&j);
-        if (st != DG_STATUS_OK) return st;
-    } else if (dinp != NULL || dweight != NULL) {
+    if (dweight != NULL) {
         for (int n0 = 0; n0 < N; n0 += p.nb) {
             int nb = N - n0 < p.nb ? N - n0 : p.nb;
             size_t L = (size_t)nb * ohw;
@@ -958,26 +958,20 @@ dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
                 dy = tmp;
             }
             // dy is dout of the group as (OC, nb*OHW)
-            if (dweight != NULL) {
-                // forward: tmp = weight @ col, col = im2col(inp)
-                // dweight (OC, C*KK) += dy (OC, nb*OHW) @ col^T (nb*OHW, C*KK)
-                im2col(col, L, inp + (size_t)n0 * C * hw, nb, C, H, W, KH, KW,
-                       SH, SW, PH, PW, OH, OW);
-                st = dg_sgemm(0, 1, OC, (int)ckk, (int)L, 1.0f, dy, (int)L, col,
-                              (int)L, 1.0f, dweight, (int)ckk);
-                if (st != DG_STATUS_OK) return st;
-            }
-            if (dinp != NULL) {
-                // forward: tmp = weight @ col, col = im2col(inp)
-                // dcol (C*KK, nb*OHW) = weight^T (C*KK, OC) @ dy (OC, nb*OHW)
-                st = dg_sgemm(1, 0, (int)ckk, (int)L, OC, 1.0f, weight,
-                              (int)ckk, dy, (int)L, 0.0f, col, (int)L);
-                if (st != DG_STATUS_OK) return st;
-                // dinp += col2im(dcol)
-                col2im_add(dinp + (size_t)n0 * C * hw, col, L, nb, C, H, W, KH,
-                           KW, SH, SW, PH, PW, OH, OW);
-            }
+            // forward: tmp = weight @ col, col = im2col(inp)
+            // dweight (OC, C*KK) += dy (OC, nb*OHW) @ col^T (nb*OHW, C*KK)
+            im2col(col, L, inp + (size_t)n0 * C * hw, nb, C, H, W, KH, KW,
+                   SH, SW, PH, PW, OH, OW);
+            st = dg_sgemm(0, 1, OC, (int)ckk, (int)L, 1.0f, dy, (int)L, col,
+                          (int)L, 1.0f, dweight, (int)ckk);
+            if (st != DG_STATUS_OK) return st;
         }
+    }
+    if (dinp != NULL) {
+        // a pass of its own (over images, one task per thread; conv2d_dinp_range)
+        st = images_run(R_CONV2D_DINP, &p, dinp, workspace, dout, weight, NULL, N, C, H,
+                        W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
+        if (st != DG_STATUS_OK) return st;
     }
     if (dbias != NULL) {
         // forward: out[n, oc, :, :] = ... + bias[oc]
@@ -1055,11 +1049,8 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
     if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
         return DG_STATUS_ERR_NULL;
     }
-    range_job j = {.kind = R_CONVT_FWD, .p = &p, .out = out, .ws = workspace,
-                   .inp = inp, .weight = weight, .bias = bias, .N = N, .C = C, .H = H,
-                   .W = W, .OC = OC, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH,
-                   .PW = PW, .OH = OH, .OW = OW};
-    return range_run(&j);
+    return images_run(R_CONVT_FWD, &p, out, workspace, inp, weight, bias, N, C, H, W,
+                      OC, KH, KW, SH, SW, PH, PW, OH, OW);
 }
 
 dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,

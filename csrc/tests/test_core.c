@@ -124,6 +124,13 @@ static float *fcopy(const float *x, size_t n) {
     return p;
 }
 
+/* n floats scale * sin(freq * i): the same data on every call (frandn's are not) */
+static float *fwave(size_t n, double freq, float scale) {
+    float *p = falloc(n);
+    for (size_t i = 0; i < n; i++) p[i] = scale * (float)sin(freq * (double)i);
+    return p;
+}
+
 static double *dzeros(size_t n) {
     double *p = xmalloc(n * sizeof(double));
     for (size_t i = 0; i < n; i++) p[i] = 0.0;
@@ -984,8 +991,9 @@ static void probe_task(void *ctx, int t, int nt) {
 /* Convolutions large enough to run as one task per thread over images
  * (dg_conv.c, "Threads over images"): batches of 7 (not a multiple of 2 or 3
  * threads) and 3 (one 7x7 image per task at 3 threads, which takes the col^T
- * path inside the task). Writes conv2d forward, its input gradient alone, and
- * two transposed-convolution forwards to out; returns the floats written. */
+ * path inside the task). Writes conv2d forward, its input gradient alone and
+ * with the weight and bias gradients, and two transposed-convolution forwards
+ * to out; returns the floats written. */
 static size_t image_split_ops(float *out) {
     enum { N = 7, C = 8, H = 28, W = 28, OC = 32, K = 4, S = 2, P = 1, OH = 14, OW = 14 };
     enum { N2 = 3, C2 = 64, H2 = 7, W2 = 7, OC2 = 32, OH2 = 14, OW2 = 14 };
@@ -998,20 +1006,20 @@ static size_t image_split_ops(float *out) {
                                                       OH2, OW2);
     size_t wmax = ws > wst ? ws : wst;
     wmax = wmax > wst2 ? wmax : wst2;
-    float *x = malloc(nin * sizeof(float)), *w = malloc(nw * sizeof(float));
-    float *x2 = malloc(nin2 * sizeof(float)), *w2 = malloc(nw2 * sizeof(float));
-    float *b = malloc(OC * sizeof(float)), *work = malloc(wmax * sizeof(float));
-    for (size_t i = 0; i < nin; i++) x[i] = (float)sin(0.29 * (double)i);
-    for (size_t i = 0; i < nw; i++) w[i] = (float)cos(0.13 * (double)i) * 0.1f;
-    for (size_t i = 0; i < nin2; i++) x2[i] = (float)sin(0.41 * (double)i);
-    for (size_t i = 0; i < nw2; i++) w2[i] = (float)cos(0.07 * (double)i) * 0.1f;
-    for (int i = 0; i < OC; i++) b[i] = 0.02f * (float)i;
+    float *x = fwave(nin, 0.29, 1.0f), *w = fwave(nw, 0.13, 0.1f);
+    float *x2 = fwave(nin2, 0.41, 1.0f), *w2 = fwave(nw2, 0.07, 0.1f);
+    float *b = fwave(OC, 0.5, 0.1f), *work = falloc(wmax);
     float *o = out;
     float *y = o; o += nout;
     dg_conv2d_forward(y, work, x, w, b, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
     float *dx = o; o += nin;
     for (size_t i = 0; i < nin; i++) dx[i] = 0.5f;   /* dinp accumulates */
     dg_conv2d_backward(dx, NULL, NULL, work, y, x, w, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
+    float *dx2 = o; o += nin;      /* with the weight and bias gradients */
+    float *dw2 = o; o += nw;
+    float *db2 = o; o += OC;
+    memset(dx2, 0, (nin + nw + OC) * sizeof(float));
+    dg_conv2d_backward(dx2, dw2, db2, work, y, x, w, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
     float *xt = o; o += nin;
     dg_conv_transpose2d_forward(xt, work, y, w, NULL, N, OC, OH, OW, C, K, K, S, S, P, P, H, W);
     float *yt = o; o += (size_t)N2 * OC2 * OH2 * OW2;
@@ -1024,14 +1032,10 @@ static size_t image_split_ops(float *out) {
 static size_t threaded_ops(float *out) {
     enum { N = 8, C = 16, H = 16, W = 16, OC = 16, K = 4, S = 2, P = 1, OH = 8, OW = 8 };
     size_t nin = (size_t)N * C * H * W, nout = (size_t)N * OC * OH * OW, nw = (size_t)OC * C * K * K;
-    float *x = malloc(nin * sizeof(float)), *w = malloc(nw * sizeof(float));
-    float *b = malloc(OC * sizeof(float));
+    float *x = fwave(nin, 0.37, 1.0f), *w = fwave(nw, 0.11, 0.1f), *b = fwave(OC, 0.3, 0.1f);
     size_t ws = dg_conv2d_workspace_size(N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
     size_t wst = dg_conv_transpose2d_workspace_size(N, OC, OH, OW, C, K, K, S, S, P, P, H, W);
-    float *work = malloc((ws > wst ? ws : wst) * sizeof(float));
-    for (size_t i = 0; i < nin; i++) x[i] = (float)sin(0.37 * (double)i);
-    for (size_t i = 0; i < nw; i++) w[i] = (float)cos(0.11 * (double)i) * 0.1f;
-    for (int i = 0; i < OC; i++) b[i] = 0.01f * (float)i;
+    float *work = falloc(ws > wst ? ws : wst);
     float *o = out;
     /* conv2d forward and backward */
     float *y = o; o += nout;
