@@ -7,6 +7,10 @@
 * the SSE2 tanh (Cephes' algorithm) against float64 tanh, and tanh and the normal
   draws split over the pool: the same bits at every thread count.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -147,6 +151,32 @@ def test_convs_split_over_images_agree_across_thread_counts(rng, threads, N):
             # float32 rounding of sums of up to N*196 terms, relative to their scale
             np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max(),
                                        err_msg=f"{name}, {n} threads")
+
+
+def test_first_conv_call_of_a_process_gives_the_later_calls_bits():
+    """The pool's size comes from OpenBLAS's default at the first call into the core;
+    a convolution that is the first call of a process must already split over images
+    as the later ones do (it once ran on one thread, and OpenBLAS rounded its
+    larger GEMMs differently)."""
+    code = (
+        "import numpy as np\n"
+        "from distgan import _core\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.standard_normal((7, 8, 28, 28)).astype(np.float32)\n"
+        "w = (0.1 * rng.standard_normal((32, 8, 4, 4))).astype(np.float32)\n"
+        "ws = np.empty(_core._conv2d_workspace_size(7, 8, 28, 28, 32, 4, 4, 2, 2, 1, 1, 14, 14),"
+        " np.float32)\n"
+        "ys = [np.empty((7, 32, 14, 14), np.float32) for _ in range(3)]\n"
+        "for y in ys:\n"
+        "    _core._conv2d_forward(y, ws, x, w, None, 2, 2, 1, 1)\n"
+        "print(np.array_equal(ys[0], ys[1]), np.array_equal(ys[1], ys[2]))\n")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(distgan.__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
 
 
 def test_tanh_within_1_5_ulp_of_float64(rng):
