@@ -759,6 +759,7 @@ typedef struct {
     int kind;
     const conv_plan *p;
     float *out, *ws;                        /* out: the output or dinp */
+    float *keep;                            /* conv2d forward: the kept col, or NULL */
     const float *inp, *weight, *bias;       /* inp: the input or dout */
     int N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW;
     size_t slice;                           /* workspace floats per task */
@@ -810,10 +811,10 @@ static void range_task(void *ctx, int t, int nt) {
  * workspace room for an image; else the plain sequence of groups of the plan,
  * whose steps split themselves. */
 static dg_status images_run(int kind, const conv_plan *p, float *out, float *ws,
-                            const float *inp, const float *weight, const float *bias,
-                            int N, int C, int H, int W, int OC, int KH, int KW, int SH,
-                            int SW, int PH, int PW, int OH, int OW) {
-    range_job job = {.kind = kind, .p = p, .out = out, .ws = ws, .inp = inp,
+                            float *keep, const float *inp, const float *weight,
+                            const float *bias, int N, int C, int H, int W, int OC, int KH,
+                            int KW, int SH, int SW, int PH, int PW, int OH, int OW) {
+    range_job job = {.kind = kind, .p = p, .out = out, .ws = ws, .keep = keep, .inp = inp,
                      .weight = weight, .bias = bias, .N = N, .C = C, .H = H, .W = W,
                      .OC = OC, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH,
                      .PW = PW, .OH = OH, .OW = OW};
@@ -860,14 +861,16 @@ static dg_status conv2d_forward_range(const range_job *j, float *ws, int n_lo,
                                       int n_hi, int nb_max) {
     RANGE_JOB_FIELDS(j);
     size_t hw = (size_t)H * W, ohw = j->p->cols, ckk = j->p->col_rows;
-    float *col = ws;                        // (C*KK, nb*OHW)
     float *tmp = ws + ckk * ohw * nb_max;   // (OC, nb*OHW), when nb > 1
     for (int n0 = n_lo; n0 < n_hi; n0 += nb_max) {
         int nb = n_hi - n0 < nb_max ? n_hi - n0 : nb_max;
         size_t L = (size_t)nb * ohw;
         const float *x = inp + (size_t)n0 * C * hw;
         float *o = out + (size_t)n0 * OC * ohw;
-        im2col(col, L, x, nb, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
+        // col (C*KK, nb*OHW): the group's columns of the kept matrix, or the workspace
+        float *col = j->keep != NULL ? j->keep + (size_t)n0 * ohw : ws;
+        size_t ldcol = j->keep != NULL ? (size_t)j->N * ohw : L;
+        im2col(col, ldcol, x, nb, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
         if (j->p->nb == 1) {
             // groups of one image in the plan (a task's smaller groups keep the
             // plan's path: the bias is added after the product, as below)
@@ -878,12 +881,12 @@ static dg_status conv2d_forward_range(const range_job *j, float *ws, int n_lo,
                 beta = 1.0f;
             }
             dg_status st = dg_sgemm(0, 0, OC, (int)L, (int)ckk, 1.0f, weight, (int)ckk,
-                                    col, (int)L, beta, o, (int)L);
+                                    col, (int)ldcol, beta, o, (int)L);
             if (st != DG_STATUS_OK) return st;
         } else {
             // tmp (OC, nb*OHW) = weight (OC, C*KK) @ col (C*KK, nb*OHW)
             dg_status st = dg_sgemm(0, 0, OC, (int)L, (int)ckk, 1.0f, weight, (int)ckk,
-                                    col, (int)L, 0.0f, tmp, (int)L);
+                                    col, (int)ldcol, 0.0f, tmp, (int)L);
             if (st != DG_STATUS_OK) return st;
             rows_run(J_SCATTER_BIAS, o, tmp, bias, nb, (size_t)OC, ohw);
         }
@@ -891,10 +894,12 @@ static dg_status conv2d_forward_range(const range_job *j, float *ws, int n_lo,
     return DG_STATUS_OK;
 }
 
-dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
-                            const float *weight, const float *bias, int N,
-                            int C, int H, int W, int OC, int KH, int KW, int SH,
-                            int SW, int PH, int PW, int OH, int OW) {
+/* conv2d forward; keep: the whole batch's col matrix, (C*KK, N*OHW), or NULL */
+static dg_status conv2d_forward_impl(float *out, float *keep, float *workspace,
+                                     const float *inp, const float *weight,
+                                     const float *bias, int N, int C, int H, int W,
+                                     int OC, int KH, int KW, int SH, int SW, int PH,
+                                     int PW, int OH, int OW) {
     // out is (N, OC, OH, OW), workspace is (dg_conv2d_workspace_size),
     // inp is (N, C, H, W), weight is (OC, C, KH, KW), bias is (OC) or NULL
     conv_plan p;
@@ -903,8 +908,33 @@ dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
     if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
         return DG_STATUS_ERR_NULL;
     }
-    return images_run(R_CONV2D_FWD, &p, out, workspace, inp, weight, bias, N, C, H, W,
-                      OC, KH, KW, SH, SW, PH, PW, OH, OW);
+    return images_run(R_CONV2D_FWD, &p, out, workspace, keep, inp, weight, bias, N, C,
+                      H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
+}
+
+dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
+                            const float *weight, const float *bias, int N,
+                            int C, int H, int W, int OC, int KH, int KW, int SH,
+                            int SW, int PH, int PW, int OH, int OW) {
+    return conv2d_forward_impl(out, NULL, workspace, inp, weight, bias, N, C, H, W, OC,
+                               KH, KW, SH, SW, PH, PW, OH, OW);
+}
+
+/* The kept col matrix's row length N*OHW is a GEMM leading dimension (an int). */
+static int keep_fits(int N, int OH, int OW) {
+    return (long long)N * OH * OW <= INT_MAX;
+}
+
+dg_status dg_conv2d_forward_keep(float *out, float *col, float *workspace,
+                                 const float *inp, const float *weight,
+                                 const float *bias, int N, int C, int H, int W,
+                                 int OC, int KH, int KW, int SH, int SW, int PH,
+                                 int PW, int OH, int OW) {
+    // col is (C*KH*KW, N*OH*OW); the rest as in dg_conv2d_forward
+    if (N > 0 && OH > 0 && OW > 0 && !keep_fits(N, OH, OW)) return DG_STATUS_ERR_SHAPE;
+    if (col == NULL) return DG_STATUS_ERR_NULL;
+    return conv2d_forward_impl(out, col, workspace, inp, weight, bias, N, C, H, W, OC,
+                               KH, KW, SH, SW, PH, PW, OH, OW);
 }
 
 /* conv2d input gradient of images [n_lo, n_hi): inp is dout, out is dinp. */
@@ -934,11 +964,13 @@ static dg_status conv2d_dinp_range(const range_job *j, float *ws, int n_lo, int 
     return DG_STATUS_OK;
 }
 
-dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
-                             float *workspace, const float *dout,
-                             const float *inp, const float *weight, int N,
-                             int C, int H, int W, int OC, int KH, int KW,
-                             int SH, int SW, int PH, int PW, int OH, int OW) {
+/* conv2d backward; kept: the forward's col matrix, (C*KK, N*OHW), or NULL */
+static dg_status conv2d_backward_impl(float *dinp, float *dweight, float *dbias,
+                                      float *workspace, const float *kept,
+                                      const float *dout, const float *inp,
+                                      const float *weight, int N, int C, int H, int W,
+                                      int OC, int KH, int KW, int SH, int SW, int PH,
+                                      int PW, int OH, int OW) {
     // dinp is (N, C, H, W), dweight is (OC, C, KH, KW), dbias is (OC); any may be NULL
     // workspace is (dg_conv2d_workspace_size), dout is (N, OC, OH, OW),
     // inp is (N, C, H, W), weight is (OC, C, KH, KW)
@@ -961,18 +993,26 @@ dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
                 dy = tmp;
             }
             // dy is dout of the group as (OC, nb*OHW)
-            // forward: tmp = weight @ col, col = im2col(inp)
+            // forward: tmp = weight @ col, col = im2col(inp) (kept by the forward,
+            // or rebuilt here)
             // dweight (OC, C*KK) += dy (OC, nb*OHW) @ col^T (nb*OHW, C*KK)
-            im2col(col, L, inp + (size_t)n0 * C * hw, nb, C, H, W, KH, KW,
-                   SH, SW, PH, PW, OH, OW);
-            st = dg_sgemm(0, 1, OC, (int)ckk, (int)L, 1.0f, dy, (int)L, col,
-                          (int)L, 1.0f, dweight, (int)ckk);
+            const float *cg = col;
+            size_t ldcol = L;
+            if (kept != NULL) {
+                cg = kept + (size_t)n0 * ohw;
+                ldcol = (size_t)N * ohw;
+            } else {
+                im2col(col, L, inp + (size_t)n0 * C * hw, nb, C, H, W, KH, KW,
+                       SH, SW, PH, PW, OH, OW);
+            }
+            st = dg_sgemm(0, 1, OC, (int)ckk, (int)L, 1.0f, dy, (int)L, cg,
+                          (int)ldcol, 1.0f, dweight, (int)ckk);
             if (st != DG_STATUS_OK) return st;
         }
     }
     if (dinp != NULL) {
         // a pass of its own (over images, one task per thread; conv2d_dinp_range)
-        st = images_run(R_CONV2D_DINP, &p, dinp, workspace, dout, weight, NULL, N, C, H,
+        st = images_run(R_CONV2D_DINP, &p, dinp, workspace, NULL, dout, weight, NULL, N, C, H,
                         W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
         if (st != DG_STATUS_OK) return st;
     }
@@ -981,6 +1021,29 @@ dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
         dbias_run(dbias, dout, N, (size_t)OC, ohw);
     }
     return DG_STATUS_OK;
+}
+
+dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
+                             float *workspace, const float *dout,
+                             const float *inp, const float *weight, int N,
+                             int C, int H, int W, int OC, int KH, int KW,
+                             int SH, int SW, int PH, int PW, int OH, int OW) {
+    return conv2d_backward_impl(dinp, dweight, dbias, workspace, NULL, dout, inp, weight,
+                                N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
+}
+
+dg_status dg_conv2d_backward_kept(float *dinp, float *dweight, float *dbias,
+                                  float *workspace, const float *col,
+                                  const float *dout, const float *inp,
+                                  const float *weight, int N, int C, int H, int W,
+                                  int OC, int KH, int KW, int SH, int SW, int PH,
+                                  int PW, int OH, int OW) {
+    // col is (C*KH*KW, N*OH*OW) as dg_conv2d_forward_keep left it; the rest as in
+    // dg_conv2d_backward
+    if (N > 0 && OH > 0 && OW > 0 && !keep_fits(N, OH, OW)) return DG_STATUS_ERR_SHAPE;
+    if (col == NULL) return DG_STATUS_ERR_NULL;
+    return conv2d_backward_impl(dinp, dweight, dbias, workspace, col, dout, inp, weight,
+                                N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1052,7 +1115,7 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
     if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
         return DG_STATUS_ERR_NULL;
     }
-    return images_run(R_CONVT_FWD, &p, out, workspace, inp, weight, bias, N, C, H, W,
+    return images_run(R_CONVT_FWD, &p, out, workspace, NULL, inp, weight, bias, N, C, H, W,
                       OC, KH, KW, SH, SW, PH, PW, OH, OW);
 }
 

@@ -890,32 +890,63 @@ typedef dg_status (*conv_bwd_fn)(float *, float *, float *, float *, const float
                                  const float *, const float *, int, int, int, int,
                                  int, int, int, int, int, int, int, int, int);
 
+/* The optional col of _conv2d_forward / _conv2d_backward: the whole batch's
+ * im2col matrix, (C*KH*KW, N*OH*OW), kept by the forward for the backward's
+ * weight gradient (dg_conv2d_forward_keep). */
+static int
+check_col(const char *op, const dg_arg *col, const conv_geom *g)
+{
+    npy_intp e[2];
+    if (col->arr == NULL) {
+        return 0;
+    }
+    if ((long long)g->N * g->OH * g->OW > INT_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: N*OH*OW = %lld is too large for a kept col matrix "
+                     "(at most %d columns)", op, (long long)g->N * g->OH * g->OW, INT_MAX);
+        return -1;
+    }
+    e[0] = (npy_intp)g->C * g->KH * g->KW;
+    e[1] = (npy_intp)g->N * g->OH * g->OW;
+    return check_shape(col, 2, e, "(C*KH*KW, N*OH*OW)");
+}
+
 static PyObject *
 conv_forward_impl(const char *op, const char *fmt, int transposed, conv_fwd_fn fn,
                   PyObject *args, PyObject *kwds)
 {
+    /* col (conv2d only: fmt ends "|O&") keeps the im2col matrix for the backward */
     static char *kwlist[] = {"out", "workspace", "inp", "weight", "bias",
-                             "SH", "SW", "PH", "PW", NULL};
+                             "SH", "SW", "PH", "PW", "col", NULL};
+    static char *kwlist_t[] = {"out", "workspace", "inp", "weight", "bias",
+                               "SH", "SW", "PH", "PW", NULL};
     dg_arg out = ARG("out"), workspace = ARG("workspace"), inp = ARG("inp"),
-           weight = ARG("weight"), bias = ARG("bias");
-    dg_arg *all[] = {&out, &workspace, &inp, &weight, &bias};
+           weight = ARG("weight"), bias = ARG("bias"), col = ARG("col");
+    dg_arg *all[] = {&out, &workspace, &inp, &weight, &bias, &col};
     conv_geom g;
     PyObject *ret = NULL;
     dg_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, conv_output, &out,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, transposed ? kwlist_t : kwlist,
+                                     conv_output, &out,
                                      conv_output, &workspace, conv_input, &inp,
                                      conv_input, &weight, conv_input_opt, &bias,
-                                     &g.SH, &g.SW, &g.PH, &g.PW)) {
+                                     &g.SH, &g.SW, &g.PH, &g.PW, conv_output_opt, &col)) {
         goto exit;
     }
     if (conv_shapes(op, transposed, &inp, &weight, &bias, &out, &workspace, &g) < 0 ||
-        check_overlap(op, all, NARGS(all), 0) < 0) {
+        check_col(op, &col, &g) < 0 || check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }
     Py_BEGIN_ALLOW_THREADS
-    st = fn(F32(out), F32(workspace), CF32(inp), CF32(weight), CF32(bias), g.N, g.C,
-            g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW);
+    if (col.arr != NULL) {
+        st = dg_conv2d_forward_keep(F32(out), F32(col), F32(workspace), CF32(inp),
+                                    CF32(weight), CF32(bias), g.N, g.C, g.H, g.W, g.OC,
+                                    g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW);
+    } else {
+        st = fn(F32(out), F32(workspace), CF32(inp), CF32(weight), CF32(bias), g.N, g.C,
+                g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW);
+    }
     Py_END_ALLOW_THREADS
     if (check_status(op, st) < 0) {
         goto exit;
@@ -928,6 +959,7 @@ exit:
     Py_XDECREF(inp.arr);
     Py_XDECREF(weight.arr);
     Py_XDECREF(bias.arr);
+    Py_XDECREF(col.arr);
     return ret;
 }
 
@@ -935,25 +967,30 @@ static PyObject *
 conv_backward_impl(const char *op, const char *fmt, int transposed, conv_bwd_fn fn,
                    PyObject *args, PyObject *kwds)
 {
+    /* col (conv2d only: fmt ends "|O&"): the matrix _conv2d_forward kept */
     static char *kwlist[] = {"dinp", "dweight", "dbias", "workspace", "dout", "inp",
-                             "weight", "SH", "SW", "PH", "PW", NULL};
+                             "weight", "SH", "SW", "PH", "PW", "col", NULL};
+    static char *kwlist_t[] = {"dinp", "dweight", "dbias", "workspace", "dout", "inp",
+                               "weight", "SH", "SW", "PH", "PW", NULL};
     dg_arg dinp = ARG("dinp"), dweight = ARG("dweight"), dbias = ARG("dbias"),
            workspace = ARG("workspace"), dout = ARG("dout"), inp = ARG("inp"),
-           weight = ARG("weight");
-    dg_arg *all[] = {&dinp, &dweight, &dbias, &workspace, &dout, &inp, &weight};
+           weight = ARG("weight"), col = ARG("col");
+    dg_arg *all[] = {&dinp, &dweight, &dbias, &workspace, &dout, &inp, &weight, &col};
     npy_intp e_b[1];
     conv_geom g;
     PyObject *ret = NULL;
     dg_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, conv_output_opt, &dinp,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, transposed ? kwlist_t : kwlist,
+                                     conv_output_opt, &dinp,
                                      conv_output_opt, &dweight, conv_output_opt, &dbias,
                                      conv_output, &workspace, conv_input, &dout,
                                      conv_input, &inp, conv_input, &weight,
-                                     &g.SH, &g.SW, &g.PH, &g.PW)) {
+                                     &g.SH, &g.SW, &g.PH, &g.PW, conv_input_opt, &col)) {
         goto exit;
     }
-    if (conv_shapes(op, transposed, &inp, &weight, NULL, &dout, &workspace, &g) < 0) {
+    if (conv_shapes(op, transposed, &inp, &weight, NULL, &dout, &workspace, &g) < 0 ||
+        check_col(op, &col, &g) < 0) {
         goto exit;
     }
     e_b[0] = g.OC;
@@ -964,9 +1001,16 @@ conv_backward_impl(const char *op, const char *fmt, int transposed, conv_bwd_fn 
         goto exit;
     }
     Py_BEGIN_ALLOW_THREADS
-    st = fn(F32(dinp), F32(dweight), F32(dbias), F32(workspace), CF32(dout), CF32(inp),
-            CF32(weight), g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
-            g.OH, g.OW);
+    if (col.arr != NULL) {
+        st = dg_conv2d_backward_kept(F32(dinp), F32(dweight), F32(dbias), F32(workspace),
+                                     CF32(col), CF32(dout), CF32(inp), CF32(weight), g.N,
+                                     g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH,
+                                     g.PW, g.OH, g.OW);
+    } else {
+        st = fn(F32(dinp), F32(dweight), F32(dbias), F32(workspace), CF32(dout), CF32(inp),
+                CF32(weight), g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
+                g.OH, g.OW);
+    }
     Py_END_ALLOW_THREADS
     if (check_status(op, st) < 0) {
         goto exit;
@@ -981,20 +1025,21 @@ exit:
     Py_XDECREF(dout.arr);
     Py_XDECREF(inp.arr);
     Py_XDECREF(weight.arr);
+    Py_XDECREF(col.arr);
     return ret;
 }
 
 static PyObject *
 py_conv2d_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
-    return conv_forward_impl("_conv2d_forward", "O&O&O&O&O&iiii:_conv2d_forward", 0,
+    return conv_forward_impl("_conv2d_forward", "O&O&O&O&O&iiii|O&:_conv2d_forward", 0,
                              dg_conv2d_forward, args, kwds);
 }
 
 static PyObject *
 py_conv2d_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
-    return conv_backward_impl("_conv2d_backward", "O&O&O&O&O&O&O&iiii:_conv2d_backward",
+    return conv_backward_impl("_conv2d_backward", "O&O&O&O&O&O&O&iiii|O&:_conv2d_backward",
                               0, dg_conv2d_backward, args, kwds);
 }
 
@@ -2253,11 +2298,15 @@ static PyMethodDef dg_methods[] = {
     KW_METHOD(_conv2d_workspace_size,
               "($module, /, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW)",
               "Floats of workspace _conv2d_forward/_backward need."),
-    KW_METHOD(_conv2d_forward, "($module, /, out, workspace, inp, weight, bias, SH, SW, PH, PW)",
-              "out (N, OC, OH, OW) = conv2d(inp (N, C, H, W), weight (OC, C, KH, KW)) + bias."),
+    KW_METHOD(_conv2d_forward,
+              "($module, /, out, workspace, inp, weight, bias, SH, SW, PH, PW, col=None)",
+              "out (N, OC, OH, OW) = conv2d(inp (N, C, H, W), weight (OC, C, KH, KW)) + bias; "
+              "col, when given, (C*KH*KW, N*OH*OW), receives the im2col matrix of inp."),
     KW_METHOD(_conv2d_backward,
-              "($module, /, dinp, dweight, dbias, workspace, dout, inp, weight, SH, SW, PH, PW)",
-              "Accumulates dinp, dweight, dbias (each may be None)."),
+              "($module, /, dinp, dweight, dbias, workspace, dout, inp, weight, SH, SW, PH, PW, "
+              "col=None)",
+              "Accumulates dinp, dweight, dbias (each may be None); col: the matrix "
+              "_conv2d_forward kept for this inp, which the weight gradient then reuses."),
     KW_METHOD(_conv_transpose2d_workspace_size,
               "($module, /, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW)",
               "Floats of workspace _conv_transpose2d_forward/_backward need."),

@@ -124,6 +124,23 @@ dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
                              const float *inp, const float *weight, int N,
                              int C, int H, int W, int OC, int KH, int KW,
                              int SH, int SW, int PH, int PW, int OH, int OW);
+/* dg_conv2d_forward that also keeps the im2col matrix of inp in col, a cache of
+ * (C*KH*KW, N*OH*OW) floats (column n*OH*OW + p: image n's window at output
+ * position p), so that dg_conv2d_backward_kept need not rebuild it for the
+ * weight gradient. The same out as dg_conv2d_forward. N*OH*OW must fit an int. */
+dg_status dg_conv2d_forward_keep(float *out, float *col, float *workspace,
+                                 const float *inp, const float *weight,
+                                 const float *bias, int N, int C, int H, int W,
+                                 int OC, int KH, int KW, int SH, int SW, int PH,
+                                 int PW, int OH, int OW);
+/* dg_conv2d_backward with col as dg_conv2d_forward_keep left it for this inp
+ * and geometry (the caller's promise; col is only read). The same results. */
+dg_status dg_conv2d_backward_kept(float *dinp, float *dweight, float *dbias,
+                                  float *workspace, const float *col,
+                                  const float *dout, const float *inp,
+                                  const float *weight, int N, int C, int H, int W,
+                                  int OC, int KH, int KW, int SH, int SW, int PH,
+                                  int PW, int OH, int OW);
 
 size_t dg_conv_transpose2d_workspace_size(int N, int C, int H, int W, int OC,
                                           int KH, int KW, int SH, int SW,

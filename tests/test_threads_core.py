@@ -4,6 +4,7 @@
   the same bits run after run, and it agrees with the plain-loop reference;
 * products with one row or one column go through sgemv (every transpose case);
 * _zero, _cblas_sgemm (the benchmark's reference rate) and their argument checks;
+* convolutions split over images, and conv2d's kept im2col matrix (col=);
 * the SSE2 tanh (Cephes' algorithm) against float64 tanh, and tanh and the normal
   draws split over the pool: the same bits at every thread count.
 """
@@ -177,6 +178,64 @@ def test_first_conv_call_of_a_process_gives_the_later_calls_bits():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
+
+
+def _im2col(x, k, s, p):
+    """(C*k*k, N*OH*OW) im2col of x (N, C, H, W) in NumPy, the layout of a kept col."""
+    N, C, H, W = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+    # win (N, C, OH, OW, k, k) -> (C, k, k, N, OH, OW)
+    return np.ascontiguousarray(win.transpose(1, 4, 5, 0, 2, 3)).reshape(C * k * k, -1)
+
+
+@pytest.mark.parametrize("N", [1, 6])
+def test_conv2d_kept_col_is_im2col_and_changes_no_result(rng, threads, N):
+    """_conv2d_forward(..., col=) keeps the im2col matrix of its input for the
+    backward's weight gradient: col is that matrix, and the forward and every
+    gradient are the same bits as without it, at 1 and 2 threads."""
+    x = rng.standard_normal((N, 8, 28, 28)).astype(np.float32)
+    w = (0.1 * rng.standard_normal((32, 8, 4, 4))).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    dy = rng.standard_normal((N, 32, 14, 14)).astype(np.float32)
+    ws = np.empty(_core._conv2d_workspace_size(N, 8, 28, 28, 32, 4, 4, 2, 2, 1, 1, 14, 14),
+                  np.float32)
+    for n in (1, 2):
+        distgan.set_num_threads(n)
+        col = np.full((8 * 16, N * 196), np.nan, np.float32)
+        y0, y1 = np.empty_like(dy), np.empty_like(dy)
+        _core._conv2d_forward(y0, ws, x, w, b, 2, 2, 1, 1)
+        _core._conv2d_forward(y1, ws, x, w, b, 2, 2, 1, 1, col=col)
+        assert np.array_equal(y0, y1)
+        assert np.array_equal(col, _im2col(x, 4, 2, 1))
+        g0 = [np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)]
+        g1 = [a.copy() for a in g0]
+        _core._conv2d_backward(*g0, ws, dy, x, w, 2, 2, 1, 1)
+        _core._conv2d_backward(*g1, ws, dy, x, w, 2, 2, 1, 1, col=col)
+        for name, a0, a1 in zip(("dinp", "dweight", "dbias"), g0, g1):
+            assert np.array_equal(a0, a1), f"{name} at {n} threads"
+
+
+def test_conv2d_col_argument_errors(rng):
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    ws = np.empty(_core._conv2d_workspace_size(2, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1, 8, 8),
+                  np.float32)
+    y = np.empty((2, 4, 8, 8), np.float32)
+    good = np.empty((27, 128), np.float32)
+    with pytest.raises(ValueError, match=r"_conv2d_forward: col \(C\*KH\*KW, N\*OH\*OW\) "
+                                         r"has shape \(27, 127\), expected \(27, 128\)"):
+        _core._conv2d_forward(y, ws, x, w, None, 1, 1, 1, 1, col=np.empty((27, 127), np.float32))
+    with pytest.raises(TypeError, match="_conv2d_forward: col must be float32"):
+        _core._conv2d_forward(y, ws, x, w, None, 1, 1, 1, 1, col=good.astype(np.float64))
+    with pytest.raises(ValueError, match="_conv2d_forward: col must be C-contiguous"):
+        _core._conv2d_forward(y, ws, x, w, None, 1, 1, 1, 1,
+                              col=np.empty((27, 256), np.float32)[:, ::2])
+    with pytest.raises(ValueError, match=r"_conv2d_backward: col .* has shape \(128, 27\)"):
+        _core._conv2d_backward(None, np.zeros_like(w), None, ws, y, x, w, 1, 1, 1, 1,
+                               col=np.empty((128, 27), np.float32))
+    with pytest.raises(TypeError):    # a transposed convolution keeps no col
+        _core._conv_transpose2d_forward(x, ws, y, w, None, 1, 1, 1, 1, col=good)
 
 
 def test_tanh_within_1_5_ulp_of_float64(rng):

@@ -988,6 +988,72 @@ static void probe_task(void *ctx, int t, int nt) {
 
 /* Runs conv2d, conv_transpose2d, batch norm, leaky ReLU and Adam forward and
  * backward on fixed data; writes every result to out (returns its length). */
+/* dg_conv2d_forward_keep / dg_conv2d_backward_kept: the kept col matrix is the
+ * im2col of the definition, and every result is bit-identical to the plain ops,
+ * at 1, 2 and 3 threads (one group, several groups, and the split over images). */
+static void test_conv_keep(void) {
+    printf("# conv2d with the col matrix kept for the backward\n");
+    enum { C = 8, H = 28, W = 28, OC = 32, K = 4, S = 2, P = 1, OH = 14, OW = 14 };
+    int before = dg_get_num_threads();
+    const int batches[2] = {1, 7};
+    for (int bi = 0; bi < 2; bi++) {
+        int N = batches[bi];
+        size_t nin = (size_t)N * C * H * W, nout = (size_t)N * OC * OH * OW;
+        size_t nw = (size_t)OC * C * K * K, ncol = (size_t)C * K * K * N * OH * OW;
+        size_t ws = dg_conv2d_workspace_size(N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
+        float *x = fwave(nin, 0.23, 1.0f), *w = fwave(nw, 0.17, 0.1f);
+        float *b = fwave(OC, 0.5, 0.1f), *dy = fwave(nout, 0.31, 1.0f);
+        float *work = falloc(ws), *col = fnan(ncol);
+        float *y1 = falloc(nout), *y2 = falloc(nout);
+        float *g1 = falloc(nin + nw + OC), *g2 = falloc(nin + nw + OC);
+        /* the definition: col[(c*K + kh)*K + kw, n*OH*OW + oh*OW + ow] */
+        float *want = falloc(ncol);
+        for (int c = 0; c < C; c++)
+            for (int kh = 0; kh < K; kh++)
+                for (int kw = 0; kw < K; kw++)
+                    for (int n = 0; n < N; n++)
+                        for (int oh = 0; oh < OH; oh++)
+                            for (int ow = 0; ow < OW; ow++) {
+                                int ih = oh * S - P + kh, iw = ow * S - P + kw;
+                                float v = ih < 0 || ih >= H || iw < 0 || iw >= W ? 0.0f
+                                          : x[(((size_t)n * C + c) * H + ih) * W + iw];
+                                want[((size_t)(c * K + kh) * K + kw) * N * OH * OW +
+                                     ((size_t)n * OH + oh) * OW + ow] = v;
+                            }
+        for (int th = 1; th <= 3; th++) {
+            dg_set_num_threads(th);
+            fill_nan(col, ncol);
+            dg_status s1 = dg_conv2d_forward(y1, work, x, w, b, N, C, H, W, OC, K, K, S, S,
+                                             P, P, OH, OW);
+            dg_status s2 = dg_conv2d_forward_keep(y2, col, work, x, w, b, N, C, H, W, OC, K,
+                                                  K, S, S, P, P, OH, OW);
+            CHECK(s1 == DG_STATUS_OK && s2 == DG_STATUS_OK && !memcmp(y1, y2, nout * 4) &&
+                      !memcmp(col, want, ncol * 4),
+                  "conv2d_forward_keep N=%d, %d thread(s): out bit-identical, col = im2col", N, th);
+            memset(g1, 0, (nin + nw + OC) * 4);
+            memset(g2, 0, (nin + nw + OC) * 4);
+            s1 = dg_conv2d_backward(g1, g1 + nin, g1 + nin + nw, work, dy, x, w, N, C, H, W,
+                                    OC, K, K, S, S, P, P, OH, OW);
+            s2 = dg_conv2d_backward_kept(g2, g2 + nin, g2 + nin + nw, work, col, dy, x, w, N,
+                                         C, H, W, OC, K, K, S, S, P, P, OH, OW);
+            CHECK(s1 == DG_STATUS_OK && s2 == DG_STATUS_OK &&
+                      !memcmp(g1, g2, (nin + nw + OC) * 4),
+                  "conv2d_backward_kept N=%d, %d thread(s): dinp, dweight, dbias bit-identical",
+                  N, th);
+        }
+        CHECK(dg_conv2d_forward_keep(y2, NULL, work, x, w, b, N, C, H, W, OC, K, K, S, S, P,
+                                     P, OH, OW) == DG_STATUS_ERR_NULL &&
+                  dg_conv2d_backward_kept(g2, NULL, NULL, work, NULL, dy, x, w, N, C, H, W,
+                                          OC, K, K, S, S, P, P, OH, OW) == DG_STATUS_ERR_NULL &&
+                  dg_conv2d_forward_keep(y2, col, work, x, w, b, N, C, H, W, OC, K, K, S, S,
+                                         P, P, OH + 1, OW) == DG_STATUS_ERR_SHAPE,
+              "conv2d keep/kept N=%d: NULL col -> null error, bad OH -> shape error", N);
+        free(x); free(w); free(b); free(dy); free(work); free(col); free(y1); free(y2);
+        free(g1); free(g2); free(want);
+    }
+    dg_set_num_threads(before);
+}
+
 /* Convolutions large enough to run as one task per thread over images
  * (dg_conv.c, "Threads over images"): batches of 7 (not a multiple of 2 or 3
  * threads) and 3 (one 7x7 image per task at 3 threads, which takes the col^T
@@ -1142,6 +1208,7 @@ int main(void) {
     test_gemm();
     test_linear();
     test_conv();
+    test_conv_keep();
     test_batchnorm();
     test_threads();
     int misc_fail = test_act() + test_embed() + test_loss() + test_adam() + test_rng();
