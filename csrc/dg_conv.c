@@ -25,10 +25,12 @@
  *   conv2d forward       col = im2col(inp)              (C*KK, nb*OHW)
  *                        tmp = weight @ col             (OC, nb*OHW), scattered to NCHW + bias
  *   conv2d backward      tmp = dout gathered            (OC, nb*OHW)
- *                        dweight += tmp @ col^T; col = weight^T @ tmp; dinp += col2im(col)
+ *                        dweight += tmp @ col^T (col rebuilt, or as the forward kept it:
+ *                        dg_conv2d_forward_keep); then, in a pass of its own,
+ *                        col = weight^T @ tmp; dinp += col2im(col)
  *   conv_t forward       x = inp gathered               (C, nb*HW)
  *                        col = weight^T @ x             (OC*KK, nb*HW); out = bias + col2im(col)
- *                        (nb*HW <= DG_COLT_MAX_COLS, e.g. one 7x7 image: the transposed
+ *                        (plan's nb*HW <= DG_COLT_MAX_COLS, e.g. one 7x7 image: the transposed
  *                        col^T = x^T @ weight (nb*HW, OC*KK), out = bias + col2im_t(col^T),
  *                        which reads col^T row by row; 5-10 % faster for one teacher sample)
  *   conv_t backward      col = im2col(dout)             (OC*KK, nb*HW)
