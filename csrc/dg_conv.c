@@ -821,10 +821,7 @@ static dg_status images_run(int kind, const conv_plan *p, float *out, float *ws,
                      .OC = OC, .KH = KH, .KW = KW, .SH = SH, .SW = SW, .PH = PH,
                      .PW = PW, .OH = OH, .OW = OW};
     range_job *j = &job;
-    /* dg_get_num_threads, not dg_threads_get: the first call into the core must
-     * see the pool's size from OpenBLAS's default already (dg_gemm.c), or the first
-     * call of a process would take another path than the later ones */
-    int size = dg_get_num_threads();
+    int size = dg_threads_get();
     int nt = size < DG_CONV_MAX_TASKS ? size : DG_CONV_MAX_TASKS;
     double flops = 2.0 * N * (double)p->cols * (double)p->col_rows * (double)p->buf_rows;
     size_t per_image = (p->col_rows + p->buf_rows + DG_COLT_PAD) * p->cols;

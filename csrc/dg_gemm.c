@@ -79,15 +79,14 @@ static void threads_init(void) {
 #endif
 }
 
+void dg_threads_init(void) { pthread_once(&threads_once, threads_init); }
+
 void dg_set_num_threads(int n) {
-    pthread_once(&threads_once, threads_init);
+    dg_threads_init();
     if (n >= 1) dg_threads_set(n);
 }
 
-int dg_get_num_threads(void) {
-    pthread_once(&threads_once, threads_init);
-    return dg_threads_get();
-}
+int dg_get_num_threads(void) { return dg_threads_get(); }
 
 /* Threads GEMMs may use: at least this many FLOPs per thread ... */
 #define DG_GEMM_GRAIN 4.0e6
@@ -238,7 +237,7 @@ dg_status dg_sgemm(int transA, int transB, int M, int N, int K, float alpha,
         scale_c(M, N, beta, C, ldc);
         return DG_STATUS_OK;
     }
-    pthread_once(&threads_once, threads_init);
+    dg_threads_init();
     if (M == 1 || N == 1) {
         return gemv(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     }
@@ -269,7 +268,7 @@ dg_status dg_cblas_sgemm_threads(int transA, int transB, int M, int N, int K,
     if (st != DG_STATUS_OK || M == 0 || N == 0) return st;
     if (threads < 1) return DG_STATUS_ERR_VALUE;
 #if DG_HAVE_BLAS
-    pthread_once(&threads_once, threads_init);
+    dg_threads_init();
     if (K == 0) {
         scale_c(M, N, beta, C, ldc);
         return DG_STATUS_OK;

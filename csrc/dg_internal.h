@@ -40,8 +40,13 @@ int dg_threads_for(double work, double grain);
  * are multiples of align (except n itself). */
 void dg_split(size_t n, size_t align, int t, int nt, size_t *lo, size_t *hi);
 /* Size of the pool (the calling thread included); dg_set_num_threads (dg_gemm.c)
- * is the public entry, which also keeps the BLAS at one thread. */
+ * is the public entry, which also keeps the BLAS at one thread. dg_threads_get
+ * (and so dg_threads_for) first runs dg_threads_init, so that every caller, the
+ * first of a process included, sees the size the pool starts with. */
 void dg_threads_set(int n);
 int dg_threads_get(void);
+/* Once per process (dg_gemm.c): the pool takes the thread count OpenBLAS chose
+ * at load (OPENBLAS_NUM_THREADS, else the cores), and OpenBLAS drops to one. */
+void dg_threads_init(void);
 
 #endif /* DG_INTERNAL_H */

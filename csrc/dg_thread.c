@@ -207,13 +207,16 @@ void dg_threads_set(int n) {
     pthread_mutex_unlock(&pool.busy);
 }
 
-int dg_threads_get(void) { return pool.size; }
+int dg_threads_get(void) {
+    dg_threads_init();
+    return pool.size;
+}
 
 /* Most tasks per thread in one region (finer tasks balance a loaded machine). */
 #define DG_TASKS_PER_THREAD 4
 
 int dg_threads_for(double work, double grain) {
-    int size = pool.size;
+    int size = dg_threads_get();
     if (size <= 1 || in_task || !(work >= 2.0 * grain)) return 1;
     double per = work / (grain * size);   /* tasks per thread the work is worth */
     if (per < 1.0) return (int)(work / grain) >= size ? size : (int)(work / grain);
