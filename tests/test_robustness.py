@@ -288,20 +288,24 @@ import numpy as np
 import distgan
 gan = distgan.GAN(distgan.models.dcgan(width=0.5), seed=0)   # ~8 MB checkpoint
 path = "run.safetensors"
+def said(text):
+    # one write(2) per line: the child runs unbuffered, where print() writes "saved", " ",
+    # the number and the newline separately, and a SIGKILL between them leaves half a line
+    os.write(1, (text + "\\n").encode())
 gan.save(path)
-print("saved", gan.step_count, flush=True)
+said(f"saved {gan.step_count}")
 if sys.argv[-1] == "hang":
     # freeze inside the save, after the temporary file is written, before the rename
     real_fsync = os.fsync
     def fsync(fd):
         real_fsync(fd)
-        print("in-save", flush=True)
+        said("in-save")
         time.sleep(60)
     os.fsync = fsync
 while True:
     gan.step_count += 1
     gan.save(path)
-    print("saved", gan.step_count, flush=True)
+    said(f"saved {gan.step_count}")
 """
 
 
@@ -321,9 +325,13 @@ def test_sigkill_mid_save_keeps_previous_checkpoint(tmp_path, mode):
         else:
             time.sleep(float(rng.uniform(0.05, 0.6)))
         proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
-        saved = [int(l.split()[1]) for l in out.splitlines() if l.startswith("saved")]
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        # read the rest through proc.stdout: communicate() would read the pipe beneath
+        # it and miss lines that _wait_line's readline had already buffered
+        out = proc.stdout.read()
+        proc.stdout.close()
+        proc.stderr.close()
+        saved = [int(n) for n in re.findall(r"^saved (\d+)$", out, re.M)]
         gan = distgan.load(tmp_path / "run.safetensors")
         # the file is the last save that completed, or the one being renamed at the kill
         last = saved[-1] if saved else 0
