@@ -1054,16 +1054,37 @@ static void test_conv_keep(void) {
     dg_set_num_threads(before);
 }
 
+/* conv2d forward of x (bias b), its whole backward with the output as dout
+ * (input, weight and bias gradients into zeroed buffers) and the transposed
+ * convolution of the output with the same weight (C = OC or not: the weight is
+ * read as (OC, C, K, K) either way); appended to *o as y, dx, dw, db, xt,
+ * and *y and *xt point at those two. */
+static void conv_chain(float **o, float **y, float **xt, float *work, const float *x,
+                       const float *w, const float *b, int N, int C, int H, int W, int OC,
+                       int K, int S, int P, int OH, int OW) {
+    size_t nin = (size_t)N * C * H * W, nw = (size_t)OC * C * K * K;
+    *y = *o; *o += (size_t)N * OC * OH * OW;
+    dg_conv2d_forward(*y, work, x, w, b, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
+    float *dx = *o; *o += nin;
+    float *dw = *o; *o += nw;
+    float *db = *o; *o += OC;
+    memset(dx, 0, (nin + nw + OC) * sizeof(float));
+    dg_conv2d_backward(dx, dw, db, work, *y, x, w, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
+    *xt = *o; *o += nin;
+    dg_conv_transpose2d_forward(*xt, work, *y, w, NULL, N, OC, OH, OW, C, K, K, S, S, P, P, H,
+                                W);
+}
+
 /* Convolutions large enough to run as one task per thread over images
  * (dg_conv.c, "Threads over images"): batches of 7 (not a multiple of 2 or 3
  * threads) and 3 (one 7x7 image per task at 3 threads, which takes the col^T
- * path inside the task). Writes conv2d forward, its input gradient alone and
- * with the weight and bias gradients, and two transposed-convolution forwards
- * to out; returns the floats written. */
+ * path inside the task). Writes conv_chain's outputs, conv2d's input gradient
+ * alone, and a second transposed-convolution forward to out; returns the
+ * floats written. */
 static size_t image_split_ops(float *out) {
     enum { N = 7, C = 8, H = 28, W = 28, OC = 32, K = 4, S = 2, P = 1, OH = 14, OW = 14 };
     enum { N2 = 3, C2 = 64, H2 = 7, W2 = 7, OC2 = 32, OH2 = 14, OW2 = 14 };
-    size_t nin = (size_t)N * C * H * W, nout = (size_t)N * OC * OH * OW;
+    size_t nin = (size_t)N * C * H * W;
     size_t nw = (size_t)OC * C * K * K, nin2 = (size_t)N2 * C2 * H2 * W2;
     size_t nw2 = (size_t)C2 * OC2 * K * K;
     size_t ws = dg_conv2d_workspace_size(N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
@@ -1076,18 +1097,11 @@ static size_t image_split_ops(float *out) {
     float *x2 = fwave(nin2, 0.41, 1.0f), *w2 = fwave(nw2, 0.07, 0.1f);
     float *b = fwave(OC, 0.5, 0.1f), *work = falloc(wmax);
     float *o = out;
-    float *y = o; o += nout;
-    dg_conv2d_forward(y, work, x, w, b, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
-    float *dx = o; o += nin;
+    float *y, *xt;
+    conv_chain(&o, &y, &xt, work, x, w, b, N, C, H, W, OC, K, S, P, OH, OW);
+    float *dx = o; o += nin;      /* the input gradient alone */
     for (size_t i = 0; i < nin; i++) dx[i] = 0.5f;   /* dinp accumulates */
     dg_conv2d_backward(dx, NULL, NULL, work, y, x, w, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
-    float *dx2 = o; o += nin;      /* with the weight and bias gradients */
-    float *dw2 = o; o += nw;
-    float *db2 = o; o += OC;
-    memset(dx2, 0, (nin + nw + OC) * sizeof(float));
-    dg_conv2d_backward(dx2, dw2, db2, work, y, x, w, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
-    float *xt = o; o += nin;
-    dg_conv_transpose2d_forward(xt, work, y, w, NULL, N, OC, OH, OW, C, K, K, S, S, P, P, H, W);
     float *yt = o; o += (size_t)N2 * OC2 * OH2 * OW2;
     dg_conv_transpose2d_forward(yt, work, x2, w2, b, N2, C2, H2, W2, OC2, K, K, S, S, P, P,
                                 OH2, OW2);
@@ -1103,17 +1117,10 @@ static size_t threaded_ops(float *out) {
     size_t wst = dg_conv_transpose2d_workspace_size(N, OC, OH, OW, C, K, K, S, S, P, P, H, W);
     float *work = falloc(ws > wst ? ws : wst);
     float *o = out;
-    /* conv2d forward and backward */
-    float *y = o; o += nout;
-    dg_conv2d_forward(y, work, x, w, b, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
-    float *dx = o; o += nin;
-    float *dw = o; o += nw;
-    float *db = o; o += OC;
-    memset(dx, 0, (nin + nw + OC) * sizeof(float));
-    dg_conv2d_backward(dx, dw, db, work, y, x, w, N, C, H, W, OC, K, K, S, S, P, P, OH, OW);
-    /* conv_transpose2d forward and backward, with the same weight (C=OC here) */
-    float *xt = o; o += nin;
-    dg_conv_transpose2d_forward(xt, work, y, w, NULL, N, OC, OH, OW, C, K, K, S, S, P, P, H, W);
+    /* conv2d forward and backward, conv_transpose2d forward with the same weight */
+    float *y, *xt;
+    conv_chain(&o, &y, &xt, work, x, w, b, N, C, H, W, OC, K, S, P, OH, OW);
+    /* conv_transpose2d backward (C = OC here) */
     float *dyt = o; o += nout;
     float *dwt = o; o += nw;
     memset(dyt, 0, (nout + nw) * sizeof(float));
