@@ -18,6 +18,7 @@ reaches them) and the source tree on their path.
 """
 import collections
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -441,10 +442,34 @@ def _cores():
 
 
 @pytest.mark.skipif(_cores() < 2, reason="needs two cores")
+def _two_thread_ratio(work, args):
+    """Wall time of work(args[0]) and work(args[1]) in two threads, over the time of
+    the two one after the other."""
+    t0 = time.perf_counter()
+    for a in args:
+        work(a)
+    serial = time.perf_counter() - t0
+    threads = [threading.Thread(target=work, args=(a,)) for a in args]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return (time.perf_counter() - t0) / serial
+
+
 def test_two_trainings_in_two_threads_run_in_parallel():
-    """The compute calls release the GIL: two trainings (one core thread each) in two
-    Python threads finish well before the same two run one after the other. A shared
-    machine can steal a core for a moment, so the best of three tries counts."""
+    """The compute calls release the GIL and do not serialise on a lock: two trainings
+    (one core thread each) in two Python threads finish well before the same two run
+    one after the other.
+
+    That needs two free cores, which a shared machine does not always give. Each try
+    measures a control beside the trainings: SHA-256 of a large buffer, which CPython
+    computes with the GIL released. The trainings must run in parallel as well as the
+    control did, within 0.1 (and below 0.75 when the control did better): one after
+    the other they would take ~1.0. Tries whose control itself did not run in
+    parallel (0.8 or more) do not count, and when none counts the machine had no
+    second core to give and the test skips, saying so, rather than blaming the core."""
     old = distgan.get_num_threads()
     distgan.set_num_threads(1)
     try:
@@ -458,23 +483,34 @@ def test_two_trainings_in_two_threads_run_in_parallel():
 
         for g in gans:
             train(g, 2)                       # warm caches and buffers
-        ratios = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            for g in gans:
-                train(g)
-            serial = time.perf_counter() - t0
-            threads = [threading.Thread(target=train, args=(g,)) for g in gans]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            ratios.append((time.perf_counter() - t0) / serial)
-            if ratios[-1] < 0.75:
+        t0 = time.perf_counter()
+        train(gans[0])
+        per_train = time.perf_counter() - t0
+        blob = rng.integers(0, 256, 1 << 22, dtype=np.uint8).tobytes()
+        t0 = time.perf_counter()
+        hashlib.sha256(blob).digest()
+        reps = max(1, round(per_train / (time.perf_counter() - t0)))
+
+        def control(_):
+            for _ in range(reps):
+                hashlib.sha256(blob).digest()
+
+        def bound(c):
+            return max(0.75, c + 0.1)
+
+        tries = []                            # (control ratio, training ratio)
+        for _ in range(5):
+            tries.append((_two_thread_ratio(control, (0, 1)), _two_thread_ratio(train, gans)))
+            c, t = tries[-1]
+            if c < 0.8 and t < bound(c):
                 break
-        print("two threads / one after the other:", [f"{r:.2f}" for r in ratios])
-        assert min(ratios) < 0.75, ratios
+        print("two threads / one after the other (control, trainings):",
+              [f"{c:.2f}, {t:.2f}" for c, t in tries])
+        counted = [(c, t) for c, t in tries if c < 0.8]
+        if not counted:
+            pytest.skip(f"no second free core: the GIL-free control did not run in parallel "
+                        f"({[round(c, 2) for c, _ in tries]})")
+        assert any(t < bound(c) for c, t in counted), tries
     finally:
         distgan.set_num_threads(old)
 
