@@ -32,10 +32,16 @@ and the peak memory of (a): the growth of the worker process's peak resident set
 iterations (framework, inputs and interpreter already loaded; it covers the
 parameters, gradients, optimiser state, activations and workspaces).
 
-Each framework runs in its own subprocess per thread count and repeat (thread pools
-of two libraries in one process disturb each other), alternating which framework
-goes first. Times are wall-clock medians over all timed iterations of all runs; the
-ratio is PyTorch's time over distgan's (> 1: distgan is faster).
+Each run starts one worker process per framework at the same thread count (thread
+pools of two libraries in one process disturb each other). The workers take turns
+block by block on each workload, one timing while the other waits idle, the first
+turn alternating from block to block: a machine whose speed drifts (a shared host's
+second vCPU, its cache, its memory bandwidth) then slows both frameworks alike, and
+the ratio of one run holds where absolute times of separate processes scattered.
+Every block starts with untimed calls (see ``_plan``), so each timed call runs warm,
+as in a run of consecutive calls. Times are wall-clock medians over all timed
+iterations of all runs; the ratio is PyTorch's time over distgan's (> 1: distgan is
+faster); "per run pair" gives the spread of the runs' own ratios.
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -85,11 +92,21 @@ def _timeit(fn, warmup, iters):
     return out
 
 
-def _iters(quick):
-    # (warm-up, timed) iterations per run
+# How each workload is timed: (warm-up calls before the first block, timed calls in all,
+# timed calls per block, warm-up calls before every later block). The two workers take
+# turns block by block. Every block starts with untimed calls that bring the worker's
+# weights and buffers back into cache after the other worker's turn, as in a run of
+# consecutive calls: one training step or batch-256 sample before two timed ones, five
+# batch-1 samples before 25.
+_KIND = {"train": "step", "distill": "step", "sample_t1": "small", "sample_s1": "small",
+         "sample_t256": "big", "sample_s256": "big"}
+
+
+def _plan(key, quick):
+    kind = _KIND[key]
     if quick:
-        return {"train": (1, 3), "distill": (1, 3), "small": (20, 50), "big": (1, 3)}
-    return {"train": (2, 10), "distill": (2, 10), "small": (50, 200), "big": (2, 8)}
+        return {"step": (1, 3, 2, 1), "small": (20, 50, 25, 5), "big": (1, 3, 2, 1)}[kind]
+    return {"step": (2, 10, 2, 1), "small": (50, 200, 25, 5), "big": (2, 8, 2, 1)}[kind]
 
 
 def _real_batch():
@@ -119,7 +136,9 @@ def train_gemm_flops(gan, n=BATCH):
 # distgan worker
 # ----------------------------------------------------------------------------------------
 
-def _worker_distgan(threads, quick):
+def _stages_distgan(threads, quick, res):
+    """Sets up each workload in turn and yields (key, fn) for the worker loop to time;
+    fills res with what is not a time."""
     import distgan
     import importlib
 
@@ -129,14 +148,12 @@ def _worker_distgan(threads, quick):
     dmod = importlib.import_module("distgan.distill")   # distgan.distill is the function
 
     distgan.set_num_threads(threads)
-    it = _iters(quick)
-    res = {"framework": "distgan", "threads": threads, "times": {}}
     real = _real_batch()
 
     # (a) first, so that the peak-memory delta is (a)'s alone
     rss0 = _maxrss_bytes()
     gan = distgan.GAN(models.dcgan(1.0), seed=0)
-    res["times"]["train"] = _timeit(lambda: gan.step(real), *it["train"])
+    yield "train", lambda: gan.step(real)
     res["peak_mem_train"] = _maxrss_bytes() - rss0
     res["train_gflop"] = train_gemm_flops(gan) / 1e9
     del gan
@@ -154,13 +171,12 @@ def _worker_distgan(threads, quick):
         dmod._distill_step(teacher, student, Gt, Dt, Gs, Ds, stream, BATCH, T_KD,
                            DISTILL_WEIGHTS, None, None, taps, True, "l1", None, False)
 
-    res["times"]["distill"] = _timeit(distill_step, *it["distill"])
+    yield "distill", distill_step
 
     # (c)
-    for key, g, n, which in (("sample_t1", teacher, 1, "small"), ("sample_s1", student, 1, "small"),
-                             ("sample_t256", teacher, 256, "big"),
-                             ("sample_s256", student, 256, "big")):
-        res["times"][key] = _timeit(lambda: g.sample(n), *it[which])
+    for key, g, n in (("sample_t1", teacher, 1), ("sample_s1", student, 1),
+                      ("sample_t256", teacher, 256), ("sample_s256", student, 256)):
+        yield key, lambda: g.sample(n)
 
     # (d) GEMM rates on 1024^2, last: cblas_sgemm wakes OpenBLAS's own thread pool
     m = 1024
@@ -175,7 +191,6 @@ def _worker_distgan(threads, quick):
         res["cblas_sgemm_gflops"] = 2 * m ** 3 / statistics.median(
             _timeit(lambda: _core._cblas_sgemm(False, False, 1.0, A, B, 0.0, C, threads), 2, reps)) / 1e9
     res["blas"] = _core._blas_name()
-    return res
 
 
 # ----------------------------------------------------------------------------------------
@@ -246,13 +261,13 @@ class _TorchGAN:
                                       1.0 - decay)
 
 
-def _worker_torch(threads, quick):
+def _stages_torch(threads, quick, res):
+    """As _stages_distgan, for the PyTorch mirrors."""
     import torch
 
     torch.set_num_threads(threads)
     F = torch.nn.functional
-    it = _iters(quick)
-    res = {"framework": "torch", "threads": threads, "times": {}, "version": torch.__version__}
+    res["version"] = torch.__version__
     real = torch.from_numpy(_real_batch())
     ones = torch.ones(BATCH, 1)
     zeros = torch.zeros(BATCH, 1)
@@ -282,9 +297,9 @@ def _worker_torch(threads, quick):
         g.opt_g.step()
         g.update_ema()
 
-    res["times"]["train"] = _timeit(train_step, *it["train"])
+    yield "train", train_step
     res["peak_mem_train"] = _maxrss_bytes() - rss0
-    del g, G, D
+    del g, G, D, train_step
 
     # (b)
     teacher, student = _TorchGAN(1.0, torch), _TorchGAN(0.25, torch)
@@ -323,7 +338,7 @@ def _worker_torch(threads, quick):
         student.opt_g.step()
         student.update_ema()
 
-    res["times"]["distill"] = _timeit(distill_step, *it["distill"])
+    yield "distill", distill_step
 
     # (c)
     for net in (teacher.G_ema, student.G_ema):
@@ -335,33 +350,126 @@ def _worker_torch(threads, quick):
                 net(torch.randn(n, LATENT))
         return f
 
-    for key, net, n, which in (("sample_t1", teacher.G_ema, 1, "small"),
-                               ("sample_s1", student.G_ema, 1, "small"),
-                               ("sample_t256", teacher.G_ema, 256, "big"),
-                               ("sample_s256", student.G_ema, 256, "big")):
-        res["times"][key] = _timeit(sampler(net, n), *it[which])
-    return res
+    for key, net, n in (("sample_t1", teacher.G_ema, 1), ("sample_s1", student.G_ema, 1),
+                        ("sample_t256", teacher.G_ema, 256), ("sample_s256", student.G_ema, 256)):
+        yield key, sampler(net, n)
 
 
 # ----------------------------------------------------------------------------------------
 # driver
 # ----------------------------------------------------------------------------------------
 
-def _run_worker(fw, threads, quick):
-    env = dict(os.environ)
-    # thread counts of every pool the worker might load (OpenMP for torch; OpenBLAS of
-    # NumPy, which distgan does not use for its own compute)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS="1" if fw == "distgan" else str(threads))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "distgan.bench", "--worker", fw, "--threads", str(threads)]
-    if quick:
-        cmd.append("--quick")
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{fw} worker ({threads} threads) failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _worker(fw, threads, quick):
+    """The worker process: sets up each workload in turn and times it when the driver
+    says so. Lines of JSON on the original stdout carry the protocol (anything the
+    libraries print goes to stderr): the worker sends {"ready": key} once the workload
+    is set up, answers {"op": "run", "warmup": w, "iters": n} with {"times": [...]}
+    (w untimed calls, then n timed ones), moves on at {"op": "next"}, and ends with
+    {"result": ...}, the figures that are not times."""
+    proto = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout = sys.stderr
+
+    def send(msg):
+        proto.write(json.dumps(msg) + "\n")
+        proto.flush()
+
+    res = {"framework": fw, "threads": threads}
+    stages = (_stages_distgan if fw == "distgan" else _stages_torch)(threads, quick, res)
+    for key, fn in stages:
+        send({"ready": key})
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            if cmd["op"] != "run":
+                break
+            send({"times": _timeit(fn, cmd["warmup"], cmd["iters"])})
+        del fn
+    send({"result": res})
+
+
+class _Worker:
+    """A worker process of the driver (see _worker)."""
+
+    def __init__(self, fw, threads, quick):
+        env = dict(os.environ)
+        # thread counts of every pool the worker might load (OpenMP for torch; OpenBLAS
+        # of NumPy, which distgan does not use for its own compute)
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   OPENBLAS_NUM_THREADS="1" if fw == "distgan" else str(threads))
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd = [sys.executable, "-m", "distgan.bench", "--worker", fw, "--threads", str(threads)]
+        if quick:
+            cmd.append("--quick")
+        self.fw, self.threads = fw, threads
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, text=True)
+
+    def send(self, **msg):
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self.fail()
+
+    def recv(self, field):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.fail()
+        return json.loads(line)[field]
+
+    def fail(self):
+        self.proc.wait()
+        self.err.seek(0)
+        raise RuntimeError(f"{self.fw} worker ({self.threads} threads) failed "
+                           f"(exit {self.proc.returncode}):\n{self.err.read()}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout, self.err):
+            f.close()
+
+
+def _run_pair(threads, quick, torch_first):
+    """One run: a distgan worker and a PyTorch worker at the same thread count, taking
+    turns block by block on every workload (the first turn alternating from block to
+    block). Returns the two workers' results, times included."""
+    workers = [_Worker(fw, threads, quick) for fw in ("distgan", "torch")]
+    try:
+        times = [{}, {}]
+        for key, _ in WORKLOADS:
+            for w in workers:
+                got = w.recv("ready")
+                if got != key:
+                    raise RuntimeError(f"{w.fw} worker set up {got!r}, expected {key!r}")
+            warmup, iters, block, rewarm = _plan(key, quick)
+            for b in range(-(-iters // block)):
+                order = (1, 0) if (b % 2 == 0) == torch_first else (0, 1)
+                for i in order:
+                    workers[i].send(op="run", warmup=warmup if b == 0 else rewarm,
+                                    iters=min(block, iters - b * block))
+                    times[i].setdefault(key, []).extend(workers[i].recv("times"))
+                    # let the pool that just finished go idle (spinning threads park)
+                    time.sleep(0.02)
+            if key != WORKLOADS[-1][0]:
+                for w in workers:
+                    w.send(op="next")
+        # one worker at a time from here: the distgan worker measures the GEMM rates
+        # (d) before it answers, and the other must not be exiting meanwhile
+        results = []
+        for w, t in zip(workers, times):
+            w.send(op="next")
+            r = w.recv("result")
+            r["times"] = t
+            results.append(r)
+            if w.proc.wait() != 0:
+                w.fail()
+        return results
+    finally:
+        for w in workers:
+            w.close()
 
 
 def _fmt_time(s):
@@ -482,8 +590,7 @@ def main(argv=None):
         ap.error("--repeats must be >= 1")
 
     if args.worker:
-        fn = _worker_distgan if args.worker == "distgan" else _worker_torch
-        print(json.dumps(fn(threads_list[0], args.quick)))
+        _worker(args.worker, threads_list[0], args.quick)
         return 0
 
     repeats = 1 if args.quick else args.repeats
@@ -492,12 +599,11 @@ def main(argv=None):
     runs = []
     for t in threads_list:
         for r in range(repeats):
-            order = ("distgan", "torch") if r % 2 == 0 else ("torch", "distgan")
-            for fw in order:
-                res = _run_worker(fw, t, args.quick)
-                runs.append(res)
-                print(f"  {fw:8s} threads={t} run {r + 1}/{repeats}: (a) "
-                      f"{_fmt_time(statistics.median(res['times']['train']))}", file=sys.stderr)
+            pair = _run_pair(t, args.quick, torch_first=r % 2 == 1)
+            runs.extend(pair)
+            print(f"  threads={t} run {r + 1}/{repeats}: (a) " + ", ".join(
+                f"{res['framework']} {_fmt_time(statistics.median(res['times']['train']))}"
+                for res in pair), file=sys.stderr)
     table, agg = summarize(runs, threads_list)
     torch_version = next((r["version"] for r in runs if "version" in r), "?")
     blas = next((r["blas"] for r in runs if "blas" in r), "?")
