@@ -441,7 +441,6 @@ def _cores():
         return os.cpu_count() or 1
 
 
-@pytest.mark.skipif(_cores() < 2, reason="needs two cores")
 def _two_thread_ratio(work, args):
     """Wall time of work(args[0]) and work(args[1]) in two threads, over the time of
     the two one after the other."""
@@ -458,6 +457,7 @@ def _two_thread_ratio(work, args):
     return (time.perf_counter() - t0) / serial
 
 
+@pytest.mark.skipif(_cores() < 2, reason="needs two cores")
 def test_two_trainings_in_two_threads_run_in_parallel():
     """The compute calls release the GIL and do not serialise on a lock: two trainings
     (one core thread each) in two Python threads finish well before the same two run
