@@ -367,6 +367,8 @@ def _worker(fw, threads, quick):
     (w untimed calls, then n timed ones), moves on at {"op": "next"}, and ends with
     {"result": ...}, the figures that are not times."""
     proto = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())   # C libraries' prints too
     sys.stdout = sys.stderr
 
     def send(msg):
