@@ -986,8 +986,6 @@ static void probe_task(void *ctx, int t, int nt) {
     if (p->nested && t == 0) dg_parallel(probe_inner, ctx, 2);
 }
 
-/* Runs conv2d, conv_transpose2d, batch norm, leaky ReLU and Adam forward and
- * backward on fixed data; writes every result to out (returns its length). */
 /* dg_conv2d_forward_keep / dg_conv2d_backward_kept: the kept col matrix is the
  * im2col of the definition, and every result is bit-identical to the plain ops,
  * at 1, 2 and 3 threads (one group, several groups, and the split over images). */
@@ -1109,6 +1107,8 @@ static size_t image_split_ops(float *out) {
     return (size_t)(o - out);
 }
 
+/* Runs conv2d, conv_transpose2d, batch norm, leaky ReLU and Adam forward and
+ * backward on fixed data; writes every result to out (returns its length). */
 static size_t threaded_ops(float *out) {
     enum { N = 8, C = 16, H = 16, W = 16, OC = 16, K = 4, S = 2, P = 1, OH = 8, OW = 8 };
     size_t nin = (size_t)N * C * H * W, nout = (size_t)N * OC * OH * OW, nw = (size_t)OC * C * K * K;
