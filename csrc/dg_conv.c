@@ -919,9 +919,13 @@ dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
                                KH, KW, SH, SW, PH, PW, OH, OW);
 }
 
-/* The kept col matrix's row length N*OHW is a GEMM leading dimension (an int). */
-static int keep_fits(int N, int OH, int OW) {
-    return (long long)N * OH * OW <= INT_MAX;
+/* The kept col matrix of the keep/kept entry points: given, and its row length
+ * N*OHW fits a GEMM leading dimension (an int); other sizes the plan checks. */
+static dg_status keep_check(const float *col, int N, int OH, int OW) {
+    if (N > 0 && OH > 0 && OW > 0 && (long long)N * OH * OW > INT_MAX) {
+        return DG_STATUS_ERR_SHAPE;
+    }
+    return col == NULL ? DG_STATUS_ERR_NULL : DG_STATUS_OK;
 }
 
 dg_status dg_conv2d_forward_keep(float *out, float *col, float *workspace,
@@ -930,8 +934,8 @@ dg_status dg_conv2d_forward_keep(float *out, float *col, float *workspace,
                                  int OC, int KH, int KW, int SH, int SW, int PH,
                                  int PW, int OH, int OW) {
     // col is (C*KH*KW, N*OH*OW); the rest as in dg_conv2d_forward
-    if (N > 0 && OH > 0 && OW > 0 && !keep_fits(N, OH, OW)) return DG_STATUS_ERR_SHAPE;
-    if (col == NULL) return DG_STATUS_ERR_NULL;
+    dg_status st = keep_check(col, N, OH, OW);
+    if (st != DG_STATUS_OK) return st;
     return conv2d_forward_impl(out, col, workspace, inp, weight, bias, N, C, H, W, OC,
                                KH, KW, SH, SW, PH, PW, OH, OW);
 }
@@ -1039,8 +1043,8 @@ dg_status dg_conv2d_backward_kept(float *dinp, float *dweight, float *dbias,
                                   int PW, int OH, int OW) {
     // col is (C*KH*KW, N*OH*OW) as dg_conv2d_forward_keep left it; the rest as in
     // dg_conv2d_backward
-    if (N > 0 && OH > 0 && OW > 0 && !keep_fits(N, OH, OW)) return DG_STATUS_ERR_SHAPE;
-    if (col == NULL) return DG_STATUS_ERR_NULL;
+    dg_status st = keep_check(col, N, OH, OW);
+    if (st != DG_STATUS_OK) return st;
     return conv2d_backward_impl(dinp, dweight, dbias, workspace, col, dout, inp, weight,
                                 N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
 }
