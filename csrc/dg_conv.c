@@ -376,6 +376,231 @@ static void col2im_planes_rev(float *img, const float *col, int assign, const fl
     }
 }
 
+/* ------------------------------------------------------------------------- */
+/* 4x4 kernels, stride 2, padding 1 (every layer of DCGAN), with AVX2         */
+/* ------------------------------------------------------------------------- */
+
+/* With KH = KW = 4, SH = SW = 2, PH = PW = 1 and an even plane (IH, IW) =
+ * (2*GH, 2*GW), kernel tap (kh, kw) reads pixel (2*oh + kh - 1, 2*ow + kw - 1):
+ * the pixels of one parity of row and column, shifted by -1, 0 or +1 window
+ * positions. Split into its four parity ("phase") planes, each tap is a shifted
+ * copy of one of them, a window row GW contiguous floats: im2col copies and
+ * col2im adds rows of 8 floats with AVX2 instead of looking every element up
+ * (im2col_planes_tab, col2im_planes_rev: ~4 instructions per element). The
+ * values are the same bits: im2col copies, and col2im adds each pixel's entries
+ * onto its start value in increasing tap k, as col2im_planes_rev does (a pixel
+ * takes at most one entry per tap). Used when the CPU has AVX2 (checked per
+ * call; dg_conv_set_simd(0) turns it off, for the tests). */
+#if defined(__GNUC__) && defined(__x86_64__)
+#define DG_K4S2 1
+#include <immintrin.h>
+#endif
+
+/* Largest side of a plane the fast path takes: its phase buffers live on the
+ * stack, (K4S2_MAX + 2) * K4S2_LD floats each. */
+#define K4S2_MAX 64
+/* Row stride of the phase buffers: a row of up to K4S2_MAX / 2 + 2 cells, plus
+ * room for an 8-float access starting at any of them. */
+#define K4S2_LD (K4S2_MAX / 2 + 16)
+
+static int conv_simd = 1;
+
+void dg_conv_set_simd(int on) { conv_simd = on != 0; }
+
+static int k4s2_ok(int IH, int IW, int KH, int KW, int SH, int SW, int PH, int PW,
+                   int GH, int GW) {
+#if DG_K4S2
+    return conv_simd && KH == 4 && KW == 4 && SH == 2 && SW == 2 && PH == 1 && PW == 1 &&
+           IH == 2 * GH && IW == 2 * GW && GH >= 2 && GW >= 2 && IH <= K4S2_MAX &&
+           IW <= K4S2_MAX && __builtin_cpu_supports("avx2");
+#else
+    (void)IH; (void)IW; (void)KH; (void)KW; (void)SH; (void)SW; (void)PH; (void)PW;
+    (void)GH; (void)GW;
+    return 0;
+#endif
+}
+
+#if DG_K4S2
+/* An int mask of the first n lanes (0 <= n <= 8). */
+__attribute__((target("avx2"))) static inline __m256i k4s2_lanes(int n) {
+    static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    return _mm256_loadu_si256((const __m256i *)(m + 8 - n));
+}
+
+/* Asks for the n floats at p to be brought into cache (a hint: p may point
+ * anywhere; nothing is read). The planes a task visits one after the other lie
+ * CI planes apart in the image, too far for the hardware to guess. */
+__attribute__((target("avx2"))) static inline void k4s2_prefetch(const float *p, size_t n) {
+    for (size_t o = 0; o < n; o += 16) _mm_prefetch((const char *)(p + o), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + n - 1), _MM_HINT_T0);
+}
+
+/* The even and odd elements of the n floats at s (lanes past n read as 0);
+ * `full` says all 16 may be read. */
+__attribute__((target("avx2"))) static inline void k4s2_split(const float *s, int n, int full,
+                                                             __m256 *ev, __m256 *od) {
+    __m256 a, b;
+    if (full) {
+        a = _mm256_loadu_ps(s);
+        b = _mm256_loadu_ps(s + 8);
+    } else {
+        a = _mm256_maskload_ps(s, k4s2_lanes(n < 8 ? n : 8));
+        b = _mm256_maskload_ps(s + 8, k4s2_lanes(n < 8 ? 0 : n - 8));
+    }
+    /* per 128-bit lane: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs reordered */
+    *ev = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8));
+    *od = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xdd)), 0xd8));
+}
+
+/* im2col of the planes q in [q0, q1) (see im2col_planes_tab), 4x4 kernel,
+ * stride 2, padding 1. E and O are the even and odd columns of the zero-padded
+ * plane P (IH + 2, IW + 2): E[r][j] = P[r][2j], O[r][j] = P[r][2j + 1]; tap
+ * (kh, kw) at window (oh, ow) reads P[2oh + kh][2ow + kw], which is
+ * (kw odd ? O : E)[2oh + kh][ow + kw/2]: window row oh of the tap is GW
+ * consecutive floats of one row of E or O. */
+__attribute__((target("avx2")))
+static void im2col_k4s2(float *col, size_t ldcol, const float *img, int nb, int CI, int IH,
+                        int IW, size_t q0, size_t q1) {
+    float eo[2][(K4S2_MAX + 2) * K4S2_LD];
+    int GH = IH / 2, GW = IW / 2;
+    size_t ihw = (size_t)IH * IW, ghw = (size_t)GH * GW;
+    memset(eo, 0, sizeof eo);   /* the padding, never written below */
+    for (size_t q = q0; q < q1; q++) {
+        size_t c = q / (size_t)nb, i = q % (size_t)nb;
+        const float *src = img + (i * (size_t)CI + c) * ihw;
+        if (q + 1 < q1) {
+            size_t c1 = (q + 1) / (size_t)nb, i1 = (q + 1) % (size_t)nb;
+            k4s2_prefetch(img + (i1 * (size_t)CI + c1) * ihw, ihw);
+        }
+        for (int r = 0; r < IH; r++) {
+            float *e = eo[0] + (size_t)(r + 1) * K4S2_LD + 1, *o = eo[1] + (size_t)(r + 1) * K4S2_LD;
+            for (int s0 = 0; s0 < IW; s0 += 16) {
+                __m256 ev, od;
+                k4s2_split(src + (size_t)r * IW + s0, IW - s0, IW - s0 >= 16, &ev, &od);
+                _mm256_storeu_ps(o + s0 / 2, ev);   /* lanes past the row: 0 (padding) */
+                _mm256_storeu_ps(e + s0 / 2, od);
+            }
+        }
+        for (int k = 0; k < 16; k++) {
+            int kh = k >> 2, kw = k & 3;
+            float *dst = col + (c * 16 + (size_t)k) * ldcol + i * ghw;
+            const float *X = eo[kw & 1] + (size_t)kh * K4S2_LD + (kw >> 1);
+            for (int oh = 0; oh < GH; oh++) {
+                const float *x = X + (size_t)2 * oh * K4S2_LD;
+                float *d = dst + (size_t)oh * GW;
+                size_t room = ghw - (size_t)oh * GW;   /* floats from d to this block's end */
+                int j = 0;
+                /* 8 floats at a time; a store past the row lands on later rows of the
+                 * block, which are written afterwards */
+                for (; j < GW && (size_t)j + 8 <= room; j += 8)
+                    _mm256_storeu_ps(d + j, _mm256_loadu_ps(x + j));
+                int n = GW - j;   /* < 8 left at the end of the block: exactly */
+                if (n >= 4) {
+                    _mm_storeu_ps(d + j, _mm_loadu_ps(x + j));
+                    _mm_storeu_ps(d + GW - 4, _mm_loadu_ps(x + GW - 4));
+                } else {
+                    for (; j < GW; j++) d[j] = x[j];
+                }
+            }
+        }
+    }
+}
+
+/* col2im of the planes q in [q0, q1) (see col2im_planes_rev: img += col2im of
+ * col, or with assign img = bias[c] (0 when bias is NULL) + col2im), 4x4 kernel,
+ * stride 2, padding 1. Pixel (2a + py, 2b + px) is cell (a + 1, b + 1) of phase
+ * plane py*2 + px (a border of one cell around each); tap (kh, kw) adds window
+ * (oh, ow) onto cell (oh + da, ow + db) of plane ((kh + 1) & 1, (kw + 1) & 1),
+ * da = -1, 0, 0, +1 for kh = 0..3 (db likewise): a shifted add of whole window
+ * rows, taps in increasing k. What lands on the border is never read. */
+__attribute__((target("avx2")))
+static void col2im_k4s2(float *img, const float *col, int assign, const float *bias,
+                        size_t ldcol, int nb, int CI, int IH, int IW, size_t q0, size_t q1) {
+    float ph[4][(K4S2_MAX / 2 + 2) * K4S2_LD];
+    static const int shift[4] = {-1, 0, 0, 1};
+    int GH = IH / 2, GW = IW / 2, tail = GW % 8;
+    size_t pix = (size_t)IH * IW, ghw = (size_t)GH * GW;
+    __m256i tmask = k4s2_lanes(tail);
+    memset(ph, 0, sizeof ph);   /* every float defined, borders included */
+    for (size_t q = q0; q < q1; q++) {
+        size_t c = q / (size_t)nb, i = q % (size_t)nb;
+        float *dst = img + (i * (size_t)CI + c) * pix;
+        const float *src = col + c * 16 * ldcol + i * ghw;
+        if (q + 1 < q1) {
+            size_t c1 = (q + 1) / (size_t)nb, i1 = (q + 1) % (size_t)nb;
+            for (int k = 0; k < 16; k++) k4s2_prefetch(col + (c1 * 16 + (size_t)k) * ldcol + i1 * ghw, ghw);
+            if (!assign) k4s2_prefetch(img + (i1 * (size_t)CI + c1) * pix, pix);
+        }
+        /* start values: the image's pixels, or the bias */
+        if (assign) {
+            __m256 v = _mm256_set1_ps(bias != NULL ? bias[c] : 0.0f);
+            for (int p = 0; p < 4; p++)
+                for (int a = 0; a < GH; a++)
+                    for (int j = 0; j < GW; j += 8)
+                        _mm256_storeu_ps(ph[p] + (size_t)(a + 1) * K4S2_LD + 1 + j, v);
+        } else {
+            for (int y = 0; y < IH; y++) {
+                float *e = ph[(y & 1) * 2] + (size_t)((y >> 1) + 1) * K4S2_LD + 1;
+                float *o = ph[(y & 1) * 2 + 1] + (size_t)((y >> 1) + 1) * K4S2_LD + 1;
+                for (int s0 = 0; s0 < IW; s0 += 16) {
+                    size_t at = (size_t)y * IW + (size_t)s0;
+                    __m256 ev, od;
+                    k4s2_split(dst + at, IW - s0, at + 16 <= pix, &ev, &od);
+                    _mm256_storeu_ps(e + s0 / 2, ev);
+                    _mm256_storeu_ps(o + s0 / 2, od);
+                }
+            }
+        }
+        for (int k = 0; k < 16; k++) {
+            int kh = k >> 2, kw = k & 3;
+            float *P = ph[((kh + 1) & 1) * 2 + ((kw + 1) & 1)] +
+                       (size_t)(shift[kh] + 1) * K4S2_LD + (shift[kw] + 1);
+            const float *s = src + (size_t)k * ldcol;
+            for (int oh = 0; oh < GH; oh++) {
+                float *p = P + (size_t)oh * K4S2_LD;
+                const float *r = s + (size_t)oh * GW;
+                int j = 0;
+                for (; j + 8 <= GW; j += 8)
+                    _mm256_storeu_ps(p + j, _mm256_add_ps(_mm256_loadu_ps(p + j),
+                                                          _mm256_loadu_ps(r + j)));
+                if (tail) {
+                    /* the last tail floats of the row only: the lanes past it keep
+                     * their cells as they are (one of them may be a pixel) */
+                    __m256 old = _mm256_loadu_ps(p + j);
+                    __m256 sum = _mm256_add_ps(old, _mm256_maskload_ps(r + j, tmask));
+                    _mm256_storeu_ps(p + j, _mm256_blendv_ps(old, sum,
+                                                             _mm256_castsi256_ps(tmask)));
+                }
+            }
+        }
+        /* the phase planes interleaved back into the image's rows */
+        for (int y = 0; y < IH; y++) {
+            const float *e = ph[(y & 1) * 2] + (size_t)((y >> 1) + 1) * K4S2_LD + 1;
+            const float *o = ph[(y & 1) * 2 + 1] + (size_t)((y >> 1) + 1) * K4S2_LD + 1;
+            for (int j = 0; j < GW; j += 8) {
+                __m256 ve = _mm256_loadu_ps(e + j), vo = _mm256_loadu_ps(o + j);
+                __m256 lo = _mm256_unpacklo_ps(ve, vo), hi = _mm256_unpackhi_ps(ve, vo);
+                __m256 r0 = _mm256_permute2f128_ps(lo, hi, 0x20);
+                __m256 r1 = _mm256_permute2f128_ps(lo, hi, 0x31);
+                size_t at = (size_t)y * IW + 2 * (size_t)j;
+                if (at + 16 <= pix) {
+                    /* what passes the row's end lands on later rows, written afterwards */
+                    _mm256_storeu_ps(dst + at, r0);
+                    _mm256_storeu_ps(dst + at + 8, r1);
+                } else {
+                    float t[16];
+                    _mm256_storeu_ps(t, r0);
+                    _mm256_storeu_ps(t + 8, r1);
+                    memcpy(dst + at, t, (pix - at) * sizeof(float));
+                }
+            }
+        }
+    }
+}
+#endif
+
 /* col (CI*KH*KW, ldcol) = im2col of img (nb, CI, IH, IW), window positions
  * (GH, GW) per image, image i in columns [i*GH*GW, (i+1)*GH*GW). Assigns.
  * An input plane stays in cache while all its kernel taps are copied out. */
@@ -616,6 +841,12 @@ static void conv_task(void *ctx, int t, int nt) {
     if (lo >= hi) return;
     switch (j->kind) {
     case J_IM2COL:
+#if DG_K4S2
+        if (k4s2_ok(j->IH, j->IW, j->KH, j->KW, j->SH, j->SW, j->PH, j->PW, j->GH, j->GW)) {
+            im2col_k4s2(j->dst, j->ld, j->src, j->nb, j->CI, j->IH, j->IW, lo, hi);
+            break;
+        }
+#endif
         if (use_table(j->IH, j->IW, j->KH, j->KW, j->GH, j->GW)) {
             im2col_planes_tab(j->dst, j->ld, j->src, j->nb, j->CI, j->IH, j->IW, j->KH,
                               j->KW, j->SH, j->SW, j->PH, j->PW, j->GH, j->GW, lo, hi);
@@ -626,6 +857,13 @@ static void conv_task(void *ctx, int t, int nt) {
         break;
     case J_COL2IM:
     case J_COL2IM_BIAS:
+#if DG_K4S2
+        if (k4s2_ok(j->IH, j->IW, j->KH, j->KW, j->SH, j->SW, j->PH, j->PW, j->GH, j->GW)) {
+            col2im_k4s2(j->dst, j->src, j->kind == J_COL2IM_BIAS, j->bias, j->ld, j->nb,
+                        j->CI, j->IH, j->IW, lo, hi);
+            break;
+        }
+#endif
         if (use_rev(j->IH, j->IW, j->KH, j->KW, j->SH, j->SW, j->GH, j->GW)) {
             col2im_planes_rev(j->dst, j->src, j->kind == J_COL2IM_BIAS, j->bias, j->ld,
                               j->nb, j->CI, j->IH, j->IW, j->KH, j->KW, j->SH,
@@ -702,7 +940,8 @@ static void rows_run(int kind, float *dst, const float *src, const float *bias, 
 static void col2im_bias(float *img, const float *col, const float *bias, size_t ldcol,
                         int nb, int CI, int IH, int IW, int KH, int KW, int SH, int SW,
                         int PH, int PW, int GH, int GW) {
-    if (!use_rev(IH, IW, KH, KW, SH, SW, GH, GW)) {
+    if (!use_rev(IH, IW, KH, KW, SH, SW, GH, GW) &&
+        !k4s2_ok(IH, IW, KH, KW, SH, SW, PH, PW, GH, GW)) {
         rows_run(J_FILL_BIAS, img, NULL, bias, nb, (size_t)CI, (size_t)IH * IW);
     }
     conv_job j = {.kind = J_COL2IM_BIAS, .dst = img, .src = col, .ld = ldcol,

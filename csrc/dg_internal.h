@@ -49,4 +49,13 @@ int dg_threads_get(void);
  * at load (OPENBLAS_NUM_THREADS, else the cores), and OpenBLAS drops to one. */
 void dg_threads_init(void);
 
+/* ------------------------------------------------------------------------- */
+/* Convolutions (dg_conv.c)                                                   */
+/* ------------------------------------------------------------------------- */
+
+/* The AVX2 im2col/col2im of 4x4, stride-2, padding-1 convolutions on (1, the
+ * default, where the CPU has AVX2) or off (the portable loops, same bits).
+ * Not thread-safe: for tests, between calls. */
+void dg_conv_set_simd(int on);
+
 #endif /* DG_INTERNAL_H */

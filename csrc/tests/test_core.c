@@ -750,6 +750,83 @@ static void test_conv(void) {
     conv_error_cases();
 }
 
+/* Forward (with and without bias) and backward (accumulating into gradients
+ * that start random, with a -0, an inf and a NaN) of one case; the results one
+ * after the other in res, which must hold conv_simd_floats(g). */
+static size_t conv_simd_floats(const conv_geom *g) {
+    size_t nx = (size_t)g->N * g->C * g->H * g->W, ny = (size_t)g->N * g->OC * g->OH * g->OW;
+    size_t nw = (size_t)g->OC * g->C * g->KH * g->KW;
+    return 2 * ny + nx + nw + (size_t)g->OC;
+}
+
+static void conv_simd_run(const conv_geom *g, int transposed, float *res) {
+    size_t nx = (size_t)g->N * g->C * g->H * g->W, ny = (size_t)g->N * g->OC * g->OH * g->OW;
+    size_t nw = (size_t)g->OC * g->C * g->KH * g->KW, nws = ws_size(g, transposed);
+    uint64_t seed = rng_state;
+    float *x = frandn(nx), *w = frandn(nw), *b = frandn(g->OC), *dy = frandn(ny);
+    float *ws = fnan(nws);
+    float *out = res, *out0 = res + ny, *dx = res + 2 * ny, *dw = dx + nx, *db = dw + nw;
+    for (size_t i = 0; i < nx; i++) dx[i] = frand();
+    for (size_t i = 0; i < nw; i++) dw[i] = frand();
+    for (int i = 0; i < g->OC; i++) db[i] = frand();
+    dx[0] = -0.0f;
+    dx[nx / 2] = INFINITY;
+    dx[nx - 1] = NAN;
+    conv_fwd(g, transposed, out, ws, x, w, b);
+    conv_fwd(g, transposed, out0, ws, x, w, NULL);
+    conv_bwd(g, transposed, dx, dw, db, ws, dy, x, w);
+    rng_state = seed;   /* the same inputs for the next run */
+    free(x); free(w); free(b); free(dy); free(ws);
+}
+
+/* The AVX2 im2col/col2im of 4x4, stride-2, padding-1 convolutions (dg_conv.c,
+ * where the CPU has it) against the portable loops: the same bits, forward and
+ * backward, at several plane sizes (window rows of 2, 3, 5, 7, 8, 14 and 16
+ * floats, non-square, the largest planes it takes and one beyond). Each case is
+ * also checked against the naive loops. */
+static void test_conv_simd(void) {
+    printf("# conv: AVX2 paths of 4x4 stride-2 padding-1 kernels\n");
+    /* N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW */
+    static const conv_geom c2d[] = {
+        {3, 5, 14, 14, 6, 4, 4, 2, 2, 1, 1, 7, 7},
+        {2, 3, 28, 28, 4, 4, 4, 2, 2, 1, 1, 14, 14},
+        {2, 2, 4, 4, 3, 4, 4, 2, 2, 1, 1, 2, 2},
+        {2, 3, 6, 10, 2, 4, 4, 2, 2, 1, 1, 3, 5},
+        {1, 2, 32, 32, 3, 4, 4, 2, 2, 1, 1, 16, 16},
+        {1, 2, 16, 34, 2, 4, 4, 2, 2, 1, 1, 8, 17},
+        {1, 1, 64, 64, 2, 4, 4, 2, 2, 1, 1, 32, 32},
+        {1, 1, 66, 66, 2, 4, 4, 2, 2, 1, 1, 33, 33},
+    };
+    static const conv_geom ct[] = {
+        {3, 6, 7, 7, 5, 4, 4, 2, 2, 1, 1, 14, 14},
+        {2, 4, 14, 14, 1, 4, 4, 2, 2, 1, 1, 28, 28},
+        {2, 3, 2, 2, 2, 4, 4, 2, 2, 1, 1, 4, 4},
+        {2, 2, 3, 5, 3, 4, 4, 2, 2, 1, 1, 6, 10},
+        {1, 2, 16, 16, 2, 4, 4, 2, 2, 1, 1, 32, 32},
+        {1, 1, 32, 32, 1, 4, 4, 2, 2, 1, 1, 64, 64},
+        {1, 1, 33, 33, 1, 4, 4, 2, 2, 1, 1, 66, 66},
+    };
+    for (int transposed = 0; transposed < 2; transposed++) {
+        const conv_geom *cases = transposed ? ct : c2d;
+        size_t n = transposed ? sizeof ct / sizeof ct[0] : sizeof c2d / sizeof c2d[0];
+        for (size_t k = 0; k < n; k++) {
+            const conv_geom *g = &cases[k];
+            size_t m = conv_simd_floats(g);
+            float *fast = falloc(m), *slow = falloc(m);
+            conv_simd_run(g, transposed, fast);
+            dg_conv_set_simd(0);
+            conv_simd_run(g, transposed, slow);
+            dg_conv_set_simd(1);
+            CHECK(same_floats(fast, slow, m),
+                  "%s N=%d C=%d %dx%d OC=%d K=4 S=2 P=1: AVX2 path bit-identical to the "
+                  "portable one (forward, backward onto -0/inf/NaN)",
+                  transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC);
+            conv_case(g, transposed);
+            free(fast); free(slow);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------- */
 /* Batch normalisation                                                        */
 /* ------------------------------------------------------------------------- */
@@ -1216,6 +1293,7 @@ int main(void) {
     test_linear();
     test_conv();
     test_conv_keep();
+    test_conv_simd();
     test_batchnorm();
     test_threads();
     int misc_fail = test_act() + test_embed() + test_loss() + test_adam() + test_rng();
