@@ -781,36 +781,28 @@ static void conv_simd_run(const conv_geom *g, int transposed, float *res) {
 
 /* The AVX2 im2col/col2im of 4x4, stride-2, padding-1 convolutions (dg_conv.c,
  * where the CPU has it) against the portable loops: the same bits, forward and
- * backward, at several plane sizes (window rows of 2, 3, 5, 7, 8, 14 and 16
- * floats, non-square, the largest planes it takes and one beyond). Each case is
- * also checked against the naive loops. */
+ * backward, at several plane sizes (window rows of 2, 3, 5, 7, 8, 14, 16, 17 and
+ * 32 floats, non-square planes, the largest planes it takes and one beyond). Each
+ * conv2d case also runs as the transposed convolution that is its adjoint (the
+ * input and output planes swapped), and every case is checked against the naive
+ * loops too. */
 static void test_conv_simd(void) {
     printf("# conv: AVX2 paths of 4x4 stride-2 padding-1 kernels\n");
-    /* N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW */
-    static const conv_geom c2d[] = {
-        {3, 5, 14, 14, 6, 4, 4, 2, 2, 1, 1, 7, 7},
-        {2, 3, 28, 28, 4, 4, 4, 2, 2, 1, 1, 14, 14},
-        {2, 2, 4, 4, 3, 4, 4, 2, 2, 1, 1, 2, 2},
-        {2, 3, 6, 10, 2, 4, 4, 2, 2, 1, 1, 3, 5},
-        {1, 2, 32, 32, 3, 4, 4, 2, 2, 1, 1, 16, 16},
-        {1, 2, 16, 34, 2, 4, 4, 2, 2, 1, 1, 8, 17},
-        {1, 1, 64, 64, 2, 4, 4, 2, 2, 1, 1, 32, 32},
-        {1, 1, 66, 66, 2, 4, 4, 2, 2, 1, 1, 33, 33},
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx2"))
+#endif
+        printf("  note: this CPU has no AVX2: both runs below take the portable loops\n");
+    /* N, C, H, W, OC of conv2d k4 s2 p1 -> (H/2, W/2) */
+    static const int planes[][5] = {
+        {3, 5, 14, 14, 6}, {2, 3, 28, 28, 4}, {2, 2, 4, 4, 3}, {2, 3, 6, 10, 2},
+        {1, 2, 32, 32, 3}, {1, 2, 16, 34, 2}, {1, 1, 64, 64, 2}, {1, 1, 66, 66, 2},
     };
-    static const conv_geom ct[] = {
-        {3, 6, 7, 7, 5, 4, 4, 2, 2, 1, 1, 14, 14},
-        {2, 4, 14, 14, 1, 4, 4, 2, 2, 1, 1, 28, 28},
-        {2, 3, 2, 2, 2, 4, 4, 2, 2, 1, 1, 4, 4},
-        {2, 2, 3, 5, 3, 4, 4, 2, 2, 1, 1, 6, 10},
-        {1, 2, 16, 16, 2, 4, 4, 2, 2, 1, 1, 32, 32},
-        {1, 1, 32, 32, 1, 4, 4, 2, 2, 1, 1, 64, 64},
-        {1, 1, 33, 33, 1, 4, 4, 2, 2, 1, 1, 66, 66},
-    };
-    for (int transposed = 0; transposed < 2; transposed++) {
-        const conv_geom *cases = transposed ? ct : c2d;
-        size_t n = transposed ? sizeof ct / sizeof ct[0] : sizeof c2d / sizeof c2d[0];
-        for (size_t k = 0; k < n; k++) {
-            const conv_geom *g = &cases[k];
+    for (size_t k = 0; k < sizeof planes / sizeof planes[0]; k++) {
+        const int *p = planes[k];
+        conv_geom c2d = {p[0], p[1], p[2], p[3], p[4], 4, 4, 2, 2, 1, 1, p[2] / 2, p[3] / 2};
+        conv_geom ct = {p[0], p[4], p[2] / 2, p[3] / 2, p[1], 4, 4, 2, 2, 1, 1, p[2], p[3]};
+        for (int transposed = 0; transposed < 2; transposed++) {
+            const conv_geom *g = transposed ? &ct : &c2d;
             size_t m = conv_simd_floats(g);
             float *fast = falloc(m), *slow = falloc(m);
             conv_simd_run(g, transposed, fast);
