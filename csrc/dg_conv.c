@@ -466,7 +466,8 @@ static void im2col_k4s2(float *col, size_t ldcol, const float *img, int nb, int 
     float eo[2][(K4S2_MAX + 2) * K4S2_LD];
     int GH = IH / 2, GW = IW / 2;
     size_t ihw = (size_t)IH * IW, ghw = (size_t)GH * GW;
-    memset(eo, 0, sizeof eo);   /* the padding, never written below */
+    for (int h = 0; h < 2; h++)   /* the padding, never written below */
+        memset(eo[h], 0, (size_t)(IH + 2) * K4S2_LD * sizeof(float));
     for (size_t q = q0; q < q1; q++) {
         size_t c = q / (size_t)nb, i = q % (size_t)nb;
         const float *src = img + (i * (size_t)CI + c) * ihw;
@@ -523,7 +524,8 @@ static void col2im_k4s2(float *img, const float *col, int assign, const float *b
     int GH = IH / 2, GW = IW / 2, tail = GW % 8;
     size_t pix = (size_t)IH * IW, ghw = (size_t)GH * GW;
     __m256i tmask = k4s2_lanes(tail);
-    memset(ph, 0, sizeof ph);   /* every float defined, borders included */
+    for (int p = 0; p < 4; p++)   /* every float read defined, borders included */
+        memset(ph[p], 0, (size_t)(GH + 2) * K4S2_LD * sizeof(float));
     for (size_t q = q0; q < q1; q++) {
         size_t c = q / (size_t)nb, i = q % (size_t)nb;
         float *dst = img + (i * (size_t)CI + c) * pix;
