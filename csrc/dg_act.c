@@ -50,6 +50,9 @@ typedef struct {
 } act_job;
 
 static void act_kernel(const act_job *j, size_t lo, size_t hi);
+#if DG_HAVE_AVX2
+static void act_task_avx2(void *ctx, int t, int nt);
+#endif
 
 static void act_task(void *ctx, int t, int nt) {
     const act_job *j = (const act_job *)ctx;
@@ -58,12 +61,13 @@ static void act_task(void *ctx, int t, int nt) {
     if (lo < hi) act_kernel(j, lo, hi);
 }
 
+
 static dg_status act_run(int kind, float *out, const float *a, const float *b,
                          float slope, size_t n) {
     act_job j = {kind, out, a, b, slope, n};
     /* tanh and the sigmoid call expm1f/expf: ~20x the cost of a ReLU element */
     double per = kind == A_TANH_F || kind == A_SIG_F ? 16.0 : 1.0;
-    dg_parallel(act_task, &j, dg_threads_for(per * (double)n, DG_ACT_GRAIN));
+    dg_parallel(DG_FOR_CPU(act_task), &j, dg_threads_for(per * (double)n, DG_ACT_GRAIN));
     return DG_STATUS_OK;
 }
 
@@ -331,3 +335,10 @@ static void act_kernel(const act_job *j, size_t lo, size_t hi) {
     case A_ZERO: memset(o, 0, n * sizeof(float)); break;
     }
 }
+
+#if DG_HAVE_AVX2
+/* act_task built for AVX2 (dg_internal.h): the same values */
+DG_AVX2_CLONE static void act_task_avx2(void *ctx, int t, int nt) {
+    act_task(ctx, t, nt);
+}
+#endif

@@ -399,6 +399,13 @@ static void bn_fwd_task(void *ctx, int t, int nt) {
         (int)hi);
 }
 
+#if DG_HAVE_AVX2
+/* bn_fwd_task built for AVX2 (dg_internal.h): the same values */
+DG_AVX2_CLONE static void bn_fwd_task_avx2(void *ctx, int t, int nt) {
+    bn_fwd_task(ctx, t, nt);
+}
+#endif
+
 typedef struct {
     float *out;
     const float *inp;
@@ -461,6 +468,13 @@ static void bn_fwd_eval_task(void *ctx, int t, int nt) {
         j->gamma, j->beta, j->N, j->C, j->HW, j->eps, (int)lo, (int)hi);
 }
 
+#if DG_HAVE_AVX2
+/* bn_fwd_eval_task built for AVX2 (dg_internal.h): the same values */
+DG_AVX2_CLONE static void bn_fwd_eval_task_avx2(void *ctx, int t, int nt) {
+    bn_fwd_eval_task(ctx, t, nt);
+}
+#endif
+
 typedef struct {
     float *dinp;
     float *dgamma;
@@ -520,6 +534,13 @@ static void bn_bwd_task(void *ctx, int t, int nt) {
         j->rstd, j->gamma, j->N, j->C, j->HW, j->M, (int)lo, (int)hi);
 }
 
+#if DG_HAVE_AVX2
+/* bn_bwd_task built for AVX2 (dg_internal.h): the same values */
+DG_AVX2_CLONE static void bn_bwd_task_avx2(void *ctx, int t, int nt) {
+    bn_bwd_task(ctx, t, nt);
+}
+#endif
+
 typedef struct {
     float *dinp;
     float *dgamma;
@@ -577,6 +598,13 @@ static void bn_bwd_eval_task(void *ctx, int t, int nt) {
         (int)hi);
 }
 
+#if DG_HAVE_AVX2
+/* bn_bwd_eval_task built for AVX2 (dg_internal.h): the same values */
+DG_AVX2_CLONE static void bn_bwd_eval_task_avx2(void *ctx, int t, int nt) {
+    bn_bwd_eval_task(ctx, t, nt);
+}
+#endif
+
 dg_status dg_batchnorm_forward(float *out, float *mean, float *rstd,
                                float *running_mean, float *running_var,
                                const float *inp, const float *gamma,
@@ -597,7 +625,7 @@ dg_status dg_batchnorm_forward(float *out, float *mean, float *rstd,
     }
     bn_fwd_job j = {out, mean, rstd, running_mean, running_var, inp, gamma, beta, N, C, HW,
                     eps, momentum, M};
-    dg_parallel(bn_fwd_task, &j, bn_tasks(N, C, HW));
+    dg_parallel(DG_FOR_CPU(bn_fwd_task), &j, bn_tasks(N, C, HW));
     return DG_STATUS_OK;
 }
 
@@ -615,7 +643,7 @@ dg_status dg_batchnorm_forward_eval(float *out, const float *inp,
     }
     if (bad_eps(eps)) return DG_STATUS_ERR_VALUE;
     bn_fwd_eval_job j = {out, inp, running_mean, running_var, gamma, beta, N, C, HW, eps};
-    dg_parallel(bn_fwd_eval_task, &j, bn_tasks(N, C, HW));
+    dg_parallel(DG_FOR_CPU(bn_fwd_eval_task), &j, bn_tasks(N, C, HW));
     return DG_STATUS_OK;
 }
 
@@ -632,7 +660,7 @@ dg_status dg_batchnorm_backward(float *dinp, float *dgamma, float *dbeta,
     if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
     size_t M = (size_t)N * (size_t)HW;
     bn_bwd_job j = {dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, N, C, HW, M};
-    dg_parallel(bn_bwd_task, &j, bn_tasks(N, C, HW));
+    dg_parallel(DG_FOR_CPU(bn_bwd_task), &j, bn_tasks(N, C, HW));
     return DG_STATUS_OK;
 }
 
@@ -654,6 +682,6 @@ dg_status dg_batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta,
     if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
     bn_bwd_eval_job j = {dinp, dgamma, dbeta, dout, inp, running_mean, running_var, gamma,
                          N, C, HW, eps};
-    dg_parallel(bn_bwd_eval_task, &j, bn_tasks(N, C, HW));
+    dg_parallel(DG_FOR_CPU(bn_bwd_eval_task), &j, bn_tasks(N, C, HW));
     return DG_STATUS_OK;
 }

@@ -389,9 +389,8 @@ static void col2im_planes_rev(float *img, const float *col, int assign, const fl
  * (im2col_planes_tab, col2im_planes_rev: ~4 instructions per element). The
  * values are the same bits: im2col copies, and col2im adds each pixel's entries
  * onto its start value in increasing tap k, as col2im_planes_rev does (a pixel
- * takes at most one entry per tap). Used when the CPU has AVX2 (checked per
- * call; dg_conv_set_simd(0) turns it off, for the tests). */
-#if defined(__GNUC__) && defined(__x86_64__)
+ * takes at most one entry per tap). Used when dg_avx2() says so, per call. */
+#if DG_HAVE_AVX2
 #define DG_K4S2 1
 #include <immintrin.h>
 #endif
@@ -403,16 +402,12 @@ static void col2im_planes_rev(float *img, const float *col, int assign, const fl
  * room for an 8-float access starting at any of them. */
 #define K4S2_LD (K4S2_MAX / 2 + 16)
 
-static int conv_simd = 1;
-
-void dg_conv_set_simd(int on) { conv_simd = on != 0; }
-
 static int k4s2_ok(int IH, int IW, int KH, int KW, int SH, int SW, int PH, int PW,
                    int GH, int GW) {
 #if DG_K4S2
-    return conv_simd && KH == 4 && KW == 4 && SH == 2 && SW == 2 && PH == 1 && PW == 1 &&
+    return KH == 4 && KW == 4 && SH == 2 && SW == 2 && PH == 1 && PW == 1 &&
            IH == 2 * GH && IW == 2 * GW && GH >= 2 && GW >= 2 && IH <= K4S2_MAX &&
-           IW <= K4S2_MAX && __builtin_cpu_supports("avx2");
+           IW <= K4S2_MAX && dg_avx2();
 #else
     (void)IH; (void)IW; (void)KH; (void)KW; (void)SH; (void)SW; (void)PH; (void)PW;
     (void)GH; (void)GW;

@@ -66,6 +66,18 @@ const char *dg_status_str(dg_status s) {
 
 const char *dg_blas_name(void) { return DG_BLAS_NAME; }
 
+static int simd_on = 1;
+
+void dg_set_simd(int on) { simd_on = on != 0; }
+
+int dg_avx2(void) {
+#if DG_HAVE_AVX2
+    return simd_on && __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
 
 
 /* Once per process: the pool starts with the thread count OpenBLAS chose at

@@ -50,12 +50,30 @@ int dg_threads_get(void);
 void dg_threads_init(void);
 
 /* ------------------------------------------------------------------------- */
-/* Convolutions (dg_conv.c)                                                   */
+/* AVX2 paths                                                                 */
 /* ------------------------------------------------------------------------- */
 
-/* The AVX2 im2col/col2im of 4x4, stride-2, padding-1 convolutions on (1, the
- * default, where the CPU has AVX2) or off (the portable loops, same bits).
- * Not thread-safe: for tests, between calls. */
-void dg_conv_set_simd(int on);
+/* The core is built for baseline x86-64. Some loops also have an AVX2 build:
+ * the im2col/col2im of 4x4, stride-2, padding-1 convolutions (dg_conv.c, code
+ * of their own), and batch norm and the activations (the same C compiled a
+ * second time for AVX2, through a DG_AVX2_CLONE wrapper). They run when
+ * dg_avx2() is 1: the CPU has AVX2 and dg_set_simd has not turned them off.
+ * They give the same bits as the baseline loops, which the C test checks by
+ * running both. dg_set_simd is for the tests, between calls (not thread-safe). */
+void dg_set_simd(int on);
+int dg_avx2(void);
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#define DG_HAVE_AVX2 1
+/* f_avx2 DG_AVX2_CLONE calling f: f and every function it calls inlined into
+ * f_avx2 and compiled for AVX2 (no FMA: a * b + c stays two roundings, as in
+ * the baseline build, so the values are the same bits). */
+#define DG_AVX2_CLONE __attribute__((target("avx2"), flatten))
+/* f_avx2 when dg_avx2() says so, else f */
+#define DG_FOR_CPU(f) (dg_avx2() ? f##_avx2 : f)
+#else
+#define DG_HAVE_AVX2 0
+#define DG_FOR_CPU(f) (f)
+#endif
 
 #endif /* DG_INTERNAL_H */

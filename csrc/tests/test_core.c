@@ -806,9 +806,9 @@ static void test_conv_simd(void) {
             size_t m = conv_simd_floats(g);
             float *fast = falloc(m), *slow = falloc(m);
             conv_simd_run(g, transposed, fast);
-            dg_conv_set_simd(0);
+            dg_set_simd(0);
             conv_simd_run(g, transposed, slow);
-            dg_conv_set_simd(1);
+            dg_set_simd(1);
             CHECK(same_floats(fast, slow, m),
                   "%s N=%d C=%d %dx%d OC=%d K=4 S=2 P=1: AVX2 path bit-identical to the "
                   "portable one (forward, backward onto -0/inf/NaN)",
@@ -816,6 +816,80 @@ static void test_conv_simd(void) {
             conv_case(g, transposed);
             free(fast); free(slow);
         }
+    }
+}
+
+/* Batch norm (training and eval, forward and backward) and every activation
+ * forward and backward on one (N, C, HW) tensor whose values include -0, inf,
+ * NaN and subnormals; the results one after the other in res (returns their
+ * count, at most simd_elementwise_floats). */
+static size_t simd_elementwise_floats(int N, int C, int HW) {
+    return 14 * (size_t)N * C * HW + 6 * (size_t)C;
+}
+
+static size_t simd_elementwise_run(float *res, int N, int C, int HW) {
+    size_t n = (size_t)N * C * HW;
+    uint64_t seed = rng_state;
+    float *x = frandn(n), *dy = frandn(n), *g = frandn(C), *b = frandn(C);
+    float *rm = frandn(C), *rv = frandn(C);
+    for (int c = 0; c < C; c++) rv[c] = 1.0f + 0.5f * fabsf(rv[c]);
+    static const float special[] = {-0.0f, 0.0f, INFINITY, -INFINITY, NAN, 1e-40f, -1e-40f, 30.0f};
+    float *xs = fcopy(x, n);   /* the activations also see the special values */
+    for (size_t i = 0; i < n && i < 8; i++) xs[i * 7 % n] = special[i];
+    float *o = res;
+    float *mean = o + n, *rstd = mean + C;
+    dg_batchnorm_forward(o, mean, rstd, rm, rv, x, g, b, N, C, HW, 1e-5f, 0.1f);
+    o = rstd + C;
+    float *dx = o, *dg = o + n, *db = dg + C;
+    for (size_t i = 0; i < n; i++) dx[i] = 0.25f;
+    memset(dg, 0, 2 * (size_t)C * sizeof(float));
+    dg_batchnorm_backward(dx, dg, db, dy, x, mean, rstd, g, N, C, HW);
+    o = db + C;
+    dg_batchnorm_forward_eval(o, x, rm, rv, g, b, N, C, HW, 1e-5f);
+    o += n;
+    float *ex = o, *eg = o + n, *eb = eg + C;
+    memset(ex, 0, (n + 2 * (size_t)C) * sizeof(float));
+    dg_batchnorm_backward_eval(ex, eg, eb, dy, x, rm, rv, g, N, C, HW, 1e-5f);
+    o = eb + C;
+    dg_relu_forward(o, xs, n); o += n;
+    dg_leaky_relu_forward(o, xs, 0.2f, n); o += n;
+    dg_tanh_forward(o, xs, n); o += n;
+    dg_sigmoid_forward(o, xs, n); o += n;
+    for (int k = 0; k < 4; k++) {
+        float *d = o;
+        for (size_t i = 0; i < n; i++) d[i] = 0.5f;   /* backward accumulates */
+        if (k == 0) dg_relu_backward(d, dy, xs, n);
+        if (k == 1) dg_leaky_relu_backward(d, dy, xs, 0.2f, n);
+        if (k == 2) dg_tanh_backward(d, dy, res + 6 * n + 6 * (size_t)C, n);
+        if (k == 3) dg_sigmoid_backward(d, dy, res + 7 * n + 6 * (size_t)C, n);
+        o += n;
+    }
+    rng_state = seed;   /* the same inputs for the next run */
+    free(x); free(dy); free(g); free(b); free(rm); free(rv); free(xs);
+    return (size_t)(o - res);
+}
+
+/* Batch norm and the activations built for AVX2 against their baseline build
+ * (dg_internal.h): the same bits, on shapes whose runs end on every lane. */
+static void test_simd_elementwise(void) {
+    printf("# batch norm and activations: AVX2 build\n");
+    /* N, C, HW: flat (HW = 1), DCGAN's planes, odd lengths */
+    static const int shapes[][3] = {
+        {4, 37, 1}, {64, 300, 1}, {3, 5, 49}, {2, 7, 196}, {5, 3, 13}, {1, 2, 1000}, {9, 1, 7},
+    };
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int N = shapes[k][0], C = shapes[k][1], HW = shapes[k][2];
+        size_t m = simd_elementwise_floats(N, C, HW);
+        float *fast = falloc(m), *slow = falloc(m);
+        size_t got = simd_elementwise_run(fast, N, C, HW);
+        dg_set_simd(0);
+        simd_elementwise_run(slow, N, C, HW);
+        dg_set_simd(1);
+        CHECK(got <= m && same_floats(fast, slow, got),
+              "N=%d C=%d HW=%d: batch norm (train, eval; forward, backward) and relu, leaky "
+              "relu, tanh, sigmoid (forward, backward) bit-identical with and without AVX2",
+              N, C, HW);
+        free(fast); free(slow);
     }
 }
 
@@ -1286,6 +1360,7 @@ int main(void) {
     test_conv();
     test_conv_keep();
     test_conv_simd();
+    test_simd_elementwise();
     test_batchnorm();
     test_threads();
     int misc_fail = test_act() + test_embed() + test_loss() + test_adam() + test_rng();
