@@ -61,7 +61,6 @@ static void act_task(void *ctx, int t, int nt) {
     if (lo < hi) act_kernel(j, lo, hi);
 }
 
-
 static dg_status act_run(int kind, float *out, const float *a, const float *b,
                          float slope, size_t n) {
     act_job j = {kind, out, a, b, slope, n};

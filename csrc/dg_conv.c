@@ -49,7 +49,9 @@
  * im2col/col2im visit one input plane at a time and all its kernel taps while
  * it is in cache; the window ranges of each tap are computed once per call,
  * so the inner loops (over a contiguous output row) hold no division; small
- * geometries use a table of tap offsets instead (see im2col_planes_tab).
+ * geometries use a table of tap offsets instead (see im2col_planes_tab), and
+ * 4x4 stride-2 padding-1 kernels an AVX2 path where the CPU has it (see
+ * im2col_k4s2).
  *
  * Threads: a forward, and conv2d's input gradient (a pass of its own after the
  * weight gradient), of a batch run as one task per thread over ranges of images

@@ -66,6 +66,7 @@ const char *dg_status_str(dg_status s) {
 
 const char *dg_blas_name(void) { return DG_BLAS_NAME; }
 
+/* The AVX2 paths' switch (dg_internal.h). */
 static int simd_on = 1;
 
 void dg_set_simd(int on) { simd_on = on != 0; }
@@ -77,8 +78,6 @@ int dg_avx2(void) {
     return 0;
 #endif
 }
-
-
 
 /* Once per process: the pool starts with the thread count OpenBLAS chose at
  * load (OPENBLAS_NUM_THREADS, else the cores), and OpenBLAS drops to one. */

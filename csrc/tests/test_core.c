@@ -786,12 +786,16 @@ static void conv_simd_run(const conv_geom *g, int transposed, float *res) {
  * conv2d case also runs as the transposed convolution that is its adjoint (the
  * input and output planes swapped), and every case is checked against the naive
  * loops too. */
-static void test_conv_simd(void) {
-    printf("# conv: AVX2 paths of 4x4 stride-2 padding-1 kernels\n");
+static void note_if_no_avx2(void) {
 #if defined(__GNUC__) && defined(__x86_64__)
     if (!__builtin_cpu_supports("avx2"))
 #endif
-        printf("  note: this CPU has no AVX2: both runs below take the portable loops\n");
+        printf("  note: this CPU has no AVX2: both runs below take the baseline loops\n");
+}
+
+static void test_conv_simd(void) {
+    printf("# conv: AVX2 paths of 4x4 stride-2 padding-1 kernels\n");
+    note_if_no_avx2();
     /* N, C, H, W, OC of conv2d k4 s2 p1 -> (H/2, W/2) */
     static const int planes[][5] = {
         {3, 5, 14, 14, 6}, {2, 3, 28, 28, 4}, {2, 2, 4, 4, 3}, {2, 3, 6, 10, 2},
@@ -873,6 +877,7 @@ static size_t simd_elementwise_run(float *res, int N, int C, int HW) {
  * (dg_internal.h): the same bits, on shapes whose runs end on every lane. */
 static void test_simd_elementwise(void) {
     printf("# batch norm and activations: AVX2 build\n");
+    note_if_no_avx2();
     /* N, C, HW: flat (HW = 1), DCGAN's planes, odd lengths */
     static const int shapes[][3] = {
         {4, 37, 1}, {64, 300, 1}, {3, 5, 49}, {2, 7, 196}, {5, 3, 13}, {1, 2, 1000}, {9, 1, 7},
