@@ -417,7 +417,25 @@ static int k4s2_ok(int IH, int IW, int KH, int KW, int SH, int SW, int PH, int P
 #endif
 }
 
+/* Whether col2im (conv_task) starts each pixel at its bias itself (the k4s2 and
+ * per-pixel gather paths); the other paths add onto an image the caller filled. */
+static int col2im_from_bias(int IH, int IW, int KH, int KW, int SH, int SW, int PH,
+                            int PW, int GH, int GW) {
+    return k4s2_ok(IH, IW, KH, KW, SH, SW, PH, PW, GH, GW) ||
+           use_rev(IH, IW, KH, KW, SH, SW, GH, GW);
+}
+
 #if DG_K4S2
+/* Offset of plane q = c * nb + i (channel c of image i) in an (nb, CI, hw) tensor. */
+static inline size_t k4s2_plane(size_t q, int nb, int CI, size_t hw) {
+    return (q % (size_t)nb * (size_t)CI + q / (size_t)nb) * hw;
+}
+
+/* Offset of plane q's first entry (tap 0) in a col matrix of 16 taps per channel. */
+static inline size_t k4s2_col(size_t q, int nb, size_t ldcol, size_t ghw) {
+    return q / (size_t)nb * 16 * ldcol + q % (size_t)nb * ghw;
+}
+
 /* An int mask of the first n lanes (0 <= n <= 8). */
 __attribute__((target("avx2"))) static inline __m256i k4s2_lanes(int n) {
     static const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -466,12 +484,9 @@ static void im2col_k4s2(float *col, size_t ldcol, const float *img, int nb, int 
     for (int h = 0; h < 2; h++)   /* the padding, never written below */
         memset(eo[h], 0, (size_t)(IH + 2) * K4S2_LD * sizeof(float));
     for (size_t q = q0; q < q1; q++) {
-        size_t c = q / (size_t)nb, i = q % (size_t)nb;
-        const float *src = img + (i * (size_t)CI + c) * ihw;
-        if (q + 1 < q1) {
-            size_t c1 = (q + 1) / (size_t)nb, i1 = (q + 1) % (size_t)nb;
-            k4s2_prefetch(img + (i1 * (size_t)CI + c1) * ihw, ihw);
-        }
+        const float *src = img + k4s2_plane(q, nb, CI, ihw);
+        float *dst0 = col + k4s2_col(q, nb, ldcol, ghw);
+        if (q + 1 < q1) k4s2_prefetch(img + k4s2_plane(q + 1, nb, CI, ihw), ihw);
         for (int r = 0; r < IH; r++) {
             float *e = eo[0] + (size_t)(r + 1) * K4S2_LD + 1, *o = eo[1] + (size_t)(r + 1) * K4S2_LD;
             for (int s0 = 0; s0 < IW; s0 += 16) {
@@ -483,7 +498,7 @@ static void im2col_k4s2(float *col, size_t ldcol, const float *img, int nb, int 
         }
         for (int k = 0; k < 16; k++) {
             int kh = k >> 2, kw = k & 3;
-            float *dst = col + (c * 16 + (size_t)k) * ldcol + i * ghw;
+            float *dst = dst0 + (size_t)k * ldcol;
             const float *X = eo[kw & 1] + (size_t)kh * K4S2_LD + (kw >> 1);
             for (int oh = 0; oh < GH; oh++) {
                 const float *x = X + (size_t)2 * oh * K4S2_LD;
@@ -524,13 +539,13 @@ static void col2im_k4s2(float *img, const float *col, int assign, const float *b
     for (int p = 0; p < 4; p++)   /* every float read defined, borders included */
         memset(ph[p], 0, (size_t)(GH + 2) * K4S2_LD * sizeof(float));
     for (size_t q = q0; q < q1; q++) {
-        size_t c = q / (size_t)nb, i = q % (size_t)nb;
-        float *dst = img + (i * (size_t)CI + c) * pix;
-        const float *src = col + c * 16 * ldcol + i * ghw;
+        size_t c = q / (size_t)nb;
+        float *dst = img + k4s2_plane(q, nb, CI, pix);
+        const float *src = col + k4s2_col(q, nb, ldcol, ghw);
         if (q + 1 < q1) {
-            size_t c1 = (q + 1) / (size_t)nb, i1 = (q + 1) % (size_t)nb;
-            for (int k = 0; k < 16; k++) k4s2_prefetch(col + (c1 * 16 + (size_t)k) * ldcol + i1 * ghw, ghw);
-            if (!assign) k4s2_prefetch(img + (i1 * (size_t)CI + c1) * pix, pix);
+            const float *next = col + k4s2_col(q + 1, nb, ldcol, ghw);
+            for (int k = 0; k < 16; k++) k4s2_prefetch(next + (size_t)k * ldcol, ghw);
+            if (!assign) k4s2_prefetch(img + k4s2_plane(q + 1, nb, CI, pix), pix);
         }
         /* start values: the image's pixels, or the bias */
         if (assign) {
@@ -939,8 +954,7 @@ static void rows_run(int kind, float *dst, const float *src, const float *bias, 
 static void col2im_bias(float *img, const float *col, const float *bias, size_t ldcol,
                         int nb, int CI, int IH, int IW, int KH, int KW, int SH, int SW,
                         int PH, int PW, int GH, int GW) {
-    if (!use_rev(IH, IW, KH, KW, SH, SW, GH, GW) &&
-        !k4s2_ok(IH, IW, KH, KW, SH, SW, PH, PW, GH, GW)) {
+    if (!col2im_from_bias(IH, IW, KH, KW, SH, SW, PH, PW, GH, GW)) {
         rows_run(J_FILL_BIAS, img, NULL, bias, nb, (size_t)CI, (size_t)IH * IW);
     }
     conv_job j = {.kind = J_COL2IM_BIAS, .dst = img, .src = col, .ld = ldcol,
