@@ -791,8 +791,8 @@ class Network:
         return dy
 
     def zero_grad(self):
-        """Set every parameter gradient to 0 (one pass over ``grads``, on the core's
-        threads: 2.5x faster than ``grads.fill(0)`` at one thread here)."""
+        """Set every parameter gradient to 0: one memset of ``grads`` on the core's
+        threads (``_core._zero``, as :meth:`buf` does)."""
         _core._zero(self.grads)
 
     @contextlib.contextmanager

@@ -6,6 +6,8 @@
 * ``torch``: PyTorch imported lazily (skips when missing), pinned to one thread so its
   float32 reductions run in a fixed order.
 * ``impl``: the implementation under test, ``distgan.reference`` or ``distgan.ops``.
+* ``subprocess_env(**extra)``: the environment for a child Python that must import this
+  checkout's distgan.
 """
 import os
 import sys
@@ -18,6 +20,16 @@ if ROOT not in sys.path:                        # the in-place build of distgan.
     sys.path.insert(0, ROOT)
 
 SEED = 20240607
+
+
+def subprocess_env(**extra):
+    """``os.environ`` updated with ``extra``, with the repository root first on
+    PYTHONPATH (the entries already there kept after it, empty ones dropped: an empty
+    entry would put the child's working directory on its path)."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
 
 
 def rel_err(a, b):

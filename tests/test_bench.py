@@ -5,7 +5,6 @@ ratios that are those times' quotient. It also writes its block into a markdown 
 between the markers, keeping the rest of the file, and a failing worker surfaces as
 an error that carries the worker's own message.
 """
-import os
 import re
 import subprocess
 import sys
@@ -14,16 +13,10 @@ import pytest
 
 pytest.importorskip("torch")
 
+from conftest import subprocess_env  # noqa: E402
 from distgan import bench  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNIT = {"µs": 1e-6, "ms": 1e-3}
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
 def _seconds(cell):
@@ -36,7 +29,7 @@ def test_quick_run_prints_every_row_and_writes_its_block(tmp_path):
     doc.write_text("# Title\n\nbefore\n\n" + bench.MARK_BEGIN + "\nold table\n" + bench.MARK_END
                    + "\n\nafter\n")
     out = subprocess.run([sys.executable, "-m", "distgan.bench", "--quick", "--threads", "1",
-                          "--output", str(doc)], capture_output=True, text=True, env=_env(),
+                          "--output", str(doc)], capture_output=True, text=True, env=subprocess_env(),
                          timeout=600)
     assert out.returncode == 0, out.stderr
     rows = {}

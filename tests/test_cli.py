@@ -5,7 +5,6 @@ per command); ``python -m distgan`` is checked once in a subprocess. distgan's c
 go to a temporary folder.
 """
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import subprocess_env
 from distgan import cli, datasets
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_help(command, capsys):
 
 
 def test_python_m_distgan():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = subprocess_env()
     r = subprocess.run([sys.executable, "-m", "distgan", "demo", "--help"], capture_output=True,
                        text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -4,12 +4,13 @@ Each runs in a subprocess in a temporary folder with DISTGAN_QUICK=1 (the script
 read it shrink themselves) and the arguments below; a script not listed here runs with
 DISTGAN_QUICK=1 alone, so a new example must honour it (or get an entry here).
 """
-import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+
+from conftest import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "examples").glob("*.py"))
@@ -50,8 +51,6 @@ def _prepare_report(folder, cache):
     a tiny teacher, and a tiny classifier put where the script's cache lookup finds it
     (so it does not train the real one for minutes)."""
     import distgan
-    from distgan.classifier import Classifier
-    from distgan.evaluate import classifier_path
 
     threads = distgan.get_num_threads()
     distgan.set_num_threads(1)
@@ -90,9 +89,8 @@ def _have_fashion_mnist():
 
 
 def _env(tmp_path):
-    return dict(os.environ, DISTGAN_QUICK="1", MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1",
-                DISTGAN_CACHE=str(tmp_path / "cache"),
-                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess_env(DISTGAN_QUICK="1", MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1",
+                          DISTGAN_CACHE=str(tmp_path / "cache"))
 
 
 def test_there_are_examples():

@@ -4,10 +4,11 @@ Each is executed with nbclient on the ``python3`` kernel with DISTGAN_QUICK=1 (t
 settings: seconds per notebook), in a temporary folder, with distgan's caches in a
 temporary folder too. The notebooks in git carry no outputs.
 """
-import os
 import pathlib
 
 import pytest
+
+from conftest import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -45,8 +46,7 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("DISTGAN_QUICK", "1")
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     monkeypatch.setenv("DISTGAN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])
     monkeypatch.delenv("MPLBACKEND", raising=False)   # the kernel picks its inline backend
     monkeypatch.delenv("DISTGAN_TEACHER", raising=False)
     nb = nbformat.read(path, as_version=4)

@@ -3,17 +3,14 @@
 matplotlib is switched to Agg by distgan.plot itself when no backend is chosen; the
 subprocess test checks that on a machine without a display.
 """
-import os
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from conftest import subprocess_env
 from distgan import plot
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -148,8 +145,8 @@ def test_headless_without_display(tmp_path):
         "p.scatter(np.zeros((5, 2)), path='s.png')\n"
         "p.grid(np.zeros((4, 1, 4, 4), np.float32), path='g.png')\n"
         "print(matplotlib.get_backend())\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND", "WAYLAND_DISPLAY")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = {k: v for k, v in subprocess_env().items()
+           if k not in ("DISPLAY", "MPLBACKEND", "WAYLAND_DISPLAY")}
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -34,19 +34,16 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from conftest import subprocess_env
 import distgan
 from distgan import CheckpointError, models
 from distgan.datasets import DatasetError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEBIAN = "/usr/share/datasets/fashion-mnist"
 
 
 def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return subprocess_env(PYTHONUNBUFFERED="1")
 
 
 def _spawn(code, tmp_path):

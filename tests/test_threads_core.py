@@ -8,7 +8,6 @@
 * the SSE2 tanh (Cephes' algorithm) against float64 tanh, and tanh and the normal
   draws split over the pool: the same bits at every thread count.
 """
-import os
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 import distgan
+from conftest import subprocess_env
 from distgan import _core
 
 
@@ -171,11 +171,8 @@ def test_first_conv_call_of_a_process_gives_the_later_calls_bits():
         "for y in ys:\n"
         "    _core._conv2d_forward(y, ws, x, w, None, 2, 2, 1, 1)\n"
         "print(np.array_equal(ys[0], ys[1]), np.array_equal(ys[1], ys[2]))\n")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(distgan.__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=subprocess_env(OPENBLAS_NUM_THREADS="2"),
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
 
