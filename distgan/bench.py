@@ -66,14 +66,14 @@ DISTILL_WEIGHTS = {"out": 1.0, "kd": 1.0, "cls": 0.0, "feat": 0.0, "adv": 0.02}
 MARK_BEGIN = "<!-- bench:begin -->"
 MARK_END = "<!-- bench:end -->"
 
-# (key, label) of the timed workloads, in the order of the table
+# (key, label, how it is timed: see _plan) of the timed workloads, in the order of the table
 WORKLOADS = [
-    ("train", "(a) train step, dcgan(1.0), batch 64"),
-    ("distill", "(b) distill step, 1.0 -> 0.25, batch 64"),
-    ("sample_t1", "(c) sample teacher, batch 1"),
-    ("sample_s1", "(c) sample student, batch 1"),
-    ("sample_t256", "(c) sample teacher, batch 256"),
-    ("sample_s256", "(c) sample student, batch 256"),
+    ("train", "(a) train step, dcgan(1.0), batch 64", "step"),
+    ("distill", "(b) distill step, 1.0 -> 0.25, batch 64", "step"),
+    ("sample_t1", "(c) sample teacher, batch 1", "small"),
+    ("sample_s1", "(c) sample student, batch 1", "small"),
+    ("sample_t256", "(c) sample teacher, batch 256", "big"),
+    ("sample_s256", "(c) sample student, batch 256", "big"),
 ]
 
 
@@ -98,8 +98,7 @@ def _timeit(fn, warmup, iters):
 # weights and buffers back into cache after the other worker's turn, as in a run of
 # consecutive calls: one training step or batch-256 sample before two timed ones, five
 # batch-1 samples before 25.
-_KIND = {"train": "step", "distill": "step", "sample_t1": "small", "sample_s1": "small",
-         "sample_t256": "big", "sample_s256": "big"}
+_KIND = {key: kind for key, _, kind in WORKLOADS}
 
 
 def _plan(key, quick):
@@ -441,7 +440,7 @@ def _run_pair(threads, quick, torch_first):
     workers = [_Worker(fw, threads, quick) for fw in ("distgan", "torch")]
     try:
         times = [{}, {}]
-        for key, _ in WORKLOADS:
+        for key, _, _ in WORKLOADS:
             for w in workers:
                 got = w.recv("ready")
                 if got != key:
@@ -509,19 +508,20 @@ def summarize(runs, threads_list):
     for t in threads_list:
         for fw in ("distgan", "torch"):
             rs = [r for r in runs if r["threads"] == t and r["framework"] == fw]
-            a = {k: statistics.median([x for r in rs for x in r["times"][k]]) for k, _ in WORKLOADS}
+            a = {k: statistics.median([x for r in rs for x in r["times"][k]])
+                 for k, _, _ in WORKLOADS}
             a["peak_mem_train"] = statistics.median([r["peak_mem_train"] for r in rs])
             for k in ("train_gflop", "dg_sgemm_gflops", "cblas_sgemm_gflops", "blas", "version"):
                 vals = [r[k] for r in rs if k in r]
                 if vals:
                     a[k] = statistics.median(vals) if not isinstance(vals[0], str) else vals[0]
             a["run_medians"] = {k: [statistics.median(r["times"][k]) for r in rs]
-                                for k, _ in WORKLOADS}
+                                for k, _, _ in WORKLOADS}
             agg[(t, fw)] = a
     lines.append("| workload | threads | distgan | PyTorch | PyTorch time / distgan time | "
                  "per run pair, min-max |")
     lines.append("|---|---|---|---|---|---|")
-    for k, label in WORKLOADS:
+    for k, label, _ in WORKLOADS:
         for t in threads_list:
             d, p = agg[(t, "distgan")][k], agg[(t, "torch")][k]
             # the r-th distgan run against the r-th torch run (run one after the other)

@@ -37,7 +37,7 @@ def test_quick_run_prints_every_row_and_writes_its_block(tmp_path):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 6 and cells[0].startswith("("):
             rows[cells[0]] = cells
-    assert set(rows) == {label for _, label in bench.WORKLOADS}
+    assert set(rows) == {label for _, label, _ in bench.WORKLOADS}
     for label, (_, threads, d, p, ratio, spread) in rows.items():
         assert threads == "1"
         td, tp = _seconds(d), _seconds(p)
