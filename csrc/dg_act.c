@@ -50,9 +50,6 @@ typedef struct {
 } act_job;
 
 static void act_kernel(const act_job *j, size_t lo, size_t hi);
-#if DG_HAVE_AVX2
-static void act_task_avx2(void *ctx, int t, int nt);
-#endif
 
 static void act_task(void *ctx, int t, int nt) {
     const act_job *j = (const act_job *)ctx;
@@ -60,6 +57,9 @@ static void act_task(void *ctx, int t, int nt) {
     dg_split(j->n, 16, t, nt, &lo, &hi);
     if (lo < hi) act_kernel(j, lo, hi);
 }
+
+/* act_task built for AVX2 (dg_internal.h): the same values */
+DG_AVX2_TASK(act_task)
 
 static dg_status act_run(int kind, float *out, const float *a, const float *b,
                          float slope, size_t n) {
@@ -334,10 +334,3 @@ static void act_kernel(const act_job *j, size_t lo, size_t hi) {
     case A_ZERO: memset(o, 0, n * sizeof(float)); break;
     }
 }
-
-#if DG_HAVE_AVX2
-/* act_task built for AVX2 (dg_internal.h): the same values */
-DG_AVX2_CLONE static void act_task_avx2(void *ctx, int t, int nt) {
-    act_task(ctx, t, nt);
-}
-#endif

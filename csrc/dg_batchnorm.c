@@ -399,12 +399,8 @@ static void bn_fwd_task(void *ctx, int t, int nt) {
         (int)hi);
 }
 
-#if DG_HAVE_AVX2
 /* bn_fwd_task built for AVX2 (dg_internal.h): the same values */
-DG_AVX2_CLONE static void bn_fwd_task_avx2(void *ctx, int t, int nt) {
-    bn_fwd_task(ctx, t, nt);
-}
-#endif
+DG_AVX2_TASK(bn_fwd_task)
 
 typedef struct {
     float *out;
@@ -468,12 +464,8 @@ static void bn_fwd_eval_task(void *ctx, int t, int nt) {
         j->gamma, j->beta, j->N, j->C, j->HW, j->eps, (int)lo, (int)hi);
 }
 
-#if DG_HAVE_AVX2
 /* bn_fwd_eval_task built for AVX2 (dg_internal.h): the same values */
-DG_AVX2_CLONE static void bn_fwd_eval_task_avx2(void *ctx, int t, int nt) {
-    bn_fwd_eval_task(ctx, t, nt);
-}
-#endif
+DG_AVX2_TASK(bn_fwd_eval_task)
 
 typedef struct {
     float *dinp;
@@ -534,12 +526,8 @@ static void bn_bwd_task(void *ctx, int t, int nt) {
         j->rstd, j->gamma, j->N, j->C, j->HW, j->M, (int)lo, (int)hi);
 }
 
-#if DG_HAVE_AVX2
 /* bn_bwd_task built for AVX2 (dg_internal.h): the same values */
-DG_AVX2_CLONE static void bn_bwd_task_avx2(void *ctx, int t, int nt) {
-    bn_bwd_task(ctx, t, nt);
-}
-#endif
+DG_AVX2_TASK(bn_bwd_task)
 
 typedef struct {
     float *dinp;
@@ -598,12 +586,8 @@ static void bn_bwd_eval_task(void *ctx, int t, int nt) {
         (int)hi);
 }
 
-#if DG_HAVE_AVX2
 /* bn_bwd_eval_task built for AVX2 (dg_internal.h): the same values */
-DG_AVX2_CLONE static void bn_bwd_eval_task_avx2(void *ctx, int t, int nt) {
-    bn_bwd_eval_task(ctx, t, nt);
-}
-#endif
+DG_AVX2_TASK(bn_bwd_eval_task)
 
 dg_status dg_batchnorm_forward(float *out, float *mean, float *rstd,
                                float *running_mean, float *running_var,

@@ -393,7 +393,6 @@ static void col2im_planes_rev(float *img, const float *col, int assign, const fl
  * onto its start value in increasing tap k, as col2im_planes_rev does (a pixel
  * takes at most one entry per tap). Used when dg_avx2() says so, per call. */
 #if DG_HAVE_AVX2
-#define DG_K4S2 1
 #include <immintrin.h>
 #endif
 
@@ -406,7 +405,7 @@ static void col2im_planes_rev(float *img, const float *col, int assign, const fl
 
 static int k4s2_ok(int IH, int IW, int KH, int KW, int SH, int SW, int PH, int PW,
                    int GH, int GW) {
-#if DG_K4S2
+#if DG_HAVE_AVX2
     return KH == 4 && KW == 4 && SH == 2 && SW == 2 && PH == 1 && PW == 1 &&
            IH == 2 * GH && IW == 2 * GW && GH >= 2 && GW >= 2 && IH <= K4S2_MAX &&
            IW <= K4S2_MAX && dg_avx2();
@@ -425,7 +424,7 @@ static int col2im_from_bias(int IH, int IW, int KH, int KW, int SH, int SW, int 
            use_rev(IH, IW, KH, KW, SH, SW, GH, GW);
 }
 
-#if DG_K4S2
+#if DG_HAVE_AVX2
 /* Offset of plane q = c * nb + i (channel c of image i) in an (nb, CI, hw) tensor. */
 static inline size_t k4s2_plane(size_t q, int nb, int CI, size_t hw) {
     return (q % (size_t)nb * (size_t)CI + q / (size_t)nb) * hw;
@@ -855,7 +854,7 @@ static void conv_task(void *ctx, int t, int nt) {
     if (lo >= hi) return;
     switch (j->kind) {
     case J_IM2COL:
-#if DG_K4S2
+#if DG_HAVE_AVX2
         if (k4s2_ok(j->IH, j->IW, j->KH, j->KW, j->SH, j->SW, j->PH, j->PW, j->GH, j->GW)) {
             im2col_k4s2(j->dst, j->ld, j->src, j->nb, j->CI, j->IH, j->IW, lo, hi);
             break;
@@ -871,7 +870,7 @@ static void conv_task(void *ctx, int t, int nt) {
         break;
     case J_COL2IM:
     case J_COL2IM_BIAS:
-#if DG_K4S2
+#if DG_HAVE_AVX2
         if (k4s2_ok(j->IH, j->IW, j->KH, j->KW, j->SH, j->SW, j->PH, j->PW, j->GH, j->GW)) {
             col2im_k4s2(j->dst, j->src, j->kind == J_COL2IM_BIAS, j->bias, j->ld, j->nb,
                         j->CI, j->IH, j->IW, lo, hi);

@@ -56,7 +56,7 @@ void dg_threads_init(void);
 /* The core is built for baseline x86-64. Some loops also have an AVX2 build:
  * the im2col/col2im of 4x4, stride-2, padding-1 convolutions (dg_conv.c, code
  * of their own), and batch norm and the activations (the same C compiled a
- * second time for AVX2, through a DG_AVX2_CLONE wrapper). They run when
+ * second time for AVX2, through DG_AVX2_TASK). They run when
  * dg_avx2() is 1: the CPU has AVX2 and dg_set_simd has not turned them off.
  * They give the same bits as the baseline loops, which the C test checks by
  * running both. dg_set_simd is for the tests, between calls (not thread-safe). */
@@ -69,10 +69,14 @@ int dg_avx2(void);
  * f_avx2 and compiled for AVX2 (no FMA: a * b + c stays two roundings, as in
  * the baseline build, so the values are the same bits). */
 #define DG_AVX2_CLONE __attribute__((target("avx2"), flatten))
+/* Defines f_avx2, the task function f (a dg_task_fn) built for AVX2. */
+#define DG_AVX2_TASK(f) \
+    DG_AVX2_CLONE static void f##_avx2(void *ctx, int t, int nt) { f(ctx, t, nt); }
 /* f_avx2 when dg_avx2() says so, else f */
 #define DG_FOR_CPU(f) (dg_avx2() ? f##_avx2 : f)
 #else
 #define DG_HAVE_AVX2 0
+#define DG_AVX2_TASK(f)
 #define DG_FOR_CPU(f) (f)
 #endif
 
