@@ -32,6 +32,12 @@ and the peak memory of (a): the growth of the worker process's peak resident set
 iterations (framework, inputs and interpreter already loaded; it covers the
 parameters, gradients, optimiser state, activations and workspaces).
 
+A second table, (e), takes (a) apart: each weighted layer of ``models.dcgan(1.0)``
+alone at batch 64 (``distgan.nn.Network([spec], shape)`` against the torch mirror of
+the same spec), gradients zeroed, forward in training mode, then backward with the
+parameter gradients and the input gradient (which (a) skips for the generator's
+first layer). It shows where each framework wins, layer by layer.
+
 Each run starts one worker process per framework at the same thread count (thread
 pools of two libraries in one process disturb each other). The workers take turns
 block by block on each workload, one timing while the other waits idle, the first
@@ -77,6 +83,34 @@ WORKLOADS = [
 ]
 
 
+def _layer_cases():
+    """(key, label, spec, per-sample input shape) of every weighted layer of
+    ``models.dcgan(1.0)`` (generator, then discriminator), for the per-layer rows."""
+    from distgan import models
+    from distgan.nn import Network
+
+    spec, cases = models.dcgan(1.0), []
+    for part, inp in (("generator", (spec["latent_dim"],)), ("discriminator", tuple(spec["image_shape"]))):
+        net = Network(spec[part], inp)
+        for i, (d, shape, out) in enumerate(zip(net.spec, net.shapes, net.shapes[1:])):
+            t = d["type"]
+            if t not in ("linear", "conv2d", "conv_transpose2d"):
+                continue
+            if t == "linear":
+                what = f"linear {d['in_features']} -> {d['out_features']}"
+            else:
+                what = (f"{'conv' if t == 'conv2d' else 'conv-T'} {d['in_channels']} -> "
+                        f"{d['out_channels']}, {shape[1]}x{shape[2]} -> {out[1]}x{out[2]}")
+            cases.append((f"layer_{part[0]}{i}", f"(e) {part[0].upper()} layer {i}: {what}",
+                          d, shape))
+    return cases
+
+
+# (e) rows: each weighted layer of (a) alone at batch 64, forward in training mode, then
+# backward with parameter and input gradients (gradients zeroed first)
+LAYER_WORKLOADS = [(key, label, "layer") for key, label, _, _ in _layer_cases()]
+
+
 def _maxrss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -98,14 +132,16 @@ def _timeit(fn, warmup, iters):
 # weights and buffers back into cache after the other worker's turn, as in a run of
 # consecutive calls: one training step or batch-256 sample before two timed ones, five
 # batch-1 samples before 25.
-_KIND = {key: kind for key, _, kind in WORKLOADS}
+_KIND = {key: kind for key, _, kind in WORKLOADS + LAYER_WORKLOADS}
 
 
 def _plan(key, quick):
     kind = _KIND[key]
     if quick:
-        return {"step": (1, 3, 2, 1), "small": (20, 50, 25, 5), "big": (1, 3, 2, 1)}[kind]
-    return {"step": (2, 10, 2, 1), "small": (50, 200, 25, 5), "big": (2, 8, 2, 1)}[kind]
+        return {"step": (1, 3, 2, 1), "small": (20, 50, 25, 5), "big": (1, 3, 2, 1),
+                "layer": (1, 2, 2, 1)}[kind]
+    return {"step": (2, 10, 2, 1), "small": (50, 200, 25, 5), "big": (2, 8, 2, 1),
+            "layer": (2, 12, 3, 1)}[kind]
 
 
 def _real_batch():
@@ -176,6 +212,24 @@ def _stages_distgan(threads, quick, res):
     for key, g, n in (("sample_t1", teacher, 1), ("sample_s1", student, 1),
                       ("sample_t256", teacher, 256), ("sample_s256", student, 256)):
         yield key, lambda: g.sample(n)
+    del teacher, student, Gt, Dt, Gs, Ds
+
+    # (e)
+    from distgan.nn import Network
+
+    rng = np.random.default_rng(2)
+    for key, _, spec, shape in _layer_cases():
+        net = Network([spec], shape)
+        x = rng.standard_normal((BATCH,) + shape, dtype=np.float32)
+        dy = rng.standard_normal((BATCH,) + net.output_shape, dtype=np.float32)
+
+        def layer_step(net=net, x=x, dy=dy):
+            net.zero_grad()
+            net.forward(x, train=True)
+            net.backward(dy)
+
+        yield key, layer_step
+    del net, layer_step
 
     # (d) GEMM rates on 1024^2, last: cblas_sgemm wakes OpenBLAS's own thread pool
     m = 1024
@@ -352,6 +406,21 @@ def _stages_torch(threads, quick, res):
     for key, net, n in (("sample_t1", teacher.G_ema, 1), ("sample_s1", student.G_ema, 1),
                         ("sample_t256", teacher.G_ema, 256), ("sample_s256", student.G_ema, 256)):
         yield key, sampler(net, n)
+    del teacher, student
+
+    # (e)
+    gen = torch.Generator().manual_seed(2)
+    for key, _, spec, shape in _layer_cases():
+        m = _torch_net([spec], torch)
+        x = torch.randn((BATCH,) + shape, generator=gen).requires_grad_(True)
+        dy = torch.randn(m(x).shape, generator=gen)
+
+        def layer_step(m=m, x=x, dy=dy):
+            m.zero_grad()
+            x.grad = None
+            m(x).backward(dy)
+
+        yield key, layer_step
 
 
 # ----------------------------------------------------------------------------------------
@@ -440,7 +509,7 @@ def _run_pair(threads, quick, torch_first):
     workers = [_Worker(fw, threads, quick) for fw in ("distgan", "torch")]
     try:
         times = [{}, {}]
-        for key, _, _ in WORKLOADS:
+        for key, _, _ in WORKLOADS + LAYER_WORKLOADS:
             for w in workers:
                 got = w.recv("ready")
                 if got != key:
@@ -454,7 +523,7 @@ def _run_pair(threads, quick, torch_first):
                     times[i].setdefault(key, []).extend(workers[i].recv("times"))
                     # let the pool that just finished go idle (spinning threads park)
                     time.sleep(0.02)
-            if key != WORKLOADS[-1][0]:
+            if key != LAYER_WORKLOADS[-1][0]:
                 for w in workers:
                     w.send(op="next")
         # one worker at a time from here: the distgan worker measures the GEMM rates
@@ -509,27 +578,30 @@ def summarize(runs, threads_list):
         for fw in ("distgan", "torch"):
             rs = [r for r in runs if r["threads"] == t and r["framework"] == fw]
             a = {k: statistics.median([x for r in rs for x in r["times"][k]])
-                 for k, _, _ in WORKLOADS}
+                 for k, _, _ in WORKLOADS + LAYER_WORKLOADS}
             a["peak_mem_train"] = statistics.median([r["peak_mem_train"] for r in rs])
             for k in ("train_gflop", "dg_sgemm_gflops", "cblas_sgemm_gflops", "blas", "version"):
                 vals = [r[k] for r in rs if k in r]
                 if vals:
                     a[k] = statistics.median(vals) if not isinstance(vals[0], str) else vals[0]
             a["run_medians"] = {k: [statistics.median(r["times"][k]) for r in rs]
-                                for k, _, _ in WORKLOADS}
+                                for k, _, _ in WORKLOADS + LAYER_WORKLOADS}
             agg[(t, fw)] = a
-    lines.append("| workload | threads | distgan | PyTorch | PyTorch time / distgan time | "
-                 "per run pair, min-max |")
-    lines.append("|---|---|---|---|---|---|")
-    for k, label, _ in WORKLOADS:
-        for t in threads_list:
-            d, p = agg[(t, "distgan")][k], agg[(t, "torch")][k]
-            # the r-th distgan run against the r-th torch run (run one after the other)
-            pairs = [rt / rd for rd, rt in zip(agg[(t, "distgan")]["run_medians"][k],
-                                               agg[(t, "torch")]["run_medians"][k])]
-            lines.append(f"| {label} | {t} | {_fmt_time(d)} | {_fmt_time(p)} | {p / d:.2f}x | "
-                         f"{min(pairs):.2f}-{max(pairs):.2f}x |")
-    lines.append("")
+    def ratio_rows(workloads):
+        lines.append("| workload | threads | distgan | PyTorch | PyTorch time / distgan time | "
+                     "per run pair, min-max |")
+        lines.append("|---|---|---|---|---|---|")
+        for k, label, _ in workloads:
+            for t in threads_list:
+                d, p = agg[(t, "distgan")][k], agg[(t, "torch")][k]
+                # the r-th distgan run against the r-th torch run (run one after the other)
+                pairs = [rt / rd for rd, rt in zip(agg[(t, "distgan")]["run_medians"][k],
+                                                   agg[(t, "torch")]["run_medians"][k])]
+                lines.append(f"| {label} | {t} | {_fmt_time(d)} | {_fmt_time(p)} | "
+                             f"{p / d:.2f}x | {min(pairs):.2f}-{max(pairs):.2f}x |")
+        lines.append("")
+
+    ratio_rows(WORKLOADS)
     lines.append("| threads | GEMM GFLOP of (a) | (a) GEMM rate | cblas_sgemm 1024² | "
                  "(a) rate / cblas rate | dg_sgemm 1024² | peak mem (a) distgan | "
                  "peak mem (a) PyTorch |")
@@ -549,7 +621,12 @@ def summarize(runs, threads_list):
         lines.append(f"Scaling of (a), 1 -> {t2} threads: distgan "
                      f"{agg[(1, 'distgan')]['train'] / agg[(t2, 'distgan')]['train']:.2f}x, PyTorch "
                      f"{agg[(1, 'torch')]['train'] / agg[(t2, 'torch')]['train']:.2f}x.")
-    return "\n".join(lines), agg
+    lines.append("")
+    lines.append("(e) Each weighted layer of (a) alone, batch 64: forward (training mode), then "
+                 "backward with parameter and input gradients.")
+    lines.append("")
+    ratio_rows(LAYER_WORKLOADS)
+    return "\n".join(lines).rstrip("\n"), agg
 
 
 def _write_doc(path, block):

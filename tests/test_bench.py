@@ -1,9 +1,9 @@
 """The benchmark script (python -m distgan.bench) runs end to end: a quick run at one
 thread starts a distgan and a PyTorch worker, has them take turns on every workload and
-prints the table of issue 6 with every row, a positive time for each framework and
-ratios that are those times' quotient. It also writes its block into a markdown file
-between the markers, keeping the rest of the file, and a failing worker surfaces as
-an error that carries the worker's own message.
+prints the table of issue 6 with every row, and a row per weighted layer, with a
+positive time for each framework and ratios that are those times' quotient. It also
+writes its block into a markdown file between the markers, keeping the rest of the
+file, and a failing worker surfaces as an error that carries the worker's own message.
 """
 import re
 import subprocess
@@ -37,7 +37,9 @@ def test_quick_run_prints_every_row_and_writes_its_block(tmp_path):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 6 and cells[0].startswith("("):
             rows[cells[0]] = cells
-    assert set(rows) == {label for _, label, _ in bench.WORKLOADS}
+    # every workload of the issue, and one (e) row per weighted layer of dcgan(1.0)
+    assert set(rows) == {label for _, label, _ in bench.WORKLOADS + bench.LAYER_WORKLOADS}
+    assert sum(label.startswith("(e)") for label in rows) == 6
     for label, (_, threads, d, p, ratio, spread) in rows.items():
         assert threads == "1"
         td, tp = _seconds(d), _seconds(p)
