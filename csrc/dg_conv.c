@@ -1158,6 +1158,10 @@ static dg_status conv2d_forward_impl(float *out, float *keep, float *workspace,
     if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
         return DG_STATUS_ERR_NULL;
     }
+    if (keep == NULL && dg_direct_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
+        // a direct kernel (dg_conv_direct.c) where it applies, else im2col + GEMM
+        return dg_direct_conv(out, 0, workspace, p.ws, inp, weight, bias, N, C, H, W, OC);
+    }
     return images_run(R_CONV2D_FWD, &p, out, workspace, keep, inp, weight, bias, N, C,
                       H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
 }
@@ -1393,6 +1397,14 @@ dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
     size_t hw = p.cols, ohw = (size_t)OH * OW, okk = p.col_rows;
     float *col = workspace;                   // (OC*KK, nb*HW)
     float *xb = workspace + okk * hw * p.nb;  // (C, nb*HW), when nb > 1
+    if (dinp != NULL && dg_direct_fits(N, OC, OH, OW, C, KH, KW, SH, SW, PH, PW, H, W, p.ws)) {
+        // dinp += conv2d(dout, weight) by the direct kernel (dg_conv_direct.c):
+        // weight (C, OC, KH, KW) is that conv2d's (C output channels); first, as the
+        // workspace is reused below
+        st = dg_direct_conv(dinp, 1, workspace, p.ws, dout, weight, NULL, N, OC, OH, OW, C);
+        if (st != DG_STATUS_OK) return st;
+        dinp = NULL;
+    }
     if (dinp != NULL || dweight != NULL) {
         for (int n0 = 0; n0 < N; n0 += p.nb) {
             int nb = N - n0 < p.nb ? N - n0 : p.nb;

@@ -79,6 +79,14 @@ int dg_avx2(void) {
 #endif
 }
 
+int dg_avx512(void) {
+#if DG_HAVE_AVX2
+    return simd_on && __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
 /* Once per process: the pool starts with the thread count OpenBLAS chose at
  * load (OPENBLAS_NUM_THREADS, else the cores), and OpenBLAS drops to one. */
 static pthread_once_t threads_once = PTHREAD_ONCE_INIT;

@@ -62,6 +62,24 @@ void dg_threads_init(void);
  * running both. dg_set_simd is for the tests, between calls (not thread-safe). */
 void dg_set_simd(int on);
 int dg_avx2(void);
+/* 1 when the CPU has AVX-512F and dg_set_simd has not turned the SIMD paths off:
+ * the direct convolution kernels (dg_conv_direct.c) may run. */
+int dg_avx512(void);
+
+/* ------------------------------------------------------------------------- */
+/* Direct convolution kernel (dg_conv_direct.c)                               */
+/* ------------------------------------------------------------------------- */
+
+/* 1 when dg_direct_conv takes this conv2d geometry on this CPU, with a
+ * workspace of ws_floats floats (whatever the thread count). */
+int dg_direct_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                   int PH, int PW, int OH, int OW, size_t ws_floats);
+/* out (N, OC, H/2, W/2) = conv2d(inp (N, C, H, W), weight (OC, C, 4, 4), stride 2,
+ * padding 1) + bias (or NULL), or out += conv2d(...) when add (bias unused), with
+ * the workspace ws of ws_floats floats that dg_direct_fits accepted. */
+dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const float *inp,
+                         const float *weight, const float *bias, int N, int C, int H,
+                         int W, int OC);
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define DG_HAVE_AVX2 1

@@ -823,6 +823,71 @@ static void test_conv_simd(void) {
     }
 }
 
+/* The direct AVX-512 kernel (dg_conv_direct.c) of 4x4, stride-2, padding-1
+ * conv2d forwards and of the transposed convolutions' input gradients, on shapes
+ * it takes (>= 8 images and channels, the 32-channel blocks, output rows of 1 to 8
+ * pixels). Each case:
+ * - runs through conv_case (forward with and without bias, backward
+ *   accumulating, every gradient alone, against the naive loops);
+ * - gives the same bits at 1, 2 and 3 threads (each image is one task's);
+ * - stays within float rounding of the GEMM path (dg_set_simd(0)), inf and NaN
+ *   in the accumulated input gradient included. */
+static void test_conv_direct(void) {
+    printf("# conv: direct AVX-512 kernel of 4x4 stride-2 padding-1 kernels\n");
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx512f"))
+#endif
+        printf("  note: this CPU has no AVX-512F: the runs below take the GEMM path\n");
+    /* N, C, H, W, OC of conv2d k4 s2 p1 -> (H/2, W/2); the transposed case is its
+     * adjoint, (N, OC, H/2, W/2) -> (N, C, H, W), whose input gradient is the conv2d */
+    static const int shapes[][5] = {
+        {8, 8, 14, 14, 32}, {9, 16, 16, 6, 64}, {8, 8, 16, 16, 32}, {8, 13, 8, 12, 32},
+        {8, 10, 10, 8, 32}, {8, 9, 4, 10, 32}, {8, 8, 8, 4, 32}, {8, 8, 8, 2, 32},
+    };
+    int before = dg_get_num_threads();
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int *p = shapes[k];
+        conv_geom c2d = {p[0], p[1], p[2], p[3], p[4], 4, 4, 2, 2, 1, 1, p[2] / 2, p[3] / 2};
+        conv_geom ct = {p[0], p[4], p[2] / 2, p[3] / 2, p[1], 4, 4, 2, 2, 1, 1, p[2], p[3]};
+        for (int transposed = 0; transposed < 2; transposed++) {
+            const conv_geom *g = transposed ? &ct : &c2d;
+            conv_case(g, transposed);
+            size_t m = conv_simd_floats(g);
+            float *r1 = falloc(m), *r2 = falloc(m), *r3 = falloc(m), *slow = falloc(m);
+            dg_set_num_threads(1);
+            conv_simd_run(g, transposed, r1);
+            dg_set_num_threads(2);
+            conv_simd_run(g, transposed, r2);
+            dg_set_num_threads(3);
+            conv_simd_run(g, transposed, r3);
+            dg_set_num_threads(1);
+            dg_set_simd(0);
+            conv_simd_run(g, transposed, slow);
+            dg_set_simd(1);
+            CHECK(same_floats(r1, r2, m) && same_floats(r1, r3, m),
+                  "%s N=%d C=%d %dx%d OC=%d: the same bits at 1, 2 and 3 threads",
+                  transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC);
+            double worst = 0.0;
+            int same_specials = 1;
+            for (size_t i = 0; i < m; i++) {
+                if (!isfinite(r1[i]) || !isfinite(slow[i])) {
+                    same_specials &= (isnan(r1[i]) && isnan(slow[i])) || r1[i] == slow[i];
+                    continue;
+                }
+                double d = fabs((double)r1[i] - slow[i]) / (1.0 + fabs((double)slow[i]));
+                if (d > worst) worst = d;
+            }
+            CHECK(worst < 1e-5 && same_specials,
+                  "%s N=%d C=%d %dx%d OC=%d: within %.1e of the GEMM path (largest relative "
+                  "difference), the same inf and NaN",
+                  transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC,
+                  worst);
+            free(r1); free(r2); free(r3); free(slow);
+        }
+    }
+    dg_set_num_threads(before);
+}
+
 /* Batch norm (training and eval, forward and backward) and every activation
  * forward and backward on one (N, C, HW) tensor whose values include -0, inf,
  * NaN and subnormals; the results one after the other in res (returns their
@@ -1365,6 +1430,7 @@ int main(void) {
     test_conv();
     test_conv_keep();
     test_conv_simd();
+    test_conv_direct();
     test_simd_elementwise();
     test_batchnorm();
     test_threads();

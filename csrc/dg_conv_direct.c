@@ -1,0 +1,247 @@
+/*
+ * dg_conv_direct.c -- a direct AVX-512 kernel for 4x4, stride-2, padding-1
+ * convolutions onto small maps (DCGAN's 14x14 -> 7x7), without im2col:
+ *
+ *   dg_direct_conv   out (N, OC, H/2, W/2) = conv2d(inp (N, C, H, W), weight (OC, C, 4, 4))
+ *
+ * either assigned (plus bias[oc] when bias != NULL) or added to out (add = 1: an
+ * input gradient, which accumulates). dg_conv.c uses it for a conv2d forward
+ * that keeps no im2col matrix (eval, or training without a kept col), and for
+ * the input gradient of the transposed convolution (7x7 -> 14x14), which is the
+ * conv2d of dout with the same weights.
+ *
+ * Why: on an AVX-512 CPU, im2col + OpenBLAS spends ~40 % of such a layer outside
+ * the GEMM kernel (writing the col matrix, packing it, col2im, zeroing C for
+ * beta = 0; PERFORMANCE.md, logs 35 and 36). Here the weights are packed once per
+ * call into one panel per block of 32 output channels, (C*16, 32) (row c*16 +
+ * kh*4 + kw: that tap's 32 weights), and each output row of at most
+ * DG_DIRECT_MAXW pixels is computed for the block in registers: per input
+ * channel and tap, two 16-float weight vectors times each pixel's input value,
+ * broadcast (one FMA per pixel and vector). Input channels go in chunks of
+ * DG_DIRECT_CC, so that the chunk's weights (16 KiB) stay in L1 over every row of
+ * an image; a row's partial sums wait in a small buffer between chunks. Each
+ * image reads a zero-padded copy of itself (no bounds tests in the loops).
+ *
+ * Numbers: FMA (one rounding per multiply-add), summed over input channels, then
+ * kernel rows, then kernel columns, in increasing order, so the result differs
+ * from the GEMM path's in the last bits (as OpenBLAS's does from the reference
+ * GEMM) and is the same at any thread count: each image is computed by one task
+ * in the same way, whichever task it falls to.
+ *
+ * dg_direct_fits says when it applies: an AVX-512F CPU with the SIMD paths on
+ * (dg_set_simd), the geometry above with an output row of at most 8 pixels, OC a
+ * multiple of 32, at least DG_DIRECT_MIN_C input channels and DG_DIRECT_MIN_N
+ * images (packing the weights costs about as much as a few images), and room in
+ * the op's workspace for the panels and each task's padded image and row buffer.
+ * The transposed convolution's forward and conv2d's input gradient were tried
+ * with a kernel of the same kind and kept the GEMM path: they were no faster
+ * (PERFORMANCE.md, log 36).
+ */
+#include "distgan.h"
+#include "dg_internal.h"
+
+#include <string.h>
+
+/* Output channels per block (two 16-float vectors). */
+#define DG_DIRECT_OCB 32
+/* Input channels per chunk: 8 x 16 taps x 32 channels x 4 bytes = 16 KiB. */
+#define DG_DIRECT_CC 8
+/* Pixels of an output row held in registers: 8 x 2 accumulators. */
+#define DG_DIRECT_MAXW 8
+#define DG_DIRECT_MIN_C 8
+#define DG_DIRECT_MIN_N 8
+/* FLOPs per task at least */
+#define DG_DIRECT_GRAIN 4.0e6
+
+typedef struct {
+    int add;
+    float *out, *ws;
+    const float *inp, *weight, *bias;
+    int N, C, H, W, OC, OH, OW;
+    size_t wp_floats, task_floats;
+} direct_job;
+
+/* Workspace floats of each task: the padded image, then the row buffer
+ * (OH*OW pixels x 32 channels), each a multiple of 16 floats. */
+static size_t task_floats(int C, int H, int W, int OH, int OW) {
+    size_t xp = ((size_t)C * (H + 2) * (W + 2) + 15) & ~(size_t)15;
+    return xp + (size_t)OH * OW * DG_DIRECT_OCB;
+}
+
+/* Tasks over images: at most one per thread and image. */
+static int direct_tasks(int N, int C, int OC, int OH, int OW) {
+    double flops = 2.0 * N * (double)OC * C * 16.0 * OH * OW;
+    int nt = dg_threads_for(flops, DG_DIRECT_GRAIN);
+    if (nt > dg_threads_get()) nt = dg_threads_get();
+    if (nt > N) nt = N;
+    return nt < 1 ? 1 : nt;
+}
+
+int dg_direct_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                   int PH, int PW, int OH, int OW, size_t ws_floats) {
+#if DG_HAVE_AVX2
+    if (!dg_avx512()) return 0;
+    if (KH != 4 || KW != 4 || SH != 2 || SW != 2 || PH != 1 || PW != 1) return 0;
+    if (N < DG_DIRECT_MIN_N || C < DG_DIRECT_MIN_C || OC % DG_DIRECT_OCB != 0) return 0;
+    if (H % 2 != 0 || W % 2 != 0 || OH != H / 2 || OW != W / 2 || OW > DG_DIRECT_MAXW ||
+        OH < 1 || OW < 1) {
+        return 0;
+    }
+    /* sizes: the plan of the op (dg_conv.c) checked that every tensor fits. Room
+     * for one task at least: whether the kernel runs does not depend on the
+     * thread count (dg_direct_conv runs as many tasks as the workspace holds) */
+    return (size_t)C * 16 * OC + task_floats(C, H, W, OH, OW) <= ws_floats;
+#else
+    (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
+    (void)PH; (void)PW; (void)OH; (void)OW; (void)ws_floats;
+    return 0;
+#endif
+}
+
+#if DG_HAVE_AVX2
+#include <immintrin.h>
+
+#define DG_AVX512 __attribute__((target("avx512f")))
+
+/* The panels from weight (OC, C*16), rows [lo, hi) of (C*16): panel ob holds
+ * output channels ob*32 .. ob*32 + 31, wp[(ob * C*16 + row) * 32 + i], so that a
+ * block's weights of consecutive channels and taps are consecutive in memory
+ * (rows of all OC weights would put the channels of a chunk 16*OC floats apart,
+ * on the same few L1 sets: 1.5x slower). */
+static void pack_task(void *ctx, int t, int nt) {
+    const direct_job *j = (const direct_job *)ctx;
+    size_t rows = (size_t)j->C * 16, lo, hi;
+    dg_split(rows, 1, t, nt, &lo, &hi);
+    for (int oc = 0; oc < j->OC; oc++) {
+        float *panel = j->ws + (size_t)(oc / DG_DIRECT_OCB) * rows * DG_DIRECT_OCB +
+                       oc % DG_DIRECT_OCB;
+        const float *w = j->weight + (size_t)oc * rows;
+        for (size_t r = lo; r < hi; r++) panel[r * DG_DIRECT_OCB] = w[r];
+    }
+}
+
+/* One output row of NP pixels for a block of 32 channels: acc (NP, 32) (+)= the
+ * taps of input channels [c0, c1) (acc zero first when `first`). xr points at the
+ * row's first input row (padded row 2*oh) in channel c0's padded plane (planes
+ * `plane` floats apart, rows WP apart); wc at channel c0's rows of the panel.
+ * Pixel p of kernel row kh, column kw reads input row kh, column 2*p + kw. */
+#define CONV_ROW(NP)                                                                    \
+    DG_AVX512 static void conv_row_##NP(float *acc, int first, const float *xr,         \
+                                        size_t plane, int WP, const float *wc, int nc) { \
+        __m512 a[NP][2];                                                                \
+        _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                          \
+            a[p][0] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + p * 32);      \
+            a[p][1] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + p * 32 + 16); \
+        }                                                                               \
+        for (int c = 0; c < nc; c++) {                                                  \
+            const float *xc = xr + (size_t)c * plane;                                   \
+            const float *wk = wc + (size_t)c * 16 * DG_DIRECT_OCB;                      \
+            for (int kh = 0; kh < 4; kh++) {                                            \
+                _Pragma("GCC unroll 4") for (int kw = 0; kw < 4; kw++) {                \
+                    const float *xq = xc + (size_t)kh * WP + kw;                        \
+                    const float *wq = wk + (size_t)(kh * 4 + kw) * DG_DIRECT_OCB;       \
+                    __m512 w0 = _mm512_loadu_ps(wq), w1 = _mm512_loadu_ps(wq + 16);     \
+                    _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {              \
+                        __m512 b = _mm512_set1_ps(xq[2 * p]);                           \
+                        a[p][0] = _mm512_fmadd_ps(w0, b, a[p][0]);                      \
+                        a[p][1] = _mm512_fmadd_ps(w1, b, a[p][1]);                      \
+                    }                                                                   \
+                }                                                                       \
+            }                                                                           \
+        }                                                                               \
+        _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                          \
+            _mm512_storeu_ps(acc + p * 32, a[p][0]);                                    \
+            _mm512_storeu_ps(acc + p * 32 + 16, a[p][1]);                               \
+        }                                                                               \
+    }
+
+CONV_ROW(1)
+CONV_ROW(2)
+CONV_ROW(3)
+CONV_ROW(4)
+CONV_ROW(5)
+CONV_ROW(6)
+CONV_ROW(7)
+CONV_ROW(8)
+
+typedef void (*conv_row_fn)(float *, int, const float *, size_t, int, const float *, int);
+static const conv_row_fn conv_rows[DG_DIRECT_MAXW + 1] = {
+    NULL, conv_row_1, conv_row_2, conv_row_3, conv_row_4,
+    conv_row_5, conv_row_6, conv_row_7, conv_row_8};
+
+/* One image: out (OC, OH, OW) (+)= its convolution; xp and buf the task's scratch. */
+static void image(const direct_job *j, const float *x, float *out, float *xp, float *buf) {
+    int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;
+    int WP = W + 2;
+    size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW;
+    /* zero-padded copy of the image */
+    for (int c = 0; c < C; c++) {
+        float *d = xp + (size_t)c * plane;
+        memset(d, 0, sizeof(float) * (size_t)WP);
+        for (int h = 0; h < H; h++) {
+            float *dr = d + (size_t)(h + 1) * WP;
+            dr[0] = 0.0f;
+            memcpy(dr + 1, x + ((size_t)c * H + h) * W, sizeof(float) * (size_t)W);
+            dr[W + 1] = 0.0f;
+        }
+        memset(d + (size_t)(H + 1) * WP, 0, sizeof(float) * (size_t)WP);
+    }
+    for (int ob = 0; ob < OC; ob += DG_DIRECT_OCB) {
+        const float *panel = j->ws + (size_t)ob * C * 16;
+        for (int c0 = 0; c0 < C; c0 += DG_DIRECT_CC) {
+            int nc = C - c0 < DG_DIRECT_CC ? C - c0 : DG_DIRECT_CC;
+            for (int oh = 0; oh < OH; oh++) {
+                conv_rows[OW](buf + (size_t)oh * OW * DG_DIRECT_OCB, c0 == 0,
+                              xp + (size_t)c0 * plane + (size_t)(2 * oh) * WP, plane, WP,
+                              panel + (size_t)c0 * 16 * DG_DIRECT_OCB, nc);
+            }
+        }
+        /* buf (pixels, 32) -> out[ob + i, :, :] */
+        for (int i = 0; i < DG_DIRECT_OCB; i++) {
+            float *o = out + (size_t)(ob + i) * ohw;
+            const float *s = buf + i;
+            if (j->add) {
+                for (size_t k = 0; k < ohw; k++) o[k] += s[k * DG_DIRECT_OCB];
+            } else if (j->bias != NULL) {
+                float b = j->bias[ob + i];
+                for (size_t k = 0; k < ohw; k++) o[k] = s[k * DG_DIRECT_OCB] + b;
+            } else {
+                for (size_t k = 0; k < ohw; k++) o[k] = s[k * DG_DIRECT_OCB];
+            }
+        }
+    }
+}
+
+static void image_task(void *ctx, int t, int nt) {
+    const direct_job *j = (const direct_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
+    float *xp = j->ws + j->wp_floats + (size_t)t * j->task_floats;
+    float *buf = xp + (j->task_floats - (size_t)j->OH * j->OW * DG_DIRECT_OCB);
+    size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * j->OH * j->OW;
+    for (size_t n = lo; n < hi; n++) {
+        image(j, j->inp + n * in_img, j->out + n * out_img, xp, buf);
+    }
+}
+#endif
+
+dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const float *inp,
+                         const float *weight, const float *bias, int N, int C, int H,
+                         int W, int OC) {
+#if DG_HAVE_AVX2
+    int OH = H / 2, OW = W / 2;
+    direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, OH, OW,
+                    (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW)};
+    if (j.wp_floats + j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
+    size_t room = (ws_floats - j.wp_floats) / j.task_floats;
+    int nt = direct_tasks(N, C, OC, OH, OW);
+    if ((size_t)nt > room) nt = (int)room;
+    dg_parallel(pack_task, &j, dg_threads_for((double)j.wp_floats, 65536.0));
+    dg_parallel(image_task, &j, nt);
+    return DG_STATUS_OK;
+#else
+    (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
+    (void)N; (void)C; (void)H; (void)W; (void)OC;
+    return DG_STATUS_ERR_VALUE;
+#endif
+}
