@@ -793,6 +793,15 @@ static void note_if_no_avx2(void) {
         printf("  note: this CPU has no AVX2: both runs below take the baseline loops\n");
 }
 
+/* The conv2d k4 s2 p1 of p = {N, C, H, W, OC}, (H, W) -> (H/2, W/2), and the
+ * transposed convolution that is its adjoint, (N, OC, H/2, W/2) -> (N, C, H, W). */
+static void k4s2_geoms(const int *p, conv_geom *c2d, conv_geom *ct) {
+    conv_geom a = {p[0], p[1], p[2], p[3], p[4], 4, 4, 2, 2, 1, 1, p[2] / 2, p[3] / 2};
+    conv_geom b = {p[0], p[4], p[2] / 2, p[3] / 2, p[1], 4, 4, 2, 2, 1, 1, p[2], p[3]};
+    *c2d = a;
+    *ct = b;
+}
+
 static void test_conv_simd(void) {
     printf("# conv: AVX2 paths of 4x4 stride-2 padding-1 kernels\n");
     note_if_no_avx2();
@@ -803,8 +812,8 @@ static void test_conv_simd(void) {
     };
     for (size_t k = 0; k < sizeof planes / sizeof planes[0]; k++) {
         const int *p = planes[k];
-        conv_geom c2d = {p[0], p[1], p[2], p[3], p[4], 4, 4, 2, 2, 1, 1, p[2] / 2, p[3] / 2};
-        conv_geom ct = {p[0], p[4], p[2] / 2, p[3] / 2, p[1], 4, 4, 2, 2, 1, 1, p[2], p[3]};
+        conv_geom c2d, ct;
+        k4s2_geoms(p, &c2d, &ct);
         for (int transposed = 0; transposed < 2; transposed++) {
             const conv_geom *g = transposed ? &ct : &c2d;
             size_t m = conv_simd_floats(g);
@@ -847,8 +856,8 @@ static void test_conv_direct(void) {
     int before = dg_get_num_threads();
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         const int *p = shapes[k];
-        conv_geom c2d = {p[0], p[1], p[2], p[3], p[4], 4, 4, 2, 2, 1, 1, p[2] / 2, p[3] / 2};
-        conv_geom ct = {p[0], p[4], p[2] / 2, p[3] / 2, p[1], 4, 4, 2, 2, 1, 1, p[2], p[3]};
+        conv_geom c2d, ct;
+        k4s2_geoms(p, &c2d, &ct);
         for (int transposed = 0; transposed < 2; transposed++) {
             const conv_geom *g = transposed ? &ct : &c2d;
             conv_case(g, transposed);
