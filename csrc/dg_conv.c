@@ -53,6 +53,11 @@
  * 4x4 stride-2 padding-1 kernels an AVX2 path where the CPU has it (see
  * im2col_k4s2).
  *
+ * On an AVX-512 CPU, a conv2d forward that keeps no im2col matrix, and the
+ * transposed convolution's input gradient, of 4x4 stride-2 padding-1 kernels onto
+ * maps at most 8 wide run a direct kernel instead (dg_conv_direct.c), where
+ * dg_direct_fits says it applies.
+ *
  * Threads: a forward, and conv2d's input gradient (a pass of its own after the
  * weight gradient), of a batch run as one task per thread over ranges of images
  * ("Threads over images" below). Otherwise
