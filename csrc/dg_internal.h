@@ -63,7 +63,10 @@ void dg_threads_init(void);
 void dg_set_simd(int on);
 int dg_avx2(void);
 /* 1 when the CPU has AVX-512F and dg_set_simd has not turned the SIMD paths off:
- * the direct convolution kernels (dg_conv_direct.c) may run. */
+ * the direct convolution kernel (dg_conv_direct.c) may run. Unlike the AVX2
+ * builds above, it does not give the bits of the path it replaces (it uses FMA,
+ * as OpenBLAS does); its C test checks it against the naive loops, across
+ * thread counts bit for bit, and within rounding of the GEMM path. */
 int dg_avx512(void);
 
 /* ------------------------------------------------------------------------- */
