@@ -1179,6 +1179,16 @@ dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
                                KH, KW, SH, SW, PH, PW, OH, OW);
 }
 
+int dg_conv2d_direct(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                     int PH, int PW, int OH, int OW) {
+    conv_plan p;
+    if (conv2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW) != DG_STATUS_OK) {
+        return 0;
+    }
+    return dg_direct_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws) &&
+           dg_direct_dweight_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws);
+}
+
 /* The kept col matrix of the keep/kept entry points: given, and its row length
  * N*OHW fits a GEMM leading dimension (an int); other sizes the plan checks. */
 static dg_status keep_check(const float *col, int N, int OH, int OW) {
@@ -1246,6 +1256,13 @@ static dg_status conv2d_backward_impl(float *dinp, float *dweight, float *dbias,
     size_t hw = (size_t)H * W, ohw = p.cols, ckk = p.col_rows;
     float *col = workspace;                    // (C*KK, nb*OHW)
     float *tmp = workspace + ckk * ohw * p.nb; // (OC, nb*OHW), when nb > 1
+    if (dweight != NULL && kept == NULL &&
+        dg_direct_dweight_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
+        // the direct kernel (dg_conv_direct.c): no im2col matrix at all
+        st = dg_direct_conv_dweight(dweight, workspace, p.ws, dout, inp, N, C, H, W, OC);
+        if (st != DG_STATUS_OK) return st;
+        dweight = NULL;
+    }
     if (dweight != NULL) {
         for (int n0 = 0; n0 < N; n0 += p.nb) {
             int nb = N - n0 < p.nb ? N - n0 : p.nb;

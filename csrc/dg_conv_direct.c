@@ -1,14 +1,18 @@
 /*
- * dg_conv_direct.c -- a direct AVX-512 kernel for 4x4, stride-2, padding-1
+ * dg_conv_direct.c -- direct AVX-512 kernels for 4x4, stride-2, padding-1
  * convolutions onto small maps (DCGAN's 14x14 -> 7x7), without im2col:
  *
- *   dg_direct_conv   out (N, OC, H/2, W/2) = conv2d(inp (N, C, H, W), weight (OC, C, 4, 4))
+ *   dg_direct_conv          out (N, OC, H/2, W/2) = conv2d(inp (N, C, H, W),
+ *                                                          weight (OC, C, 4, 4))
+ *   dg_direct_conv_dweight  dweight (OC, C, 4, 4) += its weight gradient
  *
- * either assigned (plus bias[oc] when bias != NULL) or added to out (add = 1: an
- * input gradient, which accumulates). dg_conv.c uses it for a conv2d forward
- * that keeps no im2col matrix (eval, or training without a kept col), and for
- * the input gradient of the transposed convolution (7x7 -> 14x14), which is the
- * conv2d of dout with the same weights.
+ * dg_direct_conv either assigns (plus bias[oc] when bias != NULL) or adds to out
+ * (add = 1: an input gradient, which accumulates). dg_conv.c uses it for a conv2d
+ * forward that keeps no im2col matrix, and for the input gradient of the
+ * transposed convolution (7x7 -> 14x14), which is the conv2d of dout with the
+ * same weights; and dg_direct_conv_dweight for a conv2d weight gradient with no
+ * kept matrix. Where both apply (dg_conv2d_direct), nn.Conv2d keeps none in
+ * training. The weight-gradient kernel is described above dw_units.
  *
  * Why: on an AVX-512 CPU, im2col + OpenBLAS spends ~40 % of such a layer outside
  * the GEMM kernel (writing the col matrix, packing it, col2im, zeroing C for
@@ -34,8 +38,9 @@
  * images (packing the weights costs about as much as a few images), and room in
  * the op's workspace for the panels and each task's padded image and row buffer.
  * The transposed convolution's forward and conv2d's input gradient were tried
- * with a kernel of the same kind and kept the GEMM path: they were no faster
- * (PERFORMANCE.md, log 36).
+ * with a kernel of the same kind, and the transposed convolution's weight
+ * gradient with dg_direct_conv_dweight; they kept the GEMM path, as they were no
+ * faster in place (PERFORMANCE.md, log 36).
  */
 #include "distgan.h"
 #include "dg_internal.h"
@@ -223,7 +228,147 @@ static void image_task(void *ctx, int t, int nt) {
         image(j, j->inp + n * in_img, j->out + n * out_img, xp, buf);
     }
 }
+/* ------------------------------------------------------------------------- */
+/* Weight gradient                                                            */
+/* ------------------------------------------------------------------------- */
+
+/* dweight (OC, C, 4, 4) += sum over images n and output pixels (oh, ow) of
+ * dout[n, oc, oh, ow] * padded inp[n, c, 2*oh + kh, 2*ow + kw]. First, in the
+ * workspace: every image padded (N, C, H+2, W+2), and dout transposed to
+ * pixel-major dyT (N, OH*OW, OC); then the sums (dw_units), in a buffer of
+ * OC*C*16 floats, added to dweight at the end. */
+typedef struct {
+    float *dweight, *xp, *dyt, *acc;
+    const float *dout, *inp;
+    int N, C, H, W, OC, OH, OW;
+} dw_job;
+
+static void dw_prep_task(void *ctx, int t, int nt) {
+    const dw_job *j = (const dw_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
+    int C = j->C, H = j->H, W = j->W, WP = W + 2, OC = j->OC;
+    size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)j->OH * j->OW;
+    for (size_t n = lo; n < hi; n++) {
+        float *xp = j->xp + n * C * plane;
+        const float *x = j->inp + n * C * (size_t)H * W;
+        for (int c = 0; c < C; c++) {
+            float *d = xp + (size_t)c * plane;
+            memset(d, 0, sizeof(float) * plane);
+            for (int h = 0; h < H; h++) {
+                memcpy(d + (size_t)(h + 1) * WP + 1, x + ((size_t)c * H + h) * W,
+                       sizeof(float) * (size_t)W);
+            }
+        }
+        float *dyt = j->dyt + n * ohw * OC;
+        const float *dy = j->dout + n * ohw * OC;
+        for (int oc = 0; oc < OC; oc++) {
+            for (size_t k = 0; k < ohw; k++) dyt[k * OC + oc] = dy[(size_t)oc * ohw + k];
+        }
+    }
+}
+
+/* Units [lo, hi) (unit u: block u / (2C) of 32 output channels, input channel
+ * u / 2 % C, kernel rows 2*(u % 2) and the next): their sums, image after image,
+ * then dweight += the sums. Per image and unit the unit's 8 taps x 32 channels
+ * come into zmm from the sums buffer (zero for the first image), take one FMA
+ * per tap and vector for every pixel, and go back: an image's pixel-major dout
+ * block (OH*OW x 32) stays in L1 over the units of its block. Each weight's sum
+ * runs over images, then pixels, in order, in one task, whatever the thread
+ * count. */
+DG_AVX512 static void dw_units(const dw_job *j, size_t lo, size_t hi) {
+    int C = j->C, H = j->H, W = j->W, WP = W + 2, OC = j->OC, OH = j->OH, OW = j->OW;
+    size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW;
+    for (int n = 0; n < j->N; n++) {
+        for (size_t u = lo; u < hi; u++) {
+            int half = (int)(u % 2), c = (int)(u / 2 % (size_t)C);
+            int ob = (int)(u / 2 / (size_t)C) * DG_DIRECT_OCB;
+            const float *xc = j->xp + ((size_t)n * C + c) * plane + (size_t)(2 * half) * WP;
+            const float *dyn = j->dyt + (size_t)n * ohw * OC + ob;
+            float *acc = j->acc + u * 8 * DG_DIRECT_OCB;
+            __m512 a[8][2];
+            _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
+                a[t][0] = n == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + t * 32);
+                a[t][1] = n == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + t * 32 + 16);
+            }
+            for (int oh = 0; oh < OH; oh++) {
+                const float *xr = xc + (size_t)(2 * oh) * WP;
+                const float *dr = dyn + (size_t)oh * OW * OC;
+                for (int ow = 0; ow < OW; ow++) {
+                    __m512 d0 = _mm512_loadu_ps(dr + (size_t)ow * OC);
+                    __m512 d1 = _mm512_loadu_ps(dr + (size_t)ow * OC + 16);
+                    const float *xq = xr + 2 * ow;
+                    _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
+                        __m512 b = _mm512_set1_ps(xq[(t / 4) * WP + t % 4]);
+                        a[t][0] = _mm512_fmadd_ps(d0, b, a[t][0]);
+                        a[t][1] = _mm512_fmadd_ps(d1, b, a[t][1]);
+                    }
+                }
+            }
+            _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
+                _mm512_storeu_ps(acc + t * 32, a[t][0]);
+                _mm512_storeu_ps(acc + t * 32 + 16, a[t][1]);
+            }
+        }
+    }
+    /* dweight += the sums */
+    for (size_t u = lo; u < hi; u++) {
+        int half = (int)(u % 2), c = (int)(u / 2 % (size_t)C);
+        int ob = (int)(u / 2 / (size_t)C) * DG_DIRECT_OCB;
+        const float *acc = j->acc + u * 8 * DG_DIRECT_OCB;
+        for (int i = 0; i < DG_DIRECT_OCB; i++) {
+            float *dw = j->dweight + ((size_t)(ob + i) * C + c) * 16 + 8 * half;
+            for (int t = 0; t < 8; t++) dw[t] += acc[t * 32 + i];
+        }
+    }
+}
+
+static void dw_task(void *ctx, int t, int nt) {
+    const dw_job *j = (const dw_job *)ctx;
+    size_t units = (size_t)(j->OC / DG_DIRECT_OCB) * j->C * 2, lo, hi;
+    dg_split(units, 1, t, nt, &lo, &hi);
+    if (lo < hi) dw_units(j, lo, hi);
+}
+
+static size_t dw_floats(int N, int C, int H, int W, int OC) {
+    return (size_t)N * C * (H + 2) * (W + 2) + (size_t)N * (H / 2) * (W / 2) * OC +
+           (size_t)OC * C * 16;
+}
 #endif
+
+int dg_direct_dweight_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,
+                           int SW, int PH, int PW, int OH, int OW, size_t ws_floats) {
+#if DG_HAVE_AVX2
+    return dg_direct_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, (size_t)-1) &&
+           dw_floats(N, C, H, W, OC) <= ws_floats;
+#else
+    (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
+    (void)PH; (void)PW; (void)OH; (void)OW; (void)ws_floats;
+    return 0;
+#endif
+}
+
+dg_status dg_direct_conv_dweight(float *dweight, float *ws, size_t ws_floats,
+                                 const float *dout, const float *inp, int N, int C, int H,
+                                 int W, int OC) {
+#if DG_HAVE_AVX2
+    if (dw_floats(N, C, H, W, OC) > ws_floats) return DG_STATUS_ERR_SHAPE;
+    float *dyt = ws + (size_t)N * C * (H + 2) * (W + 2);
+    dw_job j = {dweight, ws, dyt, dyt + (size_t)N * (H / 2) * (W / 2) * OC, dout, inp,
+                N, C, H, W, OC, H / 2, W / 2};
+    dg_parallel(dw_prep_task, &j, dg_threads_for((double)N * C * H * W, 65536.0));
+    double flops = 2.0 * N * (double)OC * C * 16.0 * (H / 2) * (W / 2);
+    int nt = dg_threads_for(flops, DG_DIRECT_GRAIN);
+    size_t units = (size_t)(OC / DG_DIRECT_OCB) * C * 2;
+    if ((size_t)nt > units) nt = (int)units;
+    dg_parallel(dw_task, &j, nt < 1 ? 1 : nt);
+    return DG_STATUS_OK;
+#else
+    (void)dweight; (void)ws; (void)ws_floats; (void)dout; (void)inp; (void)N; (void)C;
+    (void)H; (void)W; (void)OC;
+    return DG_STATUS_ERR_VALUE;
+#endif
+}
 
 dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const float *inp,
                          const float *weight, const float *bias, int N, int C, int H,

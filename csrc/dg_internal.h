@@ -83,6 +83,15 @@ int dg_direct_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, i
 dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const float *inp,
                          const float *weight, const float *bias, int N, int C, int H,
                          int W, int OC);
+/* 1 when dg_direct_conv_dweight takes this conv2d geometry on this CPU, with a
+ * workspace of ws_floats floats. */
+int dg_direct_dweight_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,
+                           int SW, int PH, int PW, int OH, int OW, size_t ws_floats);
+/* dweight (OC, C, 4, 4) += the weight gradient of that conv2d: dout (N, OC, H/2,
+ * W/2) against the 4x4 windows of inp (N, C, H, W), stride 2, padding 1. */
+dg_status dg_direct_conv_dweight(float *dweight, float *ws, size_t ws_floats,
+                                 const float *dout, const float *inp, int N, int C, int H,
+                                 int W, int OC);
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define DG_HAVE_AVX2 1

@@ -824,6 +824,21 @@ py_conv2d_workspace_size(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kw
 }
 
 static PyObject *
+py_conv2d_direct(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"N", "C", "H", "W", "OC", "KH", "KW", "SH", "SW",
+                             "PH", "PW", "OH", "OW", NULL};
+    conv_geom g;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiiiiiiiiiii:_conv2d_direct", kwlist,
+                                     &g.N, &g.C, &g.H, &g.W, &g.OC, &g.KH, &g.KW, &g.SH,
+                                     &g.SW, &g.PH, &g.PW, &g.OH, &g.OW)) {
+        return NULL;
+    }
+    return PyBool_FromLong(dg_conv2d_direct(g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH,
+                                            g.SW, g.PH, g.PW, g.OH, g.OW));
+}
+
+static PyObject *
 py_conv_transpose2d_workspace_size(PyObject *Py_UNUSED(self), PyObject *args,
                                    PyObject *kwds)
 {
@@ -2298,6 +2313,10 @@ static PyMethodDef dg_methods[] = {
     KW_METHOD(_conv2d_workspace_size,
               "($module, /, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW)",
               "Floats of workspace _conv2d_forward/_backward need."),
+    KW_METHOD(_conv2d_direct,
+              "($module, /, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW)",
+              "True when the forward and the weight gradient of this conv2d run a direct "
+              "kernel on this CPU (dg_conv2d_direct): no im2col matrix to keep."),
     KW_METHOD(_conv2d_forward,
               "($module, /, out, workspace, inp, weight, bias, SH, SW, PH, PW, col=None)",
               "out (N, OC, OH, OW) = conv2d(inp (N, C, H, W), weight (OC, C, KH, KW)) + bias; "

@@ -124,6 +124,13 @@ dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
                              const float *inp, const float *weight, int N,
                              int C, int H, int W, int OC, int KH, int KW,
                              int SH, int SW, int PH, int PW, int OH, int OW);
+/* 1 when, on this CPU, both dg_conv2d_forward and dg_conv2d_backward's weight
+ * gradient of this geometry run a direct kernel without an im2col matrix (AVX-512,
+ * 4x4 stride-2 padding-1 kernels onto small maps): then keeping the matrix
+ * (dg_conv2d_forward_keep) would only cost time and memory. 0 otherwise, and for
+ * a geometry the ops refuse. */
+int dg_conv2d_direct(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                     int PH, int PW, int OH, int OW);
 /* dg_conv2d_forward that also keeps the im2col matrix of inp in col, a cache of
  * (C*KH*KW, N*OH*OW) floats (column n*OH*OW + p: image n's window at output
  * position p), so that dg_conv2d_backward_kept need not rebuild it for the

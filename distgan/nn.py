@@ -237,14 +237,25 @@ class Conv2d(_Weighted):
         C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(x.shape[1:])
         out = net.buf(self, "out", (x.shape[0], self.spec["out_channels"], oh, ow))
         # in training, the im2col matrix is kept for the weight gradient of the
-        # backward (which would otherwise rebuild it), up to _COL_KEEP_MAX floats
+        # backward (which would otherwise rebuild it), up to _COL_KEEP_MAX floats,
+        # unless the core computes both without one (a direct kernel on this CPU)
         rows, cols = C * kh * kw, x.shape[0] * oh * ow
-        col = net.buf(self, "col", (rows, cols)) if train and rows * cols <= _COL_KEEP_MAX \
-            else None
+        keep = train and rows * cols <= _COL_KEEP_MAX and not self._direct(x.shape)
+        col = net.buf(self, "col", (rows, cols)) if keep else None
         _core._conv2d_forward(out, net.workspace, x, self.weight(train), self.p.get("bias"),
                               sh, sw, ph, pw, col=col)
         self._x, self._col = x, col
         return out
+
+    def _direct(self, shape):
+        """Whether the core runs this batch's forward and weight gradient directly
+        (``_core._conv2d_direct``), memoised per input shape."""
+        memo = self.__dict__.setdefault("_direct_memo", {})
+        if shape not in memo:
+            C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(shape[1:])
+            memo[shape] = _core._conv2d_direct(shape[0], C, H, W, self.spec["out_channels"],
+                                               kh, kw, sh, sw, ph, pw, oh, ow)
+        return memo[shape]
 
     def backward(self, net, dy, need_dx, param_grads):
         C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(self._x.shape[1:])

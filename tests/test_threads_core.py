@@ -17,6 +17,7 @@ import pytest
 import distgan
 from conftest import subprocess_env
 from distgan import _core
+from distgan.nn import Network
 
 
 @pytest.fixture
@@ -280,3 +281,46 @@ def test_tanh_and_normals_same_bits_at_any_split(rng, threads):
         tail = np.empty(1_000, np.float32)
         _core._rng_normal(tail, 11, 5 + 49_001)
         assert np.array_equal(tail, z_ref[49_001:])
+
+
+def _has_avx512f():
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:   # NumPy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    return bool(__cpu_features__.get("AVX512F"))
+
+
+def test_conv2d_direct_query_and_training_layer(rng):
+    """_core._conv2d_direct says when a conv2d's forward and weight gradient run the
+    direct AVX-512 kernel (4x4, stride 2, padding 1, onto maps up to 8 wide, 32k
+    output channels, >= 8 images and input channels): then nn.Conv2d keeps no im2col
+    matrix in training, and its output and gradients agree with the GEMM path (the
+    same op given a col to keep, which always takes it) to float rounding."""
+    geo = (64, 14, 14, 128, 4, 4, 2, 2, 1, 1, 7, 7)
+    assert _core._conv2d_direct(16, *geo) is _has_avx512f()
+    assert _core._conv2d_direct(4, *geo) is False                         # too few images
+    assert _core._conv2d_direct(16, 64, 14, 14, 96 + 8, 4, 4, 2, 2, 1, 1, 7, 7) is False
+    assert _core._conv2d_direct(16, 64, 14, 14, 128, 3, 3, 2, 2, 1, 1, 7, 7) is False
+    assert _core._conv2d_direct(16, 64, 28, 28, 128, 4, 4, 2, 2, 1, 1, 14, 14) is False
+    spec = {"type": "conv2d", "in_channels": 64, "out_channels": 128, "kernel_size": 4,
+            "stride": 2, "padding": 1, "bias": True}
+    net = Network([spec], (64, 14, 14))
+    x = rng.standard_normal((16, 64, 14, 14)).astype(np.float32)
+    dy = rng.standard_normal((16, 128, 7, 7)).astype(np.float32)
+    layer = net.layers[0]
+    net.zero_grad()
+    y = net.forward(x, train=True).copy()
+    dx = net.backward(dy).copy()
+    assert (layer._col is None) is _has_avx512f()
+    w, b = layer.p["weight"], layer.p["bias"]
+    ws = np.empty(_core._conv2d_workspace_size(16, *geo), np.float32)
+    col = np.empty((64 * 16, 16 * 49), np.float32)
+    y0 = np.empty_like(y)
+    _core._conv2d_forward(y0, ws, x, w, b, 2, 2, 1, 1, col=col)
+    g0 = [np.zeros_like(x), np.zeros_like(w), np.zeros_like(b)]
+    _core._conv2d_backward(*g0, ws, dy, x, w, 2, 2, 1, 1, col=col)
+    for name, got, want in (("out", y, y0), ("dinp", dx, g0[0]),
+                            ("dweight", layer.g["weight"], g0[1]), ("dbias", layer.g["bias"], g0[2])):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(),
+                                   err_msg=name)

@@ -832,8 +832,9 @@ static void test_conv_simd(void) {
     }
 }
 
-/* The direct AVX-512 kernel (dg_conv_direct.c) of 4x4, stride-2, padding-1
- * conv2d forwards and of the transposed convolutions' input gradients, on shapes
+/* The direct AVX-512 kernels (dg_conv_direct.c) of 4x4, stride-2, padding-1
+ * conv2d forwards and weight gradients and of the transposed convolutions' input
+ * gradients, on shapes
  * it takes (>= 8 images and channels, the 32-channel blocks, output rows of 1 to 8
  * pixels). Each case:
  * - runs through conv_case (forward with and without bias, backward
