@@ -82,20 +82,26 @@ static int direct_tasks(int N, int C, int OC, int OH, int OW) {
     return nt < 1 ? 1 : nt;
 }
 
-int dg_direct_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
-                   int PH, int PW, int OH, int OW, size_t ws_floats) {
+/* The CPU and the geometry both kernels take (sizes: the plan of the op, in
+ * dg_conv.c, checked that every tensor fits). */
 #if DG_HAVE_AVX2
+static int direct_geometry(int N, int C, int H, int W, int OC, int KH, int KW, int SH,
+                           int SW, int PH, int PW, int OH, int OW) {
     if (!dg_avx512()) return 0;
     if (KH != 4 || KW != 4 || SH != 2 || SW != 2 || PH != 1 || PW != 1) return 0;
     if (N < DG_DIRECT_MIN_N || C < DG_DIRECT_MIN_C || OC % DG_DIRECT_OCB != 0) return 0;
-    if (H % 2 != 0 || W % 2 != 0 || OH != H / 2 || OW != W / 2 || OW > DG_DIRECT_MAXW ||
-        OH < 1 || OW < 1) {
-        return 0;
-    }
-    /* sizes: the plan of the op (dg_conv.c) checked that every tensor fits. Room
-     * for one task at least: whether the kernel runs does not depend on the
+    return H % 2 == 0 && W % 2 == 0 && OH == H / 2 && OW == W / 2 && OW <= DG_DIRECT_MAXW &&
+           OH >= 1 && OW >= 1;
+}
+#endif
+
+int dg_direct_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                   int PH, int PW, int OH, int OW, size_t ws_floats) {
+#if DG_HAVE_AVX2
+    /* room for one task at least: whether the kernel runs does not depend on the
      * thread count (dg_direct_conv runs as many tasks as the workspace holds) */
-    return (size_t)C * 16 * OC + task_floats(C, H, W, OH, OW) <= ws_floats;
+    return direct_geometry(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW) &&
+           (size_t)C * 16 * OC + task_floats(C, H, W, OH, OW) <= ws_floats;
 #else
     (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
     (void)PH; (void)PW; (void)OH; (void)OW; (void)ws_floats;
@@ -107,6 +113,23 @@ int dg_direct_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, i
 #include <immintrin.h>
 
 #define DG_AVX512 __attribute__((target("avx512f")))
+
+/* xp (C, H+2, W+2) = the image x (C, H, W) with a border of zeros. */
+static void pad_image(float *xp, const float *x, int C, int H, int W) {
+    int WP = W + 2;
+    size_t plane = (size_t)(H + 2) * WP;
+    for (int c = 0; c < C; c++) {
+        float *d = xp + (size_t)c * plane;
+        memset(d, 0, sizeof(float) * (size_t)WP);
+        for (int h = 0; h < H; h++) {
+            float *dr = d + (size_t)(h + 1) * WP;
+            dr[0] = 0.0f;
+            memcpy(dr + 1, x + ((size_t)c * H + h) * W, sizeof(float) * (size_t)W);
+            dr[W + 1] = 0.0f;
+        }
+        memset(d + (size_t)(H + 1) * WP, 0, sizeof(float) * (size_t)WP);
+    }
+}
 
 /* The panels from weight (OC, C*16), rows [lo, hi) of (C*16): panel ob holds
  * output channels ob*32 .. ob*32 + 31, wp[(ob * C*16 + row) * 32 + i], so that a
@@ -179,18 +202,7 @@ static void image(const direct_job *j, const float *x, float *out, float *xp, fl
     int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;
     int WP = W + 2;
     size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW;
-    /* zero-padded copy of the image */
-    for (int c = 0; c < C; c++) {
-        float *d = xp + (size_t)c * plane;
-        memset(d, 0, sizeof(float) * (size_t)WP);
-        for (int h = 0; h < H; h++) {
-            float *dr = d + (size_t)(h + 1) * WP;
-            dr[0] = 0.0f;
-            memcpy(dr + 1, x + ((size_t)c * H + h) * W, sizeof(float) * (size_t)W);
-            dr[W + 1] = 0.0f;
-        }
-        memset(d + (size_t)(H + 1) * WP, 0, sizeof(float) * (size_t)WP);
-    }
+    pad_image(xp, x, C, H, W);
     for (int ob = 0; ob < OC; ob += DG_DIRECT_OCB) {
         const float *panel = j->ws + (size_t)ob * C * 16;
         for (int c0 = 0; c0 < C; c0 += DG_DIRECT_CC) {
@@ -247,25 +259,24 @@ static void dw_prep_task(void *ctx, int t, int nt) {
     const dw_job *j = (const dw_job *)ctx;
     size_t lo, hi;
     dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
-    int C = j->C, H = j->H, W = j->W, WP = W + 2, OC = j->OC;
-    size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)j->OH * j->OW;
+    int C = j->C, H = j->H, W = j->W, OC = j->OC;
+    size_t plane = (size_t)(H + 2) * (W + 2), ohw = (size_t)j->OH * j->OW;
     for (size_t n = lo; n < hi; n++) {
-        float *xp = j->xp + n * C * plane;
-        const float *x = j->inp + n * C * (size_t)H * W;
-        for (int c = 0; c < C; c++) {
-            float *d = xp + (size_t)c * plane;
-            memset(d, 0, sizeof(float) * plane);
-            for (int h = 0; h < H; h++) {
-                memcpy(d + (size_t)(h + 1) * WP + 1, x + ((size_t)c * H + h) * W,
-                       sizeof(float) * (size_t)W);
-            }
-        }
+        pad_image(j->xp + n * C * plane, j->inp + n * C * (size_t)H * W, C, H, W);
         float *dyt = j->dyt + n * ohw * OC;
         const float *dy = j->dout + n * ohw * OC;
         for (int oc = 0; oc < OC; oc++) {
             for (size_t k = 0; k < ohw; k++) dyt[k * OC + oc] = dy[(size_t)oc * ohw + k];
         }
     }
+}
+
+/* Unit u of the weight gradient: output channels ob .. ob + 31, input channel
+ * c, kernel rows 2*half and 2*half + 1. */
+static inline void unit_of(size_t u, int C, int *ob, int *c, int *half) {
+    *half = (int)(u % 2);
+    *c = (int)(u / 2 % (size_t)C);
+    *ob = (int)(u / 2 / (size_t)C) * DG_DIRECT_OCB;
 }
 
 /* Units [lo, hi) (unit u: block u / (2C) of 32 output channels, input channel
@@ -281,8 +292,8 @@ DG_AVX512 static void dw_units(const dw_job *j, size_t lo, size_t hi) {
     size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW;
     for (int n = 0; n < j->N; n++) {
         for (size_t u = lo; u < hi; u++) {
-            int half = (int)(u % 2), c = (int)(u / 2 % (size_t)C);
-            int ob = (int)(u / 2 / (size_t)C) * DG_DIRECT_OCB;
+            int ob, c, half;
+            unit_of(u, C, &ob, &c, &half);
             const float *xc = j->xp + ((size_t)n * C + c) * plane + (size_t)(2 * half) * WP;
             const float *dyn = j->dyt + (size_t)n * ohw * OC + ob;
             float *acc = j->acc + u * 8 * DG_DIRECT_OCB;
@@ -313,8 +324,8 @@ DG_AVX512 static void dw_units(const dw_job *j, size_t lo, size_t hi) {
     }
     /* dweight += the sums */
     for (size_t u = lo; u < hi; u++) {
-        int half = (int)(u % 2), c = (int)(u / 2 % (size_t)C);
-        int ob = (int)(u / 2 / (size_t)C) * DG_DIRECT_OCB;
+        int ob, c, half;
+        unit_of(u, C, &ob, &c, &half);
         const float *acc = j->acc + u * 8 * DG_DIRECT_OCB;
         for (int i = 0; i < DG_DIRECT_OCB; i++) {
             float *dw = j->dweight + ((size_t)(ob + i) * C + c) * 16 + 8 * half;
@@ -339,7 +350,7 @@ static size_t dw_floats(int N, int C, int H, int W, int OC) {
 int dg_direct_dweight_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,
                            int SW, int PH, int PW, int OH, int OW, size_t ws_floats) {
 #if DG_HAVE_AVX2
-    return dg_direct_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, (size_t)-1) &&
+    return direct_geometry(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW) &&
            dw_floats(N, C, H, W, OC) <= ws_floats;
 #else
     (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;

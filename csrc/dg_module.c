@@ -797,20 +797,30 @@ conv_check(const char *op, int transposed, const conv_geom *g, const char *what,
     return 0;
 }
 
+/* The 13 geometry arguments (N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW) of
+ * the workspace-size and _conv2d_direct entry points, checked as the ops check
+ * them (conv_check; *ws the op's workspace floats). 0, or -1 with an exception. */
+static int
+parse_conv_geom(const char *op, const char *fmt, int transposed, PyObject *args,
+                PyObject *kwds, conv_geom *g, size_t *ws)
+{
+    static char *kwlist[] = {"N", "C", "H", "W", "OC", "KH", "KW", "SH", "SW",
+                             "PH", "PW", "OH", "OW", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, &g->N, &g->C, &g->H, &g->W,
+                                     &g->OC, &g->KH, &g->KW, &g->SH, &g->SW, &g->PH, &g->PW,
+                                     &g->OH, &g->OW)) {
+        return -1;
+    }
+    return conv_check(op, transposed, g, "the geometry", ws);
+}
+
 static PyObject *
 conv_workspace_size_impl(const char *op, const char *fmt, int transposed,
                          PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"N", "C", "H", "W", "OC", "KH", "KW", "SH", "SW",
-                             "PH", "PW", "OH", "OW", NULL};
     conv_geom g;
     size_t ws;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, &g.N, &g.C, &g.H, &g.W,
-                                     &g.OC, &g.KH, &g.KW, &g.SH, &g.SW, &g.PH, &g.PW,
-                                     &g.OH, &g.OW)) {
-        return NULL;
-    }
-    if (conv_check(op, transposed, &g, "the geometry", &ws) < 0) {
+    if (parse_conv_geom(op, fmt, transposed, args, kwds, &g, &ws) < 0) {
         return NULL;
     }
     return PyLong_FromSize_t(ws);
@@ -826,12 +836,10 @@ py_conv2d_workspace_size(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kw
 static PyObject *
 py_conv2d_direct(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"N", "C", "H", "W", "OC", "KH", "KW", "SH", "SW",
-                             "PH", "PW", "OH", "OW", NULL};
     conv_geom g;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiiiiiiiiiiii:_conv2d_direct", kwlist,
-                                     &g.N, &g.C, &g.H, &g.W, &g.OC, &g.KH, &g.KW, &g.SH,
-                                     &g.SW, &g.PH, &g.PW, &g.OH, &g.OW)) {
+    size_t ws;
+    if (parse_conv_geom("_conv2d_direct", "iiiiiiiiiiiii:_conv2d_direct", 0, args, kwds,
+                        &g, &ws) < 0) {
         return NULL;
     }
     return PyBool_FromLong(dg_conv2d_direct(g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH,

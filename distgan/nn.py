@@ -87,6 +87,7 @@ class _Weighted(_Layer):
         self._dw_eff = None
         self._sigma = 1.0
         self._geom_memo = {}     # per-sample input shape -> geometry (conv layers)
+        self._direct_memo = {}   # batch input shape -> direct kernels (Conv2d._direct)
 
     def _geom(self, s):
         """The layer's geometry for a per-sample input shape, computed once per shape
@@ -250,12 +251,12 @@ class Conv2d(_Weighted):
     def _direct(self, shape):
         """Whether the core runs this batch's forward and weight gradient directly
         (``_core._conv2d_direct``), memoised per input shape."""
-        memo = self.__dict__.setdefault("_direct_memo", {})
-        if shape not in memo:
+        d = self._direct_memo.get(shape)
+        if d is None:
             C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(shape[1:])
-            memo[shape] = _core._conv2d_direct(shape[0], C, H, W, self.spec["out_channels"],
-                                               kh, kw, sh, sw, ph, pw, oh, ow)
-        return memo[shape]
+            d = self._direct_memo[shape] = _core._conv2d_direct(
+                shape[0], C, H, W, self.spec["out_channels"], kh, kw, sh, sw, ph, pw, oh, ow)
+        return d
 
     def backward(self, net, dy, need_dx, param_grads):
         C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(self._x.shape[1:])

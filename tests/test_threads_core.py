@@ -293,7 +293,7 @@ def _has_avx512f():
 
 def test_conv2d_direct_query_and_training_layer(rng):
     """_core._conv2d_direct says when a conv2d's forward and weight gradient run the
-    direct AVX-512 kernel (4x4, stride 2, padding 1, onto maps up to 8 wide, 32k
+    direct AVX-512 kernel (a geometry the ops refuse raises, as they would) (4x4, stride 2, padding 1, onto maps up to 8 wide, 32k
     output channels, >= 8 images and input channels): then nn.Conv2d keeps no im2col
     matrix in training, and its output and gradients agree with the GEMM path (the
     same op given a col to keep, which always takes it) to float rounding."""
@@ -303,6 +303,8 @@ def test_conv2d_direct_query_and_training_layer(rng):
     assert _core._conv2d_direct(16, 64, 14, 14, 96 + 8, 4, 4, 2, 2, 1, 1, 7, 7) is False
     assert _core._conv2d_direct(16, 64, 14, 14, 128, 3, 3, 2, 2, 1, 1, 7, 7) is False
     assert _core._conv2d_direct(16, 64, 28, 28, 128, 4, 4, 2, 2, 1, 1, 14, 14) is False
+    with pytest.raises(ValueError, match=r"_conv2d_direct: the geometry has \(OH, OW\) = \(9, 9\)"):
+        _core._conv2d_direct(16, 64, 14, 14, 128, 4, 4, 2, 2, 1, 1, 9, 9)
     spec = {"type": "conv2d", "in_channels": 64, "out_channels": 128, "kernel_size": 4,
             "stride": 2, "padding": 1, "bias": True}
     net = Network([spec], (64, 14, 14))
