@@ -53,10 +53,11 @@
  * 4x4 stride-2 padding-1 kernels an AVX2 path where the CPU has it (see
  * im2col_k4s2).
  *
- * On an AVX-512 CPU, a conv2d forward that keeps no im2col matrix, and the
- * transposed convolution's input gradient, of 4x4 stride-2 padding-1 kernels onto
- * maps at most 8 wide run a direct kernel instead (dg_conv_direct.c), where
- * dg_direct_fits says it applies.
+ * On an AVX-512 CPU, a conv2d forward that keeps no im2col matrix, a conv2d weight
+ * gradient without a kept matrix, and the transposed convolution's input gradient,
+ * of 4x4 stride-2 padding-1 kernels onto maps at most 8 wide, run direct kernels
+ * instead (dg_conv_direct.c), where dg_direct_fits / dg_direct_dweight_fits say
+ * they apply.
  *
  * Threads: a forward, and conv2d's input gradient (a pass of its own after the
  * weight gradient), of a batch run as one task per thread over ranges of images

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -83,9 +84,11 @@ WORKLOADS = [
 ]
 
 
+@functools.lru_cache(maxsize=None)
 def _layer_cases():
     """(key, label, spec, per-sample input shape) of every weighted layer of
-    ``models.dcgan(1.0)`` (generator, then discriminator), for the per-layer rows."""
+    ``models.dcgan(1.0)`` (generator, then discriminator), for the per-layer rows;
+    computed once per process (it builds both networks to read their shapes)."""
     from distgan import models
     from distgan.nn import Network
 
@@ -103,7 +106,7 @@ def _layer_cases():
                         f"{d['out_channels']}, {shape[1]}x{shape[2]} -> {out[1]}x{out[2]}")
             cases.append((f"layer_{part[0]}{i}", f"(e) {part[0].upper()} layer {i}: {what}",
                           d, shape))
-    return cases
+    return tuple(cases)
 
 
 # (e) rows: each weighted layer of (a) alone at batch 64, forward in training mode, then
