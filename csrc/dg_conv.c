@@ -54,10 +54,11 @@
  * im2col_k4s2).
  *
  * On an AVX-512 CPU, a conv2d forward that keeps no im2col matrix, a conv2d weight
- * gradient without a kept matrix, and the transposed convolution's input gradient,
- * of 4x4 stride-2 padding-1 kernels onto maps at most 8 wide, run direct kernels
- * instead (dg_conv_direct.c), where dg_direct_fits / dg_direct_dweight_fits say
- * they apply.
+ * gradient without a kept matrix, conv2d's input gradient, and the transposed
+ * convolution's forward and input gradient, of 4x4 stride-2 padding-1 kernels
+ * between maps at most 8 and 16 wide, run direct kernels instead
+ * (dg_conv_direct.c), where dg_direct_fits / dg_direct_dweight_fits /
+ * dg_direct_t_fits say they apply.
  *
  * Threads: a forward, and conv2d's input gradient (a pass of its own after the
  * weight gradient), of a batch run as one task per thread over ranges of images
@@ -1291,6 +1292,15 @@ static dg_status conv2d_backward_impl(float *dinp, float *dweight, float *dbias,
             if (st != DG_STATUS_OK) return st;
         }
     }
+    if (dinp != NULL &&
+        dg_direct_t_fits(N, OC, OH, OW, C, KH, KW, SH, SW, PH, PW, H, W, p.ws)) {
+        // dinp += conv_transpose2d(dout, weight) by the direct kernel
+        // (dg_conv_direct.c): weight (OC, C, KH, KW) is that transposed
+        // convolution's, from OC channels to C
+        st = dg_direct_convt(dinp, 1, workspace, p.ws, dout, weight, NULL, N, OC, OH, OW, C);
+        if (st != DG_STATUS_OK) return st;
+        dinp = NULL;
+    }
     if (dinp != NULL) {
         // a pass of its own (over images, one task per thread; conv2d_dinp_range)
         st = images_run(R_CONV2D_DINP, &p, dinp, workspace, NULL, dout, weight, NULL, N, C, H,
@@ -1395,6 +1405,10 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
     if (st != DG_STATUS_OK) return st;
     if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
         return DG_STATUS_ERR_NULL;
+    }
+    if (dg_direct_t_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
+        // a direct kernel (dg_conv_direct.c) where it applies, else GEMM + col2im
+        return dg_direct_convt(out, 0, workspace, p.ws, inp, weight, bias, N, C, H, W, OC);
     }
     return images_run(R_CONVT_FWD, &p, out, workspace, NULL, inp, weight, bias, N, C, H, W,
                       OC, KH, KW, SH, SW, PH, PW, OH, OW);

@@ -5,6 +5,8 @@
  *   dg_direct_conv          out (N, OC, H/2, W/2) = conv2d(inp (N, C, H, W),
  *                                                          weight (OC, C, 4, 4))
  *   dg_direct_conv_dweight  dweight (OC, C, 4, 4) += its weight gradient
+ *   dg_direct_convt         out (N, OC, 2H, 2W) = conv_transpose2d(inp (N, C, H, W),
+ *                                                          weight (C, OC, 4, 4))
  *
  * dg_direct_conv either assigns (plus bias[oc] when bias != NULL) or adds to out
  * (add = 1: an input gradient, which accumulates). dg_conv.c uses it for a conv2d
@@ -13,6 +15,10 @@
  * same weights; and dg_direct_conv_dweight for a conv2d weight gradient with no
  * kept matrix. Where both apply (dg_conv2d_direct), nn.Conv2d keeps none in
  * training. The weight-gradient kernel is described above dw_units.
+ * dg_direct_convt (assigning plus bias, or adding) runs the transposed
+ * convolution's forward (7x7 -> 14x14) and conv2d's input gradient, which is the
+ * transposed convolution of dout with the same weights; it is described above
+ * convt_row_1.
  *
  * Why: on an AVX-512 CPU, im2col + OpenBLAS spends ~40 % of such a layer outside
  * the GEMM kernel (writing the col matrix, packing it, col2im, zeroing C for
@@ -24,7 +30,11 @@
  * broadcast (one FMA per pixel and vector). Input channels go in chunks of
  * DG_DIRECT_CC, so that the chunk's weights (16 KiB) stay in L1 over every row of
  * an image; a row's partial sums wait in a small buffer between chunks. Each
- * image reads a zero-padded copy of itself (no bounds tests in the loops).
+ * image reads a zero-padded copy of itself (no bounds tests in the loops), and
+ * the products with its zero border are left out: with a 4x4 window at stride 2,
+ * the first kernel row of the top output row, the last of the bottom one, and
+ * the same columns at the left and right, 13.8 % of a 14x14 -> 7x7 layer's
+ * products (5-9 % faster, PERFORMANCE.md log 38).
  *
  * Numbers: FMA (one rounding per multiply-add), summed over input channels, then
  * kernel rows, then kernel columns, in increasing order, so the result differs
@@ -36,11 +46,11 @@
  * (dg_set_simd), the geometry above with an output row of at most 8 pixels, OC a
  * multiple of 32, at least DG_DIRECT_MIN_C input channels and DG_DIRECT_MIN_N
  * images (packing the weights costs about as much as a few images), and room in
- * the op's workspace for the panels and each task's padded image and row buffer.
- * The transposed convolution's forward and conv2d's input gradient were tried
- * with a kernel of the same kind, and the transposed convolution's weight
- * gradient with dg_direct_conv_dweight; they kept the GEMM path, as they were no
- * faster in place (PERFORMANCE.md, log 36).
+ * the op's workspace for the panels and each task's padded image and row buffer;
+ * dg_direct_t_fits the same for the transposed kernel, with rows of at most 8
+ * input pixels and OC a multiple of 16. The transposed convolution's weight
+ * gradient was tried with dg_direct_conv_dweight and kept the GEMM path, as it
+ * was no faster in place (PERFORMANCE.md, log 37).
  */
 #include "distgan.h"
 #include "dg_internal.h"
@@ -55,6 +65,10 @@
 #define DG_DIRECT_MAXW 8
 #define DG_DIRECT_MIN_C 8
 #define DG_DIRECT_MIN_N 8
+/* The transposed kernel: output channels per block (one vector), input
+ * channels per chunk (16 x 16 taps x 16 channels x 4 bytes = 16 KiB). */
+#define DG_DIRECT_T_OCB 16
+#define DG_DIRECT_T_CC 16
 /* FLOPs per task at least */
 #define DG_DIRECT_GRAIN 4.0e6
 
@@ -82,14 +96,15 @@ static int direct_tasks(int N, int C, int OC, int OH, int OW) {
     return nt < 1 ? 1 : nt;
 }
 
-/* The CPU and the geometry both kernels take (sizes: the plan of the op, in
- * dg_conv.c, checked that every tensor fits). */
+/* The CPU and the geometry the kernels take, as a conv2d (N, C, H, W) -> (N, OC,
+ * OH, OW) with C input channels at least and OC a multiple of ocb (sizes: the
+ * plan of the op, in dg_conv.c, checked that every tensor fits). */
 #if DG_HAVE_AVX2
 static int direct_geometry(int N, int C, int H, int W, int OC, int KH, int KW, int SH,
-                           int SW, int PH, int PW, int OH, int OW) {
+                           int SW, int PH, int PW, int OH, int OW, int ocb) {
     if (!dg_avx512()) return 0;
     if (KH != 4 || KW != 4 || SH != 2 || SW != 2 || PH != 1 || PW != 1) return 0;
-    if (N < DG_DIRECT_MIN_N || C < DG_DIRECT_MIN_C || OC % DG_DIRECT_OCB != 0) return 0;
+    if (N < DG_DIRECT_MIN_N || C < DG_DIRECT_MIN_C || OC % ocb != 0) return 0;
     return H % 2 == 0 && W % 2 == 0 && OH == H / 2 && OW == W / 2 && OW <= DG_DIRECT_MAXW &&
            OH >= 1 && OW >= 1;
 }
@@ -100,8 +115,24 @@ int dg_direct_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, i
 #if DG_HAVE_AVX2
     /* room for one task at least: whether the kernel runs does not depend on the
      * thread count (dg_direct_conv runs as many tasks as the workspace holds) */
-    return direct_geometry(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW) &&
+    return direct_geometry(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, DG_DIRECT_OCB) &&
            (size_t)C * 16 * OC + task_floats(C, H, W, OH, OW) <= ws_floats;
+#else
+    (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
+    (void)PH; (void)PW; (void)OH; (void)OW; (void)ws_floats;
+    return 0;
+#endif
+}
+
+int dg_direct_t_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                     int PH, int PW, int OH, int OW, size_t ws_floats) {
+#if DG_HAVE_AVX2
+    /* the geometry of its adjoint conv2d, (OH, OW) -> (H, W), whose output
+     * channels are this one's input channels (and the other way round); room
+     * for the panels and one task's row buffer */
+    return direct_geometry(N, OC, OH, OW, C, KH, KW, SH, SW, PH, PW, H, W, 1) &&
+           C >= DG_DIRECT_MIN_C && OC % DG_DIRECT_T_OCB == 0 &&
+           (size_t)C * 16 * OC + (size_t)OH * OW * DG_DIRECT_T_OCB <= ws_floats;
 #else
     (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
     (void)PH; (void)PW; (void)OH; (void)OW; (void)ws_floats;
@@ -251,6 +282,156 @@ static void image_task(void *ctx, int t, int nt) {
     }
 }
 /* ------------------------------------------------------------------------- */
+/* Transposed convolution                                                     */
+/* ------------------------------------------------------------------------- */
+
+/* out (N, OC, 2H, 2W) (+)= conv_transpose2d(inp (N, C, H, W), weight (C, OC, 4, 4)),
+ * stride 2, padding 1, taken apart by the parity of the output pixel: output
+ * row 2y reads input rows y (kernel row 1) and y - 1 (row 3), output row 2y + 1
+ * input rows y + 1 (row 0) and y (row 2), and the same for columns, so every
+ * output pixel is a sum of 2 x 2 taps per input channel, none of them in the
+ * padding (no padded copy, and no product with a zero). The weights are packed
+ * per call into one panel per block of 16 output channels, (C*16, 16) (row
+ * c*16 + kh*4 + kw: that tap's 16 weights); an output row of 2W pixels for a
+ * block is held in 2W zmm: per input channel and kernel row, the four column
+ * taps' weight vectors times each input pixel's value, broadcast once for the
+ * two output columns on either side of it (both parities at once). Channels go
+ * in chunks of DG_DIRECT_T_CC (16 KiB of weights in L1 over the rows of an
+ * image); the output row waits in a buffer between chunks. */
+typedef struct {
+    int add;
+    float *out, *ws;
+    const float *inp, *weight, *bias;
+    int N, C, H, W, OC;
+    size_t wp_floats, task_floats;
+} convt_job;
+
+/* panels from weight (C, OC, 16), input channels [lo, hi): wp[(ob*C + c)*256 +
+ * t*16 + i] = weight[c, ob*16 + i, t] */
+static void convt_pack_task(void *ctx, int t, int nt) {
+    const convt_job *j = (const convt_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
+    for (size_t c = lo; c < hi; c++) {
+        const float *w = j->weight + c * (size_t)j->OC * 16;
+        for (int oc = 0; oc < j->OC; oc++) {
+            float *d = j->ws + ((size_t)(oc / DG_DIRECT_T_OCB) * j->C + c) * 256 +
+                       oc % DG_DIRECT_T_OCB;
+            for (int k = 0; k < 16; k++) d[k * DG_DIRECT_T_OCB] = w[(size_t)oc * 16 + k];
+        }
+    }
+}
+
+/* One output row of 2*NP pixels for a block of 16 channels: acc (2*NP, 16) = (or
+ * += unless `first`) the sum of the taps of nc input channels, summed apart from
+ * acc (blocked summation: the rounding error of a sum over 4C products grows
+ * with 4*DG_DIRECT_T_CC + C/DG_DIRECT_T_CC, not with 4C; summed into acc all
+ * along, the error was ~3x the GEMM path's on 64 channels). Kernel rows kh[r]
+ * read input rows xr[r] (channel c0's, planes `plane` floats apart), r < nr
+ * (1 or 2); wc: channel c0's rows of the panel. Output column 2x takes input
+ * column x by kernel column 1 and x - 1 by 3; column 2x + 1 takes x + 1 by 0
+ * and x by 2. */
+#define CONVT_ROW(NP)                                                                   \
+    DG_AVX512 static void convt_row_##NP(float *acc, int first, const float *const *xr, \
+                                         const int *kh, int nr, size_t plane,           \
+                                         const float *wc, int nc) {                     \
+        __m512 ev[NP], od[NP];                                                          \
+        _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                          \
+            ev[p] = _mm512_setzero_ps();                                                \
+            od[p] = _mm512_setzero_ps();                                                \
+        }                                                                               \
+        for (int c = 0; c < nc; c++) {                                                  \
+            for (int r = 0; r < nr; r++) {                                              \
+                const float *x = xr[r] + (size_t)c * plane;                             \
+                const float *wq = wc + ((size_t)c * 16 + (size_t)kh[r] * 4) * 16;       \
+                __m512 w0 = _mm512_loadu_ps(wq), w1 = _mm512_loadu_ps(wq + 16);         \
+                __m512 w2 = _mm512_loadu_ps(wq + 32), w3 = _mm512_loadu_ps(wq + 48);    \
+                _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++) {                  \
+                    __m512 b = _mm512_set1_ps(x[i]);                                    \
+                    ev[i] = _mm512_fmadd_ps(w1, b, ev[i]);                              \
+                    od[i] = _mm512_fmadd_ps(w2, b, od[i]);                              \
+                    if (i + 1 < NP) ev[i + 1] = _mm512_fmadd_ps(w3, b, ev[i + 1]);      \
+                    if (i >= 1) od[i - 1] = _mm512_fmadd_ps(w0, b, od[i - 1]);          \
+                }                                                                       \
+            }                                                                           \
+        }                                                                               \
+        _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                          \
+            float *a0 = acc + (2 * p) * 16, *a1 = acc + (2 * p + 1) * 16;               \
+            if (!first) {                                                               \
+                ev[p] = _mm512_add_ps(_mm512_loadu_ps(a0), ev[p]);                      \
+                od[p] = _mm512_add_ps(_mm512_loadu_ps(a1), od[p]);                      \
+            }                                                                           \
+            _mm512_storeu_ps(a0, ev[p]);                                                \
+            _mm512_storeu_ps(a1, od[p]);                                                \
+        }                                                                               \
+    }
+
+CONVT_ROW(1)
+CONVT_ROW(2)
+CONVT_ROW(3)
+CONVT_ROW(4)
+CONVT_ROW(5)
+CONVT_ROW(6)
+CONVT_ROW(7)
+CONVT_ROW(8)
+
+typedef void (*convt_row_fn)(float *, int, const float *const *, const int *, int, size_t,
+                             const float *, int);
+static const convt_row_fn convt_rows[DG_DIRECT_MAXW + 1] = {
+    NULL, convt_row_1, convt_row_2, convt_row_3, convt_row_4,
+    convt_row_5, convt_row_6, convt_row_7, convt_row_8};
+
+/* One image: out (OC, 2H, 2W) (+)= its transposed convolution; buf the task's
+ * (4HW, 16) row buffer. */
+static void convt_image(const convt_job *j, const float *x, float *out, float *buf) {
+    int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = 2 * H, OW = 2 * W;
+    size_t plane = (size_t)H * W, ohw = (size_t)OH * OW;
+    for (int ob = 0; ob < OC; ob += DG_DIRECT_T_OCB) {
+        const float *panel = j->ws + (size_t)ob * C * 16;
+        for (int c0 = 0; c0 < C; c0 += DG_DIRECT_T_CC) {
+            int nc = C - c0 < DG_DIRECT_T_CC ? C - c0 : DG_DIRECT_T_CC;
+            const float *xc = x + (size_t)c0 * plane;
+            for (int oy = 0; oy < OH; oy++) {
+                /* the (input row, kernel row) pairs of output row oy inside the map */
+                const float *xr[2];
+                int kh[2], nr = 0, y = oy / 2;
+                if (oy % 2 == 0) {
+                    xr[nr] = xc + (size_t)y * W, kh[nr++] = 1;
+                    if (y >= 1) xr[nr] = xc + (size_t)(y - 1) * W, kh[nr++] = 3;
+                } else {
+                    if (y + 1 < H) xr[nr] = xc + (size_t)(y + 1) * W, kh[nr++] = 0;
+                    xr[nr] = xc + (size_t)y * W, kh[nr++] = 2;
+                }
+                convt_rows[W](buf + (size_t)oy * OW * DG_DIRECT_T_OCB, c0 == 0, xr, kh, nr,
+                              plane, panel + (size_t)c0 * 256, nc);
+            }
+        }
+        /* buf (pixels, 16) -> out[ob + i, :, :] */
+        for (int i = 0; i < DG_DIRECT_T_OCB; i++) {
+            float *o = out + (size_t)(ob + i) * ohw;
+            const float *s = buf + i;
+            if (j->add) {
+                for (size_t k = 0; k < ohw; k++) o[k] += s[k * DG_DIRECT_T_OCB];
+            } else if (j->bias != NULL) {
+                float b = j->bias[ob + i];
+                for (size_t k = 0; k < ohw; k++) o[k] = s[k * DG_DIRECT_T_OCB] + b;
+            } else {
+                for (size_t k = 0; k < ohw; k++) o[k] = s[k * DG_DIRECT_T_OCB];
+            }
+        }
+    }
+}
+
+static void convt_image_task(void *ctx, int t, int nt) {
+    const convt_job *j = (const convt_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
+    float *buf = j->ws + j->wp_floats + (size_t)t * j->task_floats;
+    size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * 4 * j->H * j->W;
+    for (size_t n = lo; n < hi; n++) convt_image(j, j->inp + n * in_img, j->out + n * out_img, buf);
+}
+
+/* ------------------------------------------------------------------------- */
 /* Weight gradient                                                            */
 /* ------------------------------------------------------------------------- */
 
@@ -389,7 +570,7 @@ static size_t dw_floats(int N, int C, int H, int W, int OC) {
 int dg_direct_dweight_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,
                            int SW, int PH, int PW, int OH, int OW, size_t ws_floats) {
 #if DG_HAVE_AVX2
-    return direct_geometry(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW) &&
+    return direct_geometry(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, DG_DIRECT_OCB) &&
            dw_floats(N, C, H, W, OC) <= ws_floats;
 #else
     (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
@@ -433,6 +614,27 @@ dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const
     if ((size_t)nt > room) nt = (int)room;
     dg_parallel(pack_task, &j, dg_threads_for((double)j.wp_floats, 65536.0));
     dg_parallel(image_task, &j, nt);
+    return DG_STATUS_OK;
+#else
+    (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
+    (void)N; (void)C; (void)H; (void)W; (void)OC;
+    return DG_STATUS_ERR_VALUE;
+#endif
+}
+
+dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, const float *inp,
+                          const float *weight, const float *bias, int N, int C, int H,
+                          int W, int OC) {
+#if DG_HAVE_AVX2
+    size_t task = (size_t)4 * H * W * DG_DIRECT_T_OCB;
+    convt_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC,
+                   (size_t)C * 16 * OC, task};
+    if (j.wp_floats + task > ws_floats) return DG_STATUS_ERR_SHAPE;
+    size_t room = (ws_floats - j.wp_floats) / task;
+    int nt = direct_tasks(N, C, OC, H, W);
+    if ((size_t)nt > room) nt = (int)room;
+    dg_parallel(convt_pack_task, &j, dg_threads_for((double)j.wp_floats, 65536.0));
+    dg_parallel(convt_image_task, &j, nt);
     return DG_STATUS_OK;
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;

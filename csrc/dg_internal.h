@@ -83,6 +83,16 @@ int dg_direct_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, i
 dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const float *inp,
                          const float *weight, const float *bias, int N, int C, int H,
                          int W, int OC);
+/* 1 when dg_direct_convt takes this conv_transpose2d geometry, (N, C, H, W) ->
+ * (N, OC, OH, OW), on this CPU, with a workspace of ws_floats floats. */
+int dg_direct_t_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                     int PH, int PW, int OH, int OW, size_t ws_floats);
+/* out (N, OC, 2H, 2W) = conv_transpose2d(inp (N, C, H, W), weight (C, OC, 4, 4),
+ * stride 2, padding 1) + bias (or NULL), or out += it when add (bias unused),
+ * with the workspace that dg_direct_t_fits accepted. */
+dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, const float *inp,
+                          const float *weight, const float *bias, int N, int C, int H,
+                          int W, int OC);
 /* 1 when dg_direct_conv_dweight takes this conv2d geometry on this CPU, with a
  * workspace of ws_floats floats. */
 int dg_direct_dweight_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,

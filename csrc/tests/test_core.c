@@ -833,10 +833,11 @@ static void test_conv_simd(void) {
 }
 
 /* The direct AVX-512 kernels (dg_conv_direct.c) of 4x4, stride-2, padding-1
- * conv2d forwards and weight gradients and of the transposed convolutions' input
- * gradients, on shapes
- * it takes (>= 8 images and channels, the 32-channel blocks, output rows of 1 to 8
- * pixels). Each case:
+ * convolutions: conv2d forwards and weight gradients and the transposed
+ * convolutions' input gradients (dg_direct_conv, dg_direct_conv_dweight), and
+ * transposed-convolution forwards and conv2d input gradients (dg_direct_convt),
+ * on shapes they take (>= 8 images and channels, the 32- and 16-channel blocks,
+ * rows of 1 to 8 input pixels) and some they do not. Each case:
  * - runs through conv_case (forward with and without bias, backward
  *   accumulating, every gradient alone, against the naive loops);
  * - gives the same bits at 1, 2 and 3 threads (each image is one task's);
@@ -853,12 +854,19 @@ static void test_conv_direct(void) {
     static const int shapes[][5] = {
         {8, 8, 14, 14, 32}, {9, 16, 16, 6, 64}, {8, 8, 16, 16, 32}, {8, 13, 8, 12, 32},
         {8, 10, 10, 8, 32}, {8, 9, 4, 10, 32}, {8, 8, 8, 4, 32}, {8, 8, 8, 2, 32},
+        {8, 16, 14, 14, 32}, {8, 32, 2, 2, 8}, {8, 16, 8, 16, 24}, {10, 48, 12, 4, 16},
+        {8, 16, 12, 12, 8}, {8, 16, 8, 8, 9},
     };
-    int before = dg_get_num_threads();
+    int before = dg_get_num_threads(), t_kernel = 0;
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         const int *p = shapes[k];
         conv_geom c2d, ct;
         k4s2_geoms(p, &c2d, &ct);
+        /* dg_direct_convt: ct's forward, and c2d's input gradient */
+        t_kernel += dg_direct_t_fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH,
+                                     ct.OW, ws_size(&ct, 1)) &&
+                    dg_direct_t_fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH,
+                                     ct.OW, ws_size(&c2d, 0));
         for (int transposed = 0; transposed < 2; transposed++) {
             const conv_geom *g = transposed ? &ct : &c2d;
             conv_case(g, transposed);
@@ -896,6 +904,10 @@ static void test_conv_direct(void) {
         }
     }
     dg_set_num_threads(before);
+    if (dg_avx512()) {
+        CHECK(t_kernel == 7, "the transposed kernel runs on %d of the shapes (7 expected: "
+              "16k output channels)", t_kernel);
+    }
 }
 
 /* Batch norm (training and eval, forward and backward) and every activation
