@@ -346,13 +346,16 @@ static void convt_pack_task(void *ctx, int t, int nt) {
                 const float *wq = wc + ((size_t)c * 16 + (size_t)kh[r] * 4) * 16;       \
                 __m512 w0 = _mm512_loadu_ps(wq), w1 = _mm512_loadu_ps(wq + 16);         \
                 __m512 w2 = _mm512_loadu_ps(wq + 32), w3 = _mm512_loadu_ps(wq + 48);    \
-                _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++) {                  \
-                    __m512 b = _mm512_set1_ps(x[i]);                                    \
-                    ev[i] = _mm512_fmadd_ps(w1, b, ev[i]);                              \
-                    od[i] = _mm512_fmadd_ps(w2, b, od[i]);                              \
-                    if (i + 1 < NP) ev[i + 1] = _mm512_fmadd_ps(w3, b, ev[i + 1]);      \
-                    if (i >= 1) od[i - 1] = _mm512_fmadd_ps(w0, b, od[i - 1]);          \
-                }                                                                       \
+                __m512 b[NP];                                                           \
+                _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++) b[i] = _mm512_set1_ps(x[i]); \
+                _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++)                    \
+                    ev[i] = _mm512_fmadd_ps(w1, b[i], ev[i]);                           \
+                _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++)                    \
+                    od[i] = _mm512_fmadd_ps(w2, b[i], od[i]);                           \
+                _Pragma("GCC unroll 8") for (int i = 1; i < NP; i++)                    \
+                    ev[i] = _mm512_fmadd_ps(w3, b[i - 1], ev[i]);                       \
+                _Pragma("GCC unroll 8") for (int i = 1; i < NP; i++)                    \
+                    od[i - 1] = _mm512_fmadd_ps(w0, b[i], od[i - 1]);                   \
             }                                                                           \
         }                                                                               \
         _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                          \
