@@ -29,7 +29,9 @@
  * channel and tap, two 16-float weight vectors times each pixel's input value,
  * broadcast (one FMA per pixel and vector). Input channels go in chunks of
  * DG_DIRECT_CC, so that the chunk's weights (16 KiB) stay in L1 over every row of
- * an image; a row's partial sums wait in a small buffer between chunks. Each
+ * DG_DIRECT_GROUP images (the generator's input gradient packs 2 MB of weights,
+ * which were otherwise read from beyond L2 once per image); a row's partial sums
+ * wait in a small buffer between chunks. Each
  * image reads a zero-padded copy of itself (no bounds tests in the loops), and
  * the products with its zero border are left out: with a 4x4 window at stride 2,
  * the first kernel row of the top output row, the last of the bottom one, and
@@ -61,6 +63,8 @@
 #define DG_DIRECT_OCB 32
 /* Input channels per chunk: 8 x 16 taps x 32 channels x 4 bytes = 16 KiB. */
 #define DG_DIRECT_CC 8
+/* Images that share each weight chunk while it is in L1 (dg_direct_conv). */
+#define DG_DIRECT_GROUP 2
 /* Pixels of an output row held in registers: 8 x 2 accumulators. */
 #define DG_DIRECT_MAXW 8
 #define DG_DIRECT_MIN_C 8
@@ -77,7 +81,8 @@ typedef struct {
     float *out, *ws;
     const float *inp, *weight, *bias;
     int N, C, H, W, OC, OH, OW;
-    size_t wp_floats, task_floats;
+    size_t wp_floats, task_floats;   /* task_floats: one image's slot */
+    int group;                       /* images per weight chunk, <= DG_DIRECT_GROUP */
 } direct_job;
 
 /* Workspace floats of each task: the padded image, then the row buffer
@@ -236,35 +241,49 @@ static const conv_row_fn conv_rows[DG_DIRECT_MAXW + 1] = {
     NULL, conv_row_1, conv_row_2, conv_row_3, conv_row_4,
     conv_row_5, conv_row_6, conv_row_7, conv_row_8};
 
-/* One image: out (OC, OH, OW) (+)= its convolution; xp and buf the task's scratch. */
-static void image(const direct_job *j, const float *x, float *out, float *xp, float *buf) {
+/* Images n0 .. n0 + nb - 1 (nb <= DG_DIRECT_GROUP): out (OC, OH, OW) (+)= each
+ * one's convolution; slot k of the task's scratch (`slot` floats apart) holds
+ * image k's padded copy, then its row buffer. Each chunk's weights serve the
+ * rows of all nb images while they are in L1; every image is computed as it would
+ * be alone. */
+static void image_group(const direct_job *j, size_t n0, int nb, float *scratch) {
     int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;
     int WP = W + 2;
-    size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW;
-    pad_image(xp, x, C, H, W);
+    size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW, slot = j->task_floats;
+    size_t xpf = slot - ohw * DG_DIRECT_OCB;   /* the padded image's floats */
+    size_t in_img = (size_t)C * H * W, out_img = (size_t)OC * ohw;
+    for (int k = 0; k < nb; k++) pad_image(scratch + k * slot, j->inp + (n0 + k) * in_img, C, H, W);
     for (int ob = 0; ob < OC; ob += DG_DIRECT_OCB) {
         const float *panel = j->ws + (size_t)ob * C * 16;
         for (int c0 = 0; c0 < C; c0 += DG_DIRECT_CC) {
             int nc = C - c0 < DG_DIRECT_CC ? C - c0 : DG_DIRECT_CC;
-            for (int oh = 0; oh < OH; oh++) {
-                /* padded rows 0 and H + 1 are zeros (OH = H/2) */
-                conv_rows[OW](buf + (size_t)oh * OW * DG_DIRECT_OCB, c0 == 0,
-                              xp + (size_t)c0 * plane + (size_t)(2 * oh) * WP, plane, WP,
-                              panel + (size_t)c0 * 16 * DG_DIRECT_OCB, nc, oh == 0,
-                              oh == OH - 1 ? 3 : 4);
+            for (int k = 0; k < nb; k++) {
+                const float *xp = scratch + k * slot;
+                float *buf = scratch + k * slot + xpf;
+                for (int oh = 0; oh < OH; oh++) {
+                    /* padded rows 0 and H + 1 are zeros (OH = H/2) */
+                    conv_rows[OW](buf + (size_t)oh * OW * DG_DIRECT_OCB, c0 == 0,
+                                  xp + (size_t)c0 * plane + (size_t)(2 * oh) * WP, plane, WP,
+                                  panel + (size_t)c0 * 16 * DG_DIRECT_OCB, nc, oh == 0,
+                                  oh == OH - 1 ? 3 : 4);
+                }
             }
         }
-        /* buf (pixels, 32) -> out[ob + i, :, :] */
-        for (int i = 0; i < DG_DIRECT_OCB; i++) {
-            float *o = out + (size_t)(ob + i) * ohw;
-            const float *s = buf + i;
-            if (j->add) {
-                for (size_t k = 0; k < ohw; k++) o[k] += s[k * DG_DIRECT_OCB];
-            } else if (j->bias != NULL) {
-                float b = j->bias[ob + i];
-                for (size_t k = 0; k < ohw; k++) o[k] = s[k * DG_DIRECT_OCB] + b;
-            } else {
-                for (size_t k = 0; k < ohw; k++) o[k] = s[k * DG_DIRECT_OCB];
+        /* each buf (pixels, 32) -> out[n0 + k, ob + i, :, :] */
+        for (int k = 0; k < nb; k++) {
+            const float *buf = scratch + k * slot + xpf;
+            float *out = j->out + (n0 + k) * out_img;
+            for (int i = 0; i < DG_DIRECT_OCB; i++) {
+                float *o = out + (size_t)(ob + i) * ohw;
+                const float *s = buf + i;
+                if (j->add) {
+                    for (size_t q = 0; q < ohw; q++) o[q] += s[q * DG_DIRECT_OCB];
+                } else if (j->bias != NULL) {
+                    float b = j->bias[ob + i];
+                    for (size_t q = 0; q < ohw; q++) o[q] = s[q * DG_DIRECT_OCB] + b;
+                } else {
+                    for (size_t q = 0; q < ohw; q++) o[q] = s[q * DG_DIRECT_OCB];
+                }
             }
         }
     }
@@ -274,11 +293,10 @@ static void image_task(void *ctx, int t, int nt) {
     const direct_job *j = (const direct_job *)ctx;
     size_t lo, hi;
     dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
-    float *xp = j->ws + j->wp_floats + (size_t)t * j->task_floats;
-    float *buf = xp + (j->task_floats - (size_t)j->OH * j->OW * DG_DIRECT_OCB);
-    size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * j->OH * j->OW;
-    for (size_t n = lo; n < hi; n++) {
-        image(j, j->inp + n * in_img, j->out + n * out_img, xp, buf);
+    float *scratch = j->ws + j->wp_floats + (size_t)t * j->group * j->task_floats;
+    for (size_t n = lo; n < hi; n += (size_t)j->group) {
+        int nb = hi - n < (size_t)j->group ? (int)(hi - n) : j->group;
+        image_group(j, n, nb, scratch);
     }
 }
 /* ------------------------------------------------------------------------- */
@@ -610,11 +628,15 @@ dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const
 #if DG_HAVE_AVX2
     int OH = H / 2, OW = W / 2;
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, OH, OW,
-                    (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW)};
+                    (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW), DG_DIRECT_GROUP};
     if (j.wp_floats + j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
-    size_t room = (ws_floats - j.wp_floats) / j.task_floats;
+    size_t room = (ws_floats - j.wp_floats) / j.task_floats;   /* image slots */
     int nt = direct_tasks(N, C, OC, OH, OW);
-    if ((size_t)nt > room) nt = (int)room;
+    if ((size_t)nt * DG_DIRECT_GROUP > room) {
+        /* fewer images per chunk before fewer tasks (the bits are the same) */
+        j.group = room >= (size_t)nt ? (int)(room / (size_t)nt) : 1;
+        if (room < (size_t)nt) nt = (int)room;
+    }
     dg_parallel(pack_task, &j, dg_threads_for((double)j.wp_floats, 65536.0));
     dg_parallel(image_task, &j, nt);
     return DG_STATUS_OK;
