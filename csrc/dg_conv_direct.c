@@ -494,32 +494,60 @@ static inline void unit_of(size_t u, int C, int *ob, int *c, int *half) {
 /* One output pixel's products: the unit's taps [t0, t1) (tap t: kernel row t / 4
  * of the unit's two, column t % 4), leaving out column 0 when skip0 and column
  * 3 when skip3 (they fall in the padding); d: the pixel's 32 channels of dout,
- * xq: its window's first input value. Inlined with constant bounds, so the
- * accumulators stay in registers. */
+ * x[r][k]: its window's input value at row r, column k, broadcast. Inlined with
+ * constant bounds, so the accumulators stay in registers. */
 #define DG_INLINE_AVX512 __attribute__((always_inline, target("avx512f"))) static inline
-DG_INLINE_AVX512 void dw_pixel(__m512 a[8][2], const float *d, const float *xq, int WP,
-                               int t0, int t1, int skip0, int skip3) {
+DG_INLINE_AVX512 void dw_pixel(__m512 a[8][2], const float *d, __m512 x[2][4], int t0,
+                               int t1, int skip0, int skip3) {
     __m512 d0 = _mm512_loadu_ps(d), d1 = _mm512_loadu_ps(d + 16);
     _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
         if (t < t0 || t >= t1 || (skip0 && t % 4 == 0) || (skip3 && t % 4 == 3)) continue;
-        __m512 b = _mm512_set1_ps(xq[(t / 4) * WP + t % 4]);
-        a[t][0] = _mm512_fmadd_ps(d0, b, a[t][0]);
-        a[t][1] = _mm512_fmadd_ps(d1, b, a[t][1]);
+        a[t][0] = _mm512_fmadd_ps(d0, x[t / 4][t % 4], a[t][0]);
+        a[t][1] = _mm512_fmadd_ps(d1, x[t / 4][t % 4], a[t][1]);
+    }
+}
+
+/* The window of output pixel ow: columns 2*ow + 2 and + 3 of both rows broadcast
+ * into x[r][2..3] (columns 0 and 1 are the previous pixel's 2 and 3). */
+DG_INLINE_AVX512 void dw_window(__m512 x[2][4], const float *xr, int WP, int ow) {
+    _Pragma("GCC unroll 2") for (int r = 0; r < 2; r++) {
+        x[r][2] = _mm512_set1_ps(xr[(size_t)r * WP + 2 * ow + 2]);
+        x[r][3] = _mm512_set1_ps(xr[(size_t)r * WP + 2 * ow + 3]);
+    }
+}
+
+DG_INLINE_AVX512 void dw_shift(__m512 x[2][4]) {
+    _Pragma("GCC unroll 2") for (int r = 0; r < 2; r++) {
+        x[r][0] = x[r][2];
+        x[r][1] = x[r][3];
     }
 }
 
 /* One output row of OW pixels (dr: its dout, pixel-major; xr: its window's first
  * input row): the first pixel's column 0 and the last one's column 3 read the
- * padding (OW = W/2), and are left out. */
+ * padding (OW = W/2), and are left out. Neighbouring pixels' windows share two
+ * columns, broadcast once. */
 DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *xr, int OW,
                              int OC, int WP, int t0, int t1) {
+    __m512 x[2][4];
+    _Pragma("GCC unroll 2") for (int r = 0; r < 2; r++) {
+        x[r][0] = _mm512_setzero_ps();   /* padding, never multiplied */
+        x[r][1] = _mm512_set1_ps(xr[(size_t)r * WP + 1]);
+    }
+    dw_window(x, xr, WP, 0);
     if (OW == 1) {
-        dw_pixel(a, dr, xr, WP, t0, t1, 1, 1);
+        dw_pixel(a, dr, x, t0, t1, 1, 1);
         return;
     }
-    dw_pixel(a, dr, xr, WP, t0, t1, 1, 0);
-    for (int ow = 1; ow < OW - 1; ow++) dw_pixel(a, dr + (size_t)ow * OC, xr + 2 * ow, WP, t0, t1, 0, 0);
-    dw_pixel(a, dr + (size_t)(OW - 1) * OC, xr + 2 * (OW - 1), WP, t0, t1, 0, 1);
+    dw_pixel(a, dr, x, t0, t1, 1, 0);
+    for (int ow = 1; ow < OW - 1; ow++) {
+        dw_shift(x);
+        dw_window(x, xr, WP, ow);
+        dw_pixel(a, dr + (size_t)ow * OC, x, t0, t1, 0, 0);
+    }
+    dw_shift(x);
+    dw_window(x, xr, WP, OW - 1);
+    dw_pixel(a, dr + (size_t)(OW - 1) * OC, x, t0, t1, 0, 1);
 }
 
 /* Units [lo, hi) (unit u: block u / (2C) of 32 output channels, input channel
