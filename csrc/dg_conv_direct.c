@@ -39,7 +39,8 @@
  * products (5-9 % faster, PERFORMANCE.md log 38).
  *
  * Numbers: FMA (one rounding per multiply-add), summed over input channels, then
- * kernel rows, then kernel columns, in increasing order, so the result differs
+ * kernel rows, then kernel columns, in increasing order (the transposed kernel:
+ * each chunk of channels summed apart, then the chunks), so the result differs
  * from the GEMM path's in the last bits (as OpenBLAS's does from the reference
  * GEMM) and is the same at any thread count: each image is computed by one task
  * in the same way, whichever task it falls to.
@@ -235,6 +236,24 @@ CONV_ROW(6)
 CONV_ROW(7)
 CONV_ROW(8)
 
+/* out (ocb, npix): channel i = buf[:, i] of a (npix, ocb) row buffer, added
+ * (add), or assigned plus bias[i] (bias != NULL) or alone. */
+static void scatter_block(float *out, const float *buf, int ocb, size_t npix, int add,
+                          const float *bias) {
+    for (int i = 0; i < ocb; i++) {
+        float *o = out + (size_t)i * npix;
+        const float *s = buf + i;
+        if (add) {
+            for (size_t q = 0; q < npix; q++) o[q] += s[q * ocb];
+        } else if (bias != NULL) {
+            float b = bias[i];
+            for (size_t q = 0; q < npix; q++) o[q] = s[q * ocb] + b;
+        } else {
+            for (size_t q = 0; q < npix; q++) o[q] = s[q * ocb];
+        }
+    }
+}
+
 typedef void (*conv_row_fn)(float *, int, const float *, size_t, int, const float *, int,
                             int, int);
 static const conv_row_fn conv_rows[DG_DIRECT_MAXW + 1] = {
@@ -271,20 +290,9 @@ static void image_group(const direct_job *j, size_t n0, int nb, float *scratch) 
         }
         /* each buf (pixels, 32) -> out[n0 + k, ob + i, :, :] */
         for (int k = 0; k < nb; k++) {
-            const float *buf = scratch + k * slot + xpf;
-            float *out = j->out + (n0 + k) * out_img;
-            for (int i = 0; i < DG_DIRECT_OCB; i++) {
-                float *o = out + (size_t)(ob + i) * ohw;
-                const float *s = buf + i;
-                if (j->add) {
-                    for (size_t q = 0; q < ohw; q++) o[q] += s[q * DG_DIRECT_OCB];
-                } else if (j->bias != NULL) {
-                    float b = j->bias[ob + i];
-                    for (size_t q = 0; q < ohw; q++) o[q] = s[q * DG_DIRECT_OCB] + b;
-                } else {
-                    for (size_t q = 0; q < ohw; q++) o[q] = s[q * DG_DIRECT_OCB];
-                }
-            }
+            scatter_block(j->out + (n0 + k) * out_img + (size_t)ob * ohw,
+                          scratch + k * slot + xpf, DG_DIRECT_OCB, ohw, j->add,
+                          j->bias != NULL ? j->bias + ob : NULL);
         }
     }
 }
@@ -428,18 +436,8 @@ static void convt_image(const convt_job *j, const float *x, float *out, float *b
             }
         }
         /* buf (pixels, 16) -> out[ob + i, :, :] */
-        for (int i = 0; i < DG_DIRECT_T_OCB; i++) {
-            float *o = out + (size_t)(ob + i) * ohw;
-            const float *s = buf + i;
-            if (j->add) {
-                for (size_t k = 0; k < ohw; k++) o[k] += s[k * DG_DIRECT_T_OCB];
-            } else if (j->bias != NULL) {
-                float b = j->bias[ob + i];
-                for (size_t k = 0; k < ohw; k++) o[k] = s[k * DG_DIRECT_T_OCB] + b;
-            } else {
-                for (size_t k = 0; k < ohw; k++) o[k] = s[k * DG_DIRECT_T_OCB];
-            }
-        }
+        scatter_block(out + (size_t)ob * ohw, buf, DG_DIRECT_T_OCB, ohw, j->add,
+                      j->bias != NULL ? j->bias + ob : NULL);
     }
 }
 
