@@ -77,13 +77,16 @@
 /* FLOPs per task at least */
 #define DG_DIRECT_GRAIN 4.0e6
 
+/* A call of either image kernel (dg_direct_conv, dg_direct_convt): the packed
+ * weights first in ws (wp_floats), then each task's `group` image slots of
+ * task_floats floats. */
 typedef struct {
     int add;
     float *out, *ws;
     const float *inp, *weight, *bias;
     int N, C, H, W, OC, OH, OW;
     size_t wp_floats, task_floats;   /* task_floats: one image's slot */
-    int group;                       /* images per weight chunk, <= DG_DIRECT_GROUP */
+    int group;                       /* images per weight chunk (dg_direct_conv) */
 } direct_job;
 
 /* Workspace floats of each task: the padded image, then the row buffer
@@ -324,18 +327,10 @@ static void image_task(void *ctx, int t, int nt) {
  * two output columns on either side of it (both parities at once). Channels go
  * in chunks of DG_DIRECT_T_CC (16 KiB of weights in L1 over the rows of an
  * image); the output row waits in a buffer between chunks. */
-typedef struct {
-    int add;
-    float *out, *ws;
-    const float *inp, *weight, *bias;
-    int N, C, H, W, OC;
-    size_t wp_floats, task_floats;
-} convt_job;
-
 /* panels from weight (C, OC, 16), input channels [lo, hi): wp[(ob*C + c)*256 +
  * t*16 + i] = weight[c, ob*16 + i, t] */
 static void convt_pack_task(void *ctx, int t, int nt) {
-    const convt_job *j = (const convt_job *)ctx;
+    const direct_job *j = (const direct_job *)ctx;
     size_t lo, hi;
     dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
     for (size_t c = lo; c < hi; c++) {
@@ -412,8 +407,8 @@ static const convt_row_fn convt_rows[DG_DIRECT_MAXW + 1] = {
 
 /* One image: out (OC, 2H, 2W) (+)= its transposed convolution; buf the task's
  * (4HW, 16) row buffer. */
-static void convt_image(const convt_job *j, const float *x, float *out, float *buf) {
-    int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = 2 * H, OW = 2 * W;
+static void convt_image(const direct_job *j, const float *x, float *out, float *buf) {
+    int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;
     size_t plane = (size_t)H * W, ohw = (size_t)OH * OW;
     for (int ob = 0; ob < OC; ob += DG_DIRECT_T_OCB) {
         const float *panel = j->ws + (size_t)ob * C * 16;
@@ -442,11 +437,11 @@ static void convt_image(const convt_job *j, const float *x, float *out, float *b
 }
 
 static void convt_image_task(void *ctx, int t, int nt) {
-    const convt_job *j = (const convt_job *)ctx;
+    const direct_job *j = (const direct_job *)ctx;
     size_t lo, hi;
     dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
-    float *buf = j->ws + j->wp_floats + (size_t)t * j->task_floats;
-    size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * 4 * j->H * j->W;
+    float *buf = j->ws + j->wp_floats + (size_t)t * j->task_floats;   /* group 1 */
+    size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * j->OH * j->OW;
     for (size_t n = lo; n < hi; n++) convt_image(j, j->inp + n * in_img, j->out + n * out_img, buf);
 }
 
@@ -648,6 +643,26 @@ dg_status dg_direct_conv_dweight(float *dweight, float *ws, size_t ws_floats,
 #endif
 }
 
+#if DG_HAVE_AVX2
+/* Packs the weights, then runs the images in as many tasks as direct_tasks asks
+ * for and the workspace holds (j->group images each, fewer images per chunk
+ * before fewer tasks; neither changes a bit). pixels_h x pixels_w: the pixels
+ * each weight tap meets per image (the small map), for the FLOP count. */
+static dg_status direct_run(direct_job *j, size_t ws_floats, int pixels_h, int pixels_w,
+                            dg_task_fn pack, dg_task_fn images) {
+    if (j->wp_floats + j->task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
+    size_t room = (ws_floats - j->wp_floats) / j->task_floats;   /* image slots */
+    int nt = direct_tasks(j->N, j->C, j->OC, pixels_h, pixels_w);
+    if ((size_t)nt * (size_t)j->group > room) {
+        j->group = room >= (size_t)nt ? (int)(room / (size_t)nt) : 1;
+        if (room < (size_t)nt) nt = (int)room;
+    }
+    dg_parallel(pack, j, dg_threads_for((double)j->wp_floats, 65536.0));
+    dg_parallel(images, j, nt);
+    return DG_STATUS_OK;
+}
+#endif
+
 dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const float *inp,
                          const float *weight, const float *bias, int N, int C, int H,
                          int W, int OC) {
@@ -655,17 +670,7 @@ dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const
     int OH = H / 2, OW = W / 2;
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, OH, OW,
                     (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW), DG_DIRECT_GROUP};
-    if (j.wp_floats + j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
-    size_t room = (ws_floats - j.wp_floats) / j.task_floats;   /* image slots */
-    int nt = direct_tasks(N, C, OC, OH, OW);
-    if ((size_t)nt * DG_DIRECT_GROUP > room) {
-        /* fewer images per chunk before fewer tasks (the bits are the same) */
-        j.group = room >= (size_t)nt ? (int)(room / (size_t)nt) : 1;
-        if (room < (size_t)nt) nt = (int)room;
-    }
-    dg_parallel(pack_task, &j, dg_threads_for((double)j.wp_floats, 65536.0));
-    dg_parallel(image_task, &j, nt);
-    return DG_STATUS_OK;
+    return direct_run(&j, ws_floats, OH, OW, pack_task, image_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
     (void)N; (void)C; (void)H; (void)W; (void)OC;
@@ -677,16 +682,10 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
                           const float *weight, const float *bias, int N, int C, int H,
                           int W, int OC) {
 #if DG_HAVE_AVX2
-    size_t task = (size_t)4 * H * W * DG_DIRECT_T_OCB;
-    convt_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC,
-                   (size_t)C * 16 * OC, task};
-    if (j.wp_floats + task > ws_floats) return DG_STATUS_ERR_SHAPE;
-    size_t room = (ws_floats - j.wp_floats) / task;
-    int nt = direct_tasks(N, C, OC, H, W);
-    if ((size_t)nt > room) nt = (int)room;
-    dg_parallel(convt_pack_task, &j, dg_threads_for((double)j.wp_floats, 65536.0));
-    dg_parallel(convt_image_task, &j, nt);
-    return DG_STATUS_OK;
+    /* one image per slot: its (2H*2W, 16) row buffer */
+    direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
+                    2 * W, (size_t)C * 16 * OC, (size_t)4 * H * W * DG_DIRECT_T_OCB, 1};
+    return direct_run(&j, ws_floats, H, W, convt_pack_task, convt_image_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
     (void)N; (void)C; (void)H; (void)W; (void)OC;

@@ -71,21 +71,17 @@ static int simd_on = 1;
 
 void dg_set_simd(int on) { simd_on = on != 0; }
 
-int dg_avx2(void) {
+/* The SIMD paths are on and the CPU has `feature` (a literal, as
+ * __builtin_cpu_supports takes). */
 #if DG_HAVE_AVX2
-    return simd_on && __builtin_cpu_supports("avx2");
+#define SIMD_CPU_HAS(feature) (simd_on && __builtin_cpu_supports(feature))
 #else
-    return 0;
+#define SIMD_CPU_HAS(feature) 0
 #endif
-}
 
-int dg_avx512(void) {
-#if DG_HAVE_AVX2
-    return simd_on && __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
+int dg_avx2(void) { return SIMD_CPU_HAS("avx2"); }
+
+int dg_avx512(void) { return SIMD_CPU_HAS("avx512f"); }
 
 /* Once per process: the pool starts with the thread count OpenBLAS chose at
  * load (OPENBLAS_NUM_THREADS, else the cores), and OpenBLAS drops to one. */
