@@ -845,9 +845,7 @@ static void test_conv_simd(void) {
  *   in the accumulated input gradient included. */
 static void test_conv_direct(void) {
     printf("# conv: direct AVX-512 kernel of 4x4 stride-2 padding-1 kernels\n");
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (!__builtin_cpu_supports("avx512f"))
-#endif
+    if (!dg_avx512())
         printf("  note: this CPU has no AVX-512F: the runs below take the GEMM path\n");
     /* N, C, H, W, OC of conv2d k4 s2 p1 -> (H/2, W/2); the transposed case is its
      * adjoint, (N, OC, H/2, W/2) -> (N, C, H, W), whose input gradient is the conv2d */
