@@ -190,6 +190,9 @@ static dg_status conv2d_plan(conv_plan *p, int N, int C, int H, int W, int OC,
     long long ew = (long long)W + 2LL * PW - KW;
     if (eh < 0 || ew < 0) return DG_STATUS_ERR_SHAPE;
     if (eh / SH + 1 != OH || ew / SW + 1 != OW) return DG_STATUS_ERR_SHAPE;
+    /* room for the one-channel kernels (dg_conv_thin.c) */
+    size_t thin = C == 1 ? dg_thin_ws(N, OC, H, W, KH, KW, SH, SW, PH, PW, OH, OW) : 0;
+    if (thin > p->ws) p->ws = thin;
     return DG_STATUS_OK;
 }
 
@@ -203,6 +206,9 @@ static dg_status conv_transpose2d_plan(conv_plan *p, int N, int C, int H,
     long long oph = (long long)OH - ((long long)(H - 1) * SH - 2LL * PH + KH);
     long long opw = (long long)OW - ((long long)(W - 1) * SW - 2LL * PW + KW);
     if (oph < 0 || oph >= SH || opw < 0 || opw >= SW) return DG_STATUS_ERR_SHAPE;
+    /* room for the one-channel kernels (dg_conv_thin.c) */
+    size_t thin = OC == 1 ? dg_thin_ws(N, C, OH, OW, KH, KW, SH, SW, PH, PW, H, W) : 0;
+    if (thin > p->ws) p->ws = thin;
     return DG_STATUS_OK;
 }
 
@@ -1165,6 +1171,11 @@ static dg_status conv2d_forward_impl(float *out, float *keep, float *workspace,
     if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
         return DG_STATUS_ERR_NULL;
     }
+    if (keep == NULL && C == 1 &&
+        dg_thin_fits(OC, H, W, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
+        // one input channel: the kernel of dg_conv_thin.c
+        return dg_thin_conv(out, 0, workspace, p.ws, inp, weight, bias, N, OC, H, W);
+    }
     if (keep == NULL && dg_direct_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
         // a direct kernel (dg_conv_direct.c) where it applies, else im2col + GEMM
         return dg_direct_conv(out, 0, workspace, p.ws, inp, weight, bias, N, C, H, W, OC);
@@ -1187,6 +1198,7 @@ int dg_conv2d_direct(int N, int C, int H, int W, int OC, int KH, int KW, int SH,
     if (conv2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW) != DG_STATUS_OK) {
         return 0;
     }
+    if (C == 1 && dg_thin_fits(OC, H, W, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) return 1;
     return dg_direct_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws) &&
            dg_direct_dweight_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws);
 }
@@ -1258,6 +1270,20 @@ static dg_status conv2d_backward_impl(float *dinp, float *dweight, float *dbias,
     size_t hw = (size_t)H * W, ohw = p.cols, ckk = p.col_rows;
     float *col = workspace;                    // (C*KK, nb*OHW)
     float *tmp = workspace + ckk * ohw * p.nb; // (OC, nb*OHW), when nb > 1
+    if (C == 1 && dg_thin_fits(OC, H, W, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
+        // one input channel: the kernels of dg_conv_thin.c (dinp += the transposed
+        // convolution of dout with the same weights)
+        if (dweight != NULL && kept == NULL) {
+            st = dg_thin_dweight(dweight, workspace, p.ws, dout, inp, N, OC, H, W);
+            if (st != DG_STATUS_OK) return st;
+            dweight = NULL;
+        }
+        if (dinp != NULL) {
+            st = dg_thin_convt(dinp, 1, dout, weight, NULL, N, OC, H, W);
+            if (st != DG_STATUS_OK) return st;
+            dinp = NULL;
+        }
+    }
     if (dweight != NULL && kept == NULL &&
         dg_direct_dweight_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
         // the direct kernel (dg_conv_direct.c): no im2col matrix at all
@@ -1406,6 +1432,10 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
     if (out == NULL || workspace == NULL || inp == NULL || weight == NULL) {
         return DG_STATUS_ERR_NULL;
     }
+    if (OC == 1 && dg_thin_fits(C, OH, OW, KH, KW, SH, SW, PH, PW, H, W, p.ws)) {
+        // one output channel: the kernel of dg_conv_thin.c
+        return dg_thin_convt(out, 0, inp, weight, bias, N, C, OH, OW);
+    }
     if (dg_direct_t_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
         // a direct kernel (dg_conv_direct.c) where it applies, else GEMM + col2im
         return dg_direct_convt(out, 0, workspace, p.ws, inp, weight, bias, N, C, H, W, OC);
@@ -1434,6 +1464,20 @@ dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
     size_t hw = p.cols, ohw = (size_t)OH * OW, okk = p.col_rows;
     float *col = workspace;                   // (OC*KK, nb*HW)
     float *xb = workspace + okk * hw * p.nb;  // (C, nb*HW), when nb > 1
+    if (OC == 1 && dg_thin_fits(C, OH, OW, KH, KW, SH, SW, PH, PW, H, W, p.ws)) {
+        // one output channel: the kernels of dg_conv_thin.c (dinp += the conv2d of
+        // dout with the same weights; inp against dout's windows for dweight)
+        if (dinp != NULL) {
+            st = dg_thin_conv(dinp, 1, workspace, p.ws, dout, weight, NULL, N, C, OH, OW);
+            if (st != DG_STATUS_OK) return st;
+            dinp = NULL;
+        }
+        if (dweight != NULL) {
+            st = dg_thin_dweight(dweight, workspace, p.ws, inp, dout, N, C, OH, OW);
+            if (st != DG_STATUS_OK) return st;
+            dweight = NULL;
+        }
+    }
     if (dinp != NULL && dg_direct_fits(N, OC, OH, OW, C, KH, KW, SH, SW, PH, PW, H, W, p.ws)) {
         // dinp += conv2d(dout, weight) by the direct kernel (dg_conv_direct.c):
         // weight (C, OC, KH, KW) is that conv2d's (C output channels); first, as the

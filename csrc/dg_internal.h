@@ -103,6 +103,34 @@ dg_status dg_direct_conv_dweight(float *dweight, float *ws, size_t ws_floats,
                                  const float *dout, const float *inp, int N, int C, int H,
                                  int W, int OC);
 
+/* ------------------------------------------------------------------------- */
+/* Kernels for one-channel large maps (dg_conv_thin.c)                        */
+/* ------------------------------------------------------------------------- */
+
+/* Workspace floats the dg_thin_* kernels use for this layer at their best (the
+ * plans of dg_conv.c size the workspace to hold it), 0 when its shape is not
+ * theirs; (H, W) the one-channel large map, (OH, OW) the small one. */
+size_t dg_thin_ws(int N, int K, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
+                  int OH, int OW);
+/* 1 when the dg_thin_* kernels take a 4x4, stride-2, padding-1 layer between the
+ * one-channel large map (H, W) and the K-channel small map (OH, OW) on this CPU,
+ * with a workspace of ws_floats floats (at the current thread count). */
+int dg_thin_fits(int K, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
+                 int OH, int OW, size_t ws_floats);
+/* small (N, K, H/2, W/2) = conv2d(large (N, 1, H, W), weight (K, 1, 4, 4)) + bias (or
+ * NULL), or small += conv2d(...) when add (bias unused). */
+dg_status dg_thin_conv(float *small, int add, float *ws, size_t ws_floats,
+                       const float *large, const float *weight, const float *bias, int N,
+                       int K, int H, int W);
+/* large (N, 1, H, W) = conv_transpose2d(small (N, K, H/2, W/2), weight (K, 1, 4, 4)) +
+ * bias (1 float, or NULL), or large += it when add (bias unused). */
+dg_status dg_thin_convt(float *large, int add, const float *small, const float *weight,
+                        const float *bias, int N, int K, int H, int W);
+/* dweight (K, 1, 4, 4) += sum over n, oh, ow of small[n, k, oh, ow] times the
+ * window (kh, kw) of large[n] at (oh, ow). */
+dg_status dg_thin_dweight(float *dweight, float *ws, size_t ws_floats, const float *small,
+                          const float *large, int N, int K, int H, int W);
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #define DG_HAVE_AVX2 1
 /* f_avx2 DG_AVX2_CLONE calling f: f and every function it calls inlined into

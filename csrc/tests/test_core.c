@@ -908,6 +908,93 @@ static void test_conv_direct(void) {
     }
 }
 
+/* The AVX-512 kernels of 4x4, stride-2, padding-1 layers with a one-channel
+ * large map (dg_conv_thin.c): conv2d with C = 1 (forward, input and weight
+ * gradients) and the transposed convolution with OC = 1 that is its adjoint, on
+ * shapes they take (K = 4k channels, rows of 2 to 16 small-map pixels, odd
+ * small-map heights) and some they do not (rows of 17, K = 6). Each case as in
+ * test_conv_direct: against the naive loops, the same bits at 1, 2 and 3
+ * threads, within rounding of the GEMM path; and the weight gradient the same
+ * with a workspace that holds one image per round. */
+static void test_conv_thin(void) {
+    printf("# conv: AVX-512 kernels of one-channel 4x4 stride-2 padding-1 layers\n");
+    if (!dg_avx512())
+        printf("  note: this CPU has no AVX-512F: the runs below take the GEMM path\n");
+    /* N, 1, H, W, K of conv2d k4 s2 p1 -> (H/2, W/2) */
+    static const int shapes[][5] = {
+        {8, 1, 28, 28, 64}, {3, 1, 28, 28, 16}, {1, 1, 28, 28, 128}, {5, 1, 8, 8, 4},
+        {2, 1, 32, 32, 8}, {4, 1, 6, 10, 12}, {3, 1, 30, 30, 8}, {2, 1, 4, 4, 4},
+        {2, 1, 34, 34, 4}, {2, 1, 28, 28, 6},
+    };
+    int before = dg_get_num_threads(), taken = 0;
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int *p = shapes[k];
+        conv_geom c2d, ct;
+        k4s2_geoms(p, &c2d, &ct);
+        int fits = dg_thin_fits(p[4], p[2], p[3], 4, 4, 2, 2, 1, 1, p[2] / 2, p[3] / 2,
+                                ws_size(&c2d, 0)) &&
+                   dg_thin_fits(p[4], p[2], p[3], 4, 4, 2, 2, 1, 1, p[2] / 2, p[3] / 2,
+                                ws_size(&ct, 1));
+        taken += fits;
+        for (int transposed = 0; transposed < 2; transposed++) {
+            const conv_geom *g = transposed ? &ct : &c2d;
+            conv_case(g, transposed);
+            size_t m = conv_simd_floats(g);
+            float *r1 = falloc(m), *r2 = falloc(m), *r3 = falloc(m), *slow = falloc(m);
+            dg_set_num_threads(1);
+            conv_simd_run(g, transposed, r1);
+            dg_set_num_threads(2);
+            conv_simd_run(g, transposed, r2);
+            dg_set_num_threads(3);
+            conv_simd_run(g, transposed, r3);
+            dg_set_num_threads(1);
+            dg_set_simd(0);
+            conv_simd_run(g, transposed, slow);
+            dg_set_simd(1);
+            CHECK(same_floats(r1, r2, m) && same_floats(r1, r3, m),
+                  "%s N=%d C=%d %dx%d OC=%d: the same bits at 1, 2 and 3 threads",
+                  transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC);
+            double worst = 0.0;
+            int same_specials = 1;
+            for (size_t i = 0; i < m; i++) {
+                if (!isfinite(r1[i]) || !isfinite(slow[i])) {
+                    same_specials &= (isnan(r1[i]) && isnan(slow[i])) || r1[i] == slow[i];
+                    continue;
+                }
+                double d = fabs((double)r1[i] - slow[i]) / (1.0 + fabs((double)slow[i]));
+                if (d > worst) worst = d;
+            }
+            CHECK(worst < 1e-5 && same_specials,
+                  "%s N=%d C=%d %dx%d OC=%d: within %.1e of the GEMM path (largest relative "
+                  "difference), the same inf and NaN",
+                  transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC,
+                  worst);
+            free(r1); free(r2); free(r3); free(slow);
+        }
+        if (fits) {
+            /* the weight gradient in rounds of one image (the least workspace it
+             * takes) against all images in one round */
+            int N = p[0], K = p[4], H = p[2], W = p[3];
+            size_t nl = (size_t)N * H * W, ns = (size_t)N * K * (H / 2) * (W / 2);
+            size_t small_ws = (size_t)K * 256 + (size_t)(H + 2) * 64;
+            float *lg = frandn(nl), *sm = frandn(ns), *ws = fnan(ws_size(&c2d, 0));
+            float *d1 = falloc((size_t)K * 16), *d2 = falloc((size_t)K * 16);
+            for (int i = 0; i < K * 16; i++) d1[i] = d2[i] = 0.5f;
+            int ok = dg_thin_dweight(d1, ws, ws_size(&c2d, 0), sm, lg, N, K, H, W) == DG_STATUS_OK &&
+                     dg_thin_dweight(d2, ws, small_ws, sm, lg, N, K, H, W) == DG_STATUS_OK &&
+                     dg_thin_dweight(d2, ws, small_ws - 1, sm, lg, N, K, H, W) == DG_STATUS_ERR_SHAPE;
+            CHECK(ok && same_floats(d1, d2, (size_t)K * 16),
+                  "thin weight gradient N=%d K=%d %dx%d: one image per round gives the same "
+                  "bits, and less workspace is a shape error", N, K, H, W);
+            free(lg); free(sm); free(ws); free(d1); free(d2);
+        }
+    }
+    dg_set_num_threads(before);
+    if (dg_avx512()) {
+        CHECK(taken == 8, "the one-channel kernels run on %d of the shapes (8 expected)", taken);
+    }
+}
+
 /* Batch norm (training and eval, forward and backward) and every activation
  * forward and backward on one (N, C, HW) tensor whose values include -0, inf,
  * NaN and subnormals; the results one after the other in res (returns their
@@ -1451,6 +1538,7 @@ int main(void) {
     test_conv_keep();
     test_conv_simd();
     test_conv_direct();
+    test_conv_thin();
     test_simd_elementwise();
     test_batchnorm();
     test_threads();
