@@ -72,13 +72,64 @@ static void expand_f(float *e, const float *v, int cb, size_t hw) {
 
 enum { BN_SUM, BN_SQDEV, BN_DOTDEV };
 
+/* The activation fused after the batch norm (dg_batchnorm_act_*): its value at v,
+ * and its input gradient for dout dy given its OUTPUT y, exactly as dg_act.c
+ * computes them from its input (y > 0 exactly when its input is, as the slope is
+ * >= 0; ReLU's NaN passes both ways). */
+static inline float bn_act(float v, int act, float slope) {
+    if (act == DG_ACT_RELU) return v < 0.0f ? 0.0f : v;
+    if (act == DG_ACT_LEAKY_RELU) return v > 0.0f ? v : v * slope;
+    return v;
+}
+
+static inline float bn_act_grad(float dy, float y, int act, float slope) {
+    if (act == DG_ACT_RELU) return y <= 0.0f ? 0.0f : dy;
+    float ds = dy * slope;
+    return y > 0.0f ? dy : ds;
+}
+
 /* a[i] += x[i]                                   (BN_SUM)
  * a[i] += (x[i] - m[i])^2                        (BN_SQDEV)
  * a[i] += dy[i];  b[i] += dy[i] * (x[i] - m[i])  (BN_DOTDEV)
- * over len positions, in double; m is per position. */
+ * over len positions, in double; m is per position. With act (BN_DOTDEV only),
+ * dy[i] is first taken through the activation's gradient at its output y[i]. */
 static void acc_run(int kind, double *a, double *b, const float *x,
-                    const float *dy, const double *m, size_t len) {
+                    const float *dy, const double *m, size_t len, const float *y, int act,
+                    float slope) {
     size_t k = 0;
+    if (kind == BN_DOTDEV && act != DG_ACT_NONE) {
+        /* one loop per activation, so that its gradient is a select the compiler
+         * vectorises (a branch per element on the sign costs ~10x) */
+#define BN_ACC_ACT(ACT)                                                                 \
+    for (; k + 4 <= len; k += 4) {                                                      \
+        double g0 = bn_act_grad(dy[k], y[k], ACT, slope);                               \
+        double g1 = bn_act_grad(dy[k + 1], y[k + 1], ACT, slope);                       \
+        double g2 = bn_act_grad(dy[k + 2], y[k + 2], ACT, slope);                       \
+        double g3 = bn_act_grad(dy[k + 3], y[k + 3], ACT, slope);                       \
+        double d0 = x[k] - m[k], d1 = x[k + 1] - m[k + 1];                              \
+        double d2 = x[k + 2] - m[k + 2], d3 = x[k + 3] - m[k + 3];                      \
+        a[k] += g0;                                                                     \
+        a[k + 1] += g1;                                                                 \
+        a[k + 2] += g2;                                                                 \
+        a[k + 3] += g3;                                                                 \
+        b[k] += g0 * d0;                                                                \
+        b[k + 1] += g1 * d1;                                                            \
+        b[k + 2] += g2 * d2;                                                            \
+        b[k + 3] += g3 * d3;                                                            \
+    }                                                                                   \
+    for (; k < len; k++) {                                                              \
+        double g = bn_act_grad(dy[k], y[k], ACT, slope);                                \
+        a[k] += g;                                                                      \
+        b[k] += g * (x[k] - m[k]);                                                      \
+    }
+        if (act == DG_ACT_RELU) {
+            BN_ACC_ACT(DG_ACT_RELU)
+        } else {
+            BN_ACC_ACT(DG_ACT_LEAKY_RELU)
+        }
+#undef BN_ACC_ACT
+        return;
+    }
     if (kind == BN_SUM) {
         for (; k + 4 <= len; k += 4) {
             a[k] += x[k];
@@ -130,7 +181,7 @@ static void acc_run(int kind, double *a, double *b, const float *x,
  * channel), added over n, then summed per channel. */
 static void bn_sums(int kind, double *s1, double *s2, const float *x,
                     const float *dy, const double *m, int N, int C, int HW,
-                    int c0, int cb) {
+                    int c0, int cb, const float *y, int act, float slope) {
     size_t hw = (size_t)HW, chw = (size_t)C * hw;
     double a[DG_BN_RUN], b[DG_BN_RUN], me[DG_BN_RUN];
     if (hw <= DG_BN_RUN) {
@@ -141,7 +192,8 @@ static void bn_sums(int kind, double *s1, double *s2, const float *x,
         if (kind != BN_SUM && hw != 1) expand_d(me, m, cb, hw);
         for (int n = 0; n < N; n++) {
             size_t off = (size_t)n * chw + (size_t)c0 * hw;
-            acc_run(kind, a, b, x + off, dy != NULL ? dy + off : NULL, mp, run);
+            acc_run(kind, a, b, x + off, dy != NULL ? dy + off : NULL, mp, run,
+                    y != NULL ? y + off : NULL, act, slope);
         }
         for (int j = 0; j < cb; j++) {
             double t1 = 0.0, t2 = 0.0;
@@ -164,7 +216,8 @@ static void bn_sums(int kind, double *s1, double *s2, const float *x,
             size_t off = (size_t)n * chw + (size_t)(c0 + j) * hw;
             for (size_t i0 = 0; i0 < hw; i0 += DG_BN_RUN) {
                 size_t len = hw - i0 < DG_BN_RUN ? hw - i0 : DG_BN_RUN;
-                acc_run(kind, a, b, x + off + i0, dy != NULL ? dy + off + i0 : NULL, me, len);
+                acc_run(kind, a, b, x + off + i0, dy != NULL ? dy + off + i0 : NULL, me, len,
+                        y != NULL ? y + off + i0 : NULL, act, slope);
             }
         }
         double t1 = 0.0, t2 = 0.0;
@@ -180,8 +233,32 @@ static void bn_sums(int kind, double *s1, double *s2, const float *x,
 /* y[i] = ((x[i] - mh[i]) - ml[i]) * s[i] + t[i] over len positions.
  * Four loads before four stores: vectorised even if y and x are the same. */
 static void apply_run(float *y, const float *x, const float *mh, const float *ml,
-                      const float *s, const float *t, size_t len) {
+                      const float *s, const float *t, size_t len, int act, float slope) {
     size_t k = 0;
+    if (act != DG_ACT_NONE) {
+#define BN_APPLY_ACT(ACT)                                                               \
+    for (; k + 4 <= len; k += 4) {                                                      \
+        float v0 = bn_act(((x[k] - mh[k]) - ml[k]) * s[k] + t[k], ACT, slope);          \
+        float v1 = bn_act(((x[k + 1] - mh[k + 1]) - ml[k + 1]) * s[k + 1] + t[k + 1], ACT, \
+                          slope);                                                       \
+        float v2 = bn_act(((x[k + 2] - mh[k + 2]) - ml[k + 2]) * s[k + 2] + t[k + 2], ACT, \
+                          slope);                                                       \
+        float v3 = bn_act(((x[k + 3] - mh[k + 3]) - ml[k + 3]) * s[k + 3] + t[k + 3], ACT, \
+                          slope);                                                       \
+        y[k] = v0;                                                                      \
+        y[k + 1] = v1;                                                                  \
+        y[k + 2] = v2;                                                                  \
+        y[k + 3] = v3;                                                                  \
+    }                                                                                   \
+    for (; k < len; k++) y[k] = bn_act(((x[k] - mh[k]) - ml[k]) * s[k] + t[k], ACT, slope);
+        if (act == DG_ACT_RELU) {
+            BN_APPLY_ACT(DG_ACT_RELU)
+        } else {
+            BN_APPLY_ACT(DG_ACT_LEAKY_RELU)
+        }
+#undef BN_APPLY_ACT
+        return;
+    }
     for (; k + 4 <= len; k += 4) {
         float v0 = ((x[k] - mh[k]) - ml[k]) * s[k] + t[k];
         float v1 = ((x[k + 1] - mh[k + 1]) - ml[k + 1]) * s[k + 1] + t[k + 1];
@@ -197,8 +274,29 @@ static void apply_run(float *y, const float *x, const float *mh, const float *ml
 
 /* y[i] = ((x[i] - mh) - ml) * s + t over len positions. */
 static void apply_run1(float *y, const float *x, float mh, float ml, float s,
-                       float t, size_t len) {
+                       float t, size_t len, int act, float slope) {
     size_t k = 0;
+    if (act != DG_ACT_NONE) {
+#define BN_APPLY1_ACT(ACT)                                                              \
+    for (; k + 4 <= len; k += 4) {                                                      \
+        float v0 = bn_act(((x[k] - mh) - ml) * s + t, ACT, slope);                      \
+        float v1 = bn_act(((x[k + 1] - mh) - ml) * s + t, ACT, slope);                  \
+        float v2 = bn_act(((x[k + 2] - mh) - ml) * s + t, ACT, slope);                  \
+        float v3 = bn_act(((x[k + 3] - mh) - ml) * s + t, ACT, slope);                  \
+        y[k] = v0;                                                                      \
+        y[k + 1] = v1;                                                                  \
+        y[k + 2] = v2;                                                                  \
+        y[k + 3] = v3;                                                                  \
+    }                                                                                   \
+    for (; k < len; k++) y[k] = bn_act(((x[k] - mh) - ml) * s + t, ACT, slope);
+        if (act == DG_ACT_RELU) {
+            BN_APPLY1_ACT(DG_ACT_RELU)
+        } else {
+            BN_APPLY1_ACT(DG_ACT_LEAKY_RELU)
+        }
+#undef BN_APPLY1_ACT
+        return;
+    }
     for (; k + 4 <= len; k += 4) {
         float v0 = ((x[k] - mh) - ml) * s + t;
         float v1 = ((x[k + 1] - mh) - ml) * s + t;
@@ -214,8 +312,35 @@ static void apply_run1(float *y, const float *x, float mh, float ml, float s,
 
 /* dx[i] += kd[i] * (dy[i] - md[i]) - kx[i] * (x[i] - m[i]) over len positions. */
 static void dx_run(float *dx, const float *dy, const float *x, const float *kd,
-                   const float *md, const float *kx, const float *m, size_t len) {
+                   const float *md, const float *kx, const float *m, size_t len,
+                   const float *y, int act, float slope) {
     size_t k = 0;
+    if (act != DG_ACT_NONE) {
+#define BN_DX_ACT(ACT)                                                                  \
+    for (; k + 4 <= len; k += 4) {                                                      \
+        float g0 = bn_act_grad(dy[k], y[k], ACT, slope);                                \
+        float g1 = bn_act_grad(dy[k + 1], y[k + 1], ACT, slope);                        \
+        float g2 = bn_act_grad(dy[k + 2], y[k + 2], ACT, slope);                        \
+        float g3 = bn_act_grad(dy[k + 3], y[k + 3], ACT, slope);                        \
+        float v0 = dx[k] + (kd[k] * (g0 - md[k]) - kx[k] * (x[k] - m[k]));             \
+        float v1 = dx[k + 1] + (kd[k + 1] * (g1 - md[k + 1]) - kx[k + 1] * (x[k + 1] - m[k + 1])); \
+        float v2 = dx[k + 2] + (kd[k + 2] * (g2 - md[k + 2]) - kx[k + 2] * (x[k + 2] - m[k + 2])); \
+        float v3 = dx[k + 3] + (kd[k + 3] * (g3 - md[k + 3]) - kx[k + 3] * (x[k + 3] - m[k + 3])); \
+        dx[k] = v0;                                                                     \
+        dx[k + 1] = v1;                                                                 \
+        dx[k + 2] = v2;                                                                 \
+        dx[k + 3] = v3;                                                                 \
+    }                                                                                   \
+    for (; k < len; k++)                                                                \
+        dx[k] += kd[k] * (bn_act_grad(dy[k], y[k], ACT, slope) - md[k]) - kx[k] * (x[k] - m[k]);
+        if (act == DG_ACT_RELU) {
+            BN_DX_ACT(DG_ACT_RELU)
+        } else {
+            BN_DX_ACT(DG_ACT_LEAKY_RELU)
+        }
+#undef BN_DX_ACT
+        return;
+    }
     for (; k + 4 <= len; k += 4) {
         float v0 = dx[k] + (kd[k] * (dy[k] - md[k]) - kx[k] * (x[k] - m[k]));
         float v1 = dx[k + 1] + (kd[k + 1] * (dy[k + 1] - md[k + 1]) -
@@ -234,8 +359,35 @@ static void dx_run(float *dx, const float *dy, const float *x, const float *kd,
 
 /* dx[i] += kd * (dy[i] - md) - kx * (x[i] - m) over len positions. */
 static void dx_run1(float *dx, const float *dy, const float *x, float kd,
-                    float md, float kx, float m, size_t len) {
+                    float md, float kx, float m, size_t len, const float *y, int act,
+                    float slope) {
     size_t k = 0;
+    if (act != DG_ACT_NONE) {
+#define BN_DX1_ACT(ACT)                                                                 \
+    for (; k + 4 <= len; k += 4) {                                                      \
+        float g0 = bn_act_grad(dy[k], y[k], ACT, slope);                                \
+        float g1 = bn_act_grad(dy[k + 1], y[k + 1], ACT, slope);                        \
+        float g2 = bn_act_grad(dy[k + 2], y[k + 2], ACT, slope);                        \
+        float g3 = bn_act_grad(dy[k + 3], y[k + 3], ACT, slope);                        \
+        float v0 = dx[k] + (kd * (g0 - md) - kx * (x[k] - m));                          \
+        float v1 = dx[k + 1] + (kd * (g1 - md) - kx * (x[k + 1] - m));                  \
+        float v2 = dx[k + 2] + (kd * (g2 - md) - kx * (x[k + 2] - m));                  \
+        float v3 = dx[k + 3] + (kd * (g3 - md) - kx * (x[k + 3] - m));                  \
+        dx[k] = v0;                                                                     \
+        dx[k + 1] = v1;                                                                 \
+        dx[k + 2] = v2;                                                                 \
+        dx[k + 3] = v3;                                                                 \
+    }                                                                                   \
+    for (; k < len; k++)                                                                \
+        dx[k] += kd * (bn_act_grad(dy[k], y[k], ACT, slope) - md) - kx * (x[k] - m);
+        if (act == DG_ACT_RELU) {
+            BN_DX1_ACT(DG_ACT_RELU)
+        } else {
+            BN_DX1_ACT(DG_ACT_LEAKY_RELU)
+        }
+#undef BN_DX1_ACT
+        return;
+    }
     for (; k + 4 <= len; k += 4) {
         float v0 = dx[k] + (kd * (dy[k] - md) - kx * (x[k] - m));
         float v1 = dx[k + 1] + (kd * (dy[k + 1] - md) - kx * (x[k + 1] - m));
@@ -253,7 +405,7 @@ static void dx_run1(float *dx, const float *dy, const float *x, float kd,
  * mh, ml, s, t are (cb). */
 static void bn_apply(float *y, const float *x, const float *mh, const float *ml,
                      const float *s, const float *t, int N, int C, int HW,
-                     int c0, int cb) {
+                     int c0, int cb, int act, float slope) {
     size_t hw = (size_t)HW, chw = (size_t)C * hw;
     if (hw <= DG_BN_RUN) {
         float emh[DG_BN_RUN], eml[DG_BN_RUN], es[DG_BN_RUN], et[DG_BN_RUN];
@@ -262,7 +414,7 @@ static void bn_apply(float *y, const float *x, const float *mh, const float *ml,
             /* a flat (N, C) batch: the per-channel values are per position */
             for (int n = 0; n < N; n++) {
                 size_t off = (size_t)n * chw + (size_t)c0;
-                apply_run(y + off, x + off, mh, ml, s, t, (size_t)cb);
+                apply_run(y + off, x + off, mh, ml, s, t, (size_t)cb, act, slope);
             }
             return;
         }
@@ -272,14 +424,14 @@ static void bn_apply(float *y, const float *x, const float *mh, const float *ml,
         expand_f(et, t, cb, hw);
         for (int n = 0; n < N; n++) {
             size_t off = (size_t)n * chw + (size_t)c0 * hw;
-            apply_run(y + off, x + off, emh, eml, es, et, run);
+            apply_run(y + off, x + off, emh, eml, es, et, run, act, slope);
         }
         return;
     }
     for (int n = 0; n < N; n++) {
         for (int j = 0; j < cb; j++) {
             size_t off = (size_t)n * chw + (size_t)(c0 + j) * hw;
-            apply_run1(y + off, x + off, mh[j], ml[j], s[j], t[j], hw);
+            apply_run1(y + off, x + off, mh[j], ml[j], s[j], t[j], hw, act, slope);
         }
     }
 }
@@ -287,7 +439,7 @@ static void bn_apply(float *y, const float *x, const float *mh, const float *ml,
 /* dx += kd[c] * (dy - md[c]) - kx[c] * (x - m[c]) for the channels [c0, c0 + cb). */
 static void bn_dx(float *dx, const float *dy, const float *x, const float *kd,
                   const float *md, const float *kx, const float *m, int N, int C,
-                  int HW, int c0, int cb) {
+                  int HW, int c0, int cb, const float *y, int act, float slope) {
     size_t hw = (size_t)HW, chw = (size_t)C * hw;
     if (hw <= DG_BN_RUN) {
         float ekd[DG_BN_RUN], emd[DG_BN_RUN], ekx[DG_BN_RUN], em[DG_BN_RUN];
@@ -295,7 +447,8 @@ static void bn_dx(float *dx, const float *dy, const float *x, const float *kd,
         if (hw == 1) {
             for (int n = 0; n < N; n++) {
                 size_t off = (size_t)n * chw + (size_t)c0;
-                dx_run(dx + off, dy + off, x + off, kd, md, kx, m, (size_t)cb);
+                dx_run(dx + off, dy + off, x + off, kd, md, kx, m, (size_t)cb, y != NULL ? y + off : NULL,
+                       act, slope);
             }
             return;
         }
@@ -305,14 +458,16 @@ static void bn_dx(float *dx, const float *dy, const float *x, const float *kd,
         expand_f(em, m, cb, hw);
         for (int n = 0; n < N; n++) {
             size_t off = (size_t)n * chw + (size_t)c0 * hw;
-            dx_run(dx + off, dy + off, x + off, ekd, emd, ekx, em, run);
+            dx_run(dx + off, dy + off, x + off, ekd, emd, ekx, em, run, y != NULL ? y + off : NULL,
+                   act, slope);
         }
         return;
     }
     for (int n = 0; n < N; n++) {
         for (int j = 0; j < cb; j++) {
             size_t off = (size_t)n * chw + (size_t)(c0 + j) * hw;
-            dx_run1(dx + off, dy + off, x + off, kd[j], md[j], kx[j], m[j], hw);
+            dx_run1(dx + off, dy + off, x + off, kd[j], md[j], kx[j], m[j], hw,
+                    y != NULL ? y + off : NULL, act, slope);
         }
     }
 }
@@ -349,6 +504,8 @@ typedef struct {
     float eps;
     float momentum;
     size_t M;
+    int act;
+    float slope;
 } bn_fwd_job;
 
 /* The channel loop of dg_batchnorm_forward (same arguments, M = N*HW) over the
@@ -356,17 +513,17 @@ typedef struct {
 static void bn_fwd_range(float *out, float *mean, float *rstd, float *running_mean,
                          float *running_var, const float *inp, const float *gamma,
                          const float *beta, int N, int C, int HW, float eps, float momentum,
-                         size_t M, int cA, int cB) {
+                         size_t M, int cA, int cB, int act, float slope) {
     int cbmax = bn_block(N, C, HW);
     double acc[DG_BN_MAX_BLOCK], mu[DG_BN_MAX_BLOCK];
     float mlo[DG_BN_MAX_BLOCK], scale[DG_BN_MAX_BLOCK], shift[DG_BN_MAX_BLOCK];
     for (int c0 = cA; c0 < cB; c0 += cbmax) {
         int cb = cB - c0 < cbmax ? cB - c0 : cbmax;
         // pass 1: mean[c] = sum x / M
-        bn_sums(BN_SUM, acc, NULL, inp, NULL, NULL, N, C, HW, c0, cb);
+        bn_sums(BN_SUM, acc, NULL, inp, NULL, NULL, N, C, HW, c0, cb, NULL, DG_ACT_NONE, 0.0f);
         for (int j = 0; j < cb; j++) mu[j] = acc[j] / (double)M;
         // pass 2: var[c] = sum (x - mean)^2 / M  (biased)
-        bn_sums(BN_SQDEV, acc, NULL, inp, NULL, mu, N, C, HW, c0, cb);
+        bn_sums(BN_SQDEV, acc, NULL, inp, NULL, mu, N, C, HW, c0, cb, NULL, DG_ACT_NONE, 0.0f);
         for (int j = 0; j < cb; j++) {
             int c = c0 + j;
             double var = acc[j] / (double)M;
@@ -386,7 +543,7 @@ static void bn_fwd_range(float *out, float *mean, float *rstd, float *running_me
             shift[j] = beta != NULL ? beta[c] : 0.0f;
         }
         // pass 3: out = (x - mean) * rstd * gamma + beta
-        bn_apply(out, inp, mean + c0, mlo, scale, shift, N, C, HW, c0, cb);
+        bn_apply(out, inp, mean + c0, mlo, scale, shift, N, C, HW, c0, cb, act, slope);
     }
 }
 
@@ -396,7 +553,7 @@ static void bn_fwd_task(void *ctx, int t, int nt) {
     dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
     if (lo < hi) bn_fwd_range(j->out, j->mean, j->rstd, j->running_mean, j->running_var,
         j->inp, j->gamma, j->beta, j->N, j->C, j->HW, j->eps, j->momentum, j->M, (int)lo,
-        (int)hi);
+        (int)hi, j->act, j->slope);
 }
 
 /* bn_fwd_task built for AVX2 (dg_internal.h): the same values */
@@ -413,6 +570,8 @@ typedef struct {
     int C;
     int HW;
     float eps;
+    int act;
+    float slope;
 } bn_fwd_eval_job;
 
 /* The channel loop of dg_batchnorm_forward_eval (same arguments, M = N*HW) over the
@@ -420,7 +579,7 @@ typedef struct {
 static void bn_fwd_eval_range(float *out, const float *inp, const float *running_mean,
                               const float *running_var, const float *gamma,
                               const float *beta, int N, int C, int HW, float eps, int cA,
-                              int cB) {
+                              int cB, int act, float slope) {
     int cbmax = bn_block(N, C, HW);
     float zero[DG_BN_MAX_BLOCK], scale[DG_BN_MAX_BLOCK], shift[DG_BN_MAX_BLOCK];
     for (int c0 = cA; c0 < cB; c0 += cbmax) {
@@ -452,7 +611,7 @@ static void bn_fwd_eval_range(float *out, const float *inp, const float *running
             shift[j] = beta != NULL ? beta[c] : 0.0f;
         }
         // out = (x - running_mean) / sqrt(running_var + eps) * gamma + beta
-        bn_apply(out, inp, running_mean + c0, zero, scale, shift, N, C, HW, c0, cb);
+        bn_apply(out, inp, running_mean + c0, zero, scale, shift, N, C, HW, c0, cb, act, slope);
     }
 }
 
@@ -461,7 +620,7 @@ static void bn_fwd_eval_task(void *ctx, int t, int nt) {
     size_t lo, hi;
     dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
     if (lo < hi) bn_fwd_eval_range(j->out, j->inp, j->running_mean, j->running_var,
-        j->gamma, j->beta, j->N, j->C, j->HW, j->eps, (int)lo, (int)hi);
+        j->gamma, j->beta, j->N, j->C, j->HW, j->eps, (int)lo, (int)hi, j->act, j->slope);
 }
 
 /* bn_fwd_eval_task built for AVX2 (dg_internal.h): the same values */
@@ -480,6 +639,9 @@ typedef struct {
     int C;
     int HW;
     size_t M;
+    const float *y;   /* the fused forward's output, when act */
+    int act;
+    float slope;
 } bn_bwd_job;
 
 /* The channel loop of dg_batchnorm_backward (same arguments, M = N*HW) over the
@@ -487,7 +649,7 @@ typedef struct {
 static void bn_bwd_range(float *dinp, float *dgamma, float *dbeta, const float *dout,
                          const float *inp, const float *mean, const float *rstd,
                          const float *gamma, int N, int C, int HW, size_t M, int cA,
-                         int cB) {
+                         int cB, const float *y, int act, float slope) {
     int cbmax = bn_block(N, C, HW);
     double sdy[DG_BN_MAX_BLOCK], sdyx[DG_BN_MAX_BLOCK], cm[DG_BN_MAX_BLOCK];
     float kd[DG_BN_MAX_BLOCK], md[DG_BN_MAX_BLOCK], kx[DG_BN_MAX_BLOCK];
@@ -496,7 +658,7 @@ static void bn_bwd_range(float *dinp, float *dgamma, float *dbeta, const float *
         // forward: xhat = (x - mean) * rstd;  out = xhat * gamma + beta
         // sdy[c] = sum dout, sdyx[c] = sum dout * xhat
         for (int j = 0; j < cb; j++) cm[j] = (double)mean[c0 + j];
-        bn_sums(BN_DOTDEV, sdy, sdyx, inp, dout, cm, N, C, HW, c0, cb);
+        bn_sums(BN_DOTDEV, sdy, sdyx, inp, dout, cm, N, C, HW, c0, cb, y, act, slope);
         for (int j = 0; j < cb; j++) {
             int c = c0 + j;
             sdyx[j] *= (double)rstd[c];
@@ -514,7 +676,7 @@ static void bn_bwd_range(float *dinp, float *dgamma, float *dbeta, const float *
         // forward: out = (x - mean(x)) * rstd(x) * gamma + beta, with the batch
         // statistics depending on x:
         // dinp += rstd * gamma * (dout - mean(dout) - xhat * mean(dout * xhat))
-        bn_dx(dinp, dout, inp, kd, md, kx, mean + c0, N, C, HW, c0, cb);
+        bn_dx(dinp, dout, inp, kd, md, kx, mean + c0, N, C, HW, c0, cb, y, act, slope);
     }
 }
 
@@ -523,7 +685,7 @@ static void bn_bwd_task(void *ctx, int t, int nt) {
     size_t lo, hi;
     dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
     if (lo < hi) bn_bwd_range(j->dinp, j->dgamma, j->dbeta, j->dout, j->inp, j->mean,
-        j->rstd, j->gamma, j->N, j->C, j->HW, j->M, (int)lo, (int)hi);
+        j->rstd, j->gamma, j->N, j->C, j->HW, j->M, (int)lo, (int)hi, j->y, j->act, j->slope);
 }
 
 /* bn_bwd_task built for AVX2 (dg_internal.h): the same values */
@@ -542,6 +704,9 @@ typedef struct {
     int C;
     int HW;
     float eps;
+    const float *y;   /* the fused forward's output, when act */
+    int act;
+    float slope;
 } bn_bwd_eval_job;
 
 /* The channel loop of dg_batchnorm_backward_eval (same arguments, M = N*HW) over the
@@ -549,7 +714,8 @@ typedef struct {
 static void bn_bwd_eval_range(float *dinp, float *dgamma, float *dbeta, const float *dout,
                               const float *inp, const float *running_mean,
                               const float *running_var, const float *gamma, int N, int C,
-                              int HW, float eps, int cA, int cB) {
+                              int HW, float eps, int cA, int cB, const float *y, int act,
+                              float slope) {
     int cbmax = bn_block(N, C, HW);
     double sdy[DG_BN_MAX_BLOCK], sdyx[DG_BN_MAX_BLOCK], r[DG_BN_MAX_BLOCK], cm[DG_BN_MAX_BLOCK];
     float kd[DG_BN_MAX_BLOCK], zero[DG_BN_MAX_BLOCK];
@@ -565,7 +731,8 @@ static void bn_bwd_eval_range(float *dinp, float *dgamma, float *dbeta, const fl
         }
         if (dgamma != NULL || dbeta != NULL) {
             // dbeta[c] += sum dout;  dgamma[c] += sum dout * (x - running_mean) * r
-            bn_sums(BN_DOTDEV, sdy, sdyx, inp, dout, cm, N, C, HW, c0, cb);
+            // (dout through the fused activation's gradient first, when act)
+            bn_sums(BN_DOTDEV, sdy, sdyx, inp, dout, cm, N, C, HW, c0, cb, y, act, slope);
             for (int j = 0; j < cb; j++) {
                 int c = c0 + j;
                 if (dbeta != NULL) dbeta[c] = (float)(dbeta[c] + sdy[j]);
@@ -573,7 +740,8 @@ static void bn_bwd_eval_range(float *dinp, float *dgamma, float *dbeta, const fl
             }
         }
         // dinp += dout * gamma * r  (the statistics are constants)
-        if (dinp != NULL) bn_dx(dinp, dout, inp, kd, zero, zero, zero, N, C, HW, c0, cb);
+        if (dinp != NULL)
+            bn_dx(dinp, dout, inp, kd, zero, zero, zero, N, C, HW, c0, cb, y, act, slope);
     }
 }
 
@@ -583,17 +751,24 @@ static void bn_bwd_eval_task(void *ctx, int t, int nt) {
     dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
     if (lo < hi) bn_bwd_eval_range(j->dinp, j->dgamma, j->dbeta, j->dout, j->inp,
         j->running_mean, j->running_var, j->gamma, j->N, j->C, j->HW, j->eps, (int)lo,
-        (int)hi);
+        (int)hi, j->y, j->act, j->slope);
 }
 
 /* bn_bwd_eval_task built for AVX2 (dg_internal.h): the same values */
 DG_AVX2_TASK(bn_bwd_eval_task)
 
-dg_status dg_batchnorm_forward(float *out, float *mean, float *rstd,
-                               float *running_mean, float *running_var,
-                               const float *inp, const float *gamma,
-                               const float *beta, int N, int C, int HW,
-                               float eps, float momentum) {
+/* act and slope of a fused activation: DG_ACT_NONE, DG_ACT_RELU, or
+ * DG_ACT_LEAKY_RELU with slope >= 0 (so that its output's sign is its input's). */
+static int bad_act(int act, float slope) {
+    if (act == DG_ACT_NONE || act == DG_ACT_RELU) return 0;
+    return act != DG_ACT_LEAKY_RELU || slope < 0.0f;
+}
+
+dg_status dg_batchnorm_act_forward(float *out, float *mean, float *rstd,
+                                   float *running_mean, float *running_var,
+                                   const float *inp, const float *gamma,
+                                   const float *beta, int N, int C, int HW,
+                                   float eps, float momentum, int act, float slope) {
     // out is (N, C, HW), mean and rstd (caches) are (C),
     // running_mean and running_var are (C) or NULL, inp is (N, C, HW),
     // gamma and beta are (C) or NULL
@@ -602,14 +777,43 @@ dg_status dg_batchnorm_forward(float *out, float *mean, float *rstd,
     size_t M = (size_t)N * (size_t)HW;
     if (M < 2) return DG_STATUS_ERR_SHAPE;
     if (out == NULL || mean == NULL || rstd == NULL || inp == NULL) return DG_STATUS_ERR_NULL;
-    if (bad_eps(eps)) return DG_STATUS_ERR_VALUE;
+    if (bad_eps(eps) || bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     if ((running_mean != NULL || running_var != NULL) &&
         !(momentum >= 0.0f && momentum <= 1.0f)) {
         return DG_STATUS_ERR_VALUE;
     }
     bn_fwd_job j = {out, mean, rstd, running_mean, running_var, inp, gamma, beta, N, C, HW,
-                    eps, momentum, M};
+                    eps, momentum, M, act, slope};
     dg_parallel(DG_FOR_CPU(bn_fwd_task), &j, bn_tasks(N, C, HW));
+    return DG_STATUS_OK;
+}
+
+dg_status dg_batchnorm_forward(float *out, float *mean, float *rstd,
+                               float *running_mean, float *running_var,
+                               const float *inp, const float *gamma,
+                               const float *beta, int N, int C, int HW,
+                               float eps, float momentum) {
+    return dg_batchnorm_act_forward(out, mean, rstd, running_mean, running_var, inp, gamma,
+                                    beta, N, C, HW, eps, momentum, DG_ACT_NONE, 0.0f);
+}
+
+dg_status dg_batchnorm_act_forward_eval(float *out, const float *inp,
+                                        const float *running_mean,
+                                        const float *running_var,
+                                        const float *gamma, const float *beta,
+                                        int N, int C, int HW, float eps, int act,
+                                        float slope) {
+    // out is (N, C, HW), inp is (N, C, HW), running_mean and running_var are (C),
+    // gamma and beta are (C) or NULL
+    dg_status st = bn_check_sizes(N, C, HW);
+    if (st != DG_STATUS_OK) return st;
+    if (out == NULL || inp == NULL || running_mean == NULL || running_var == NULL) {
+        return DG_STATUS_ERR_NULL;
+    }
+    if (bad_eps(eps) || bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    bn_fwd_eval_job j = {out, inp, running_mean, running_var, gamma, beta, N, C, HW, eps,
+                         act, slope};
+    dg_parallel(DG_FOR_CPU(bn_fwd_eval_task), &j, bn_tasks(N, C, HW));
     return DG_STATUS_OK;
 }
 
@@ -618,16 +822,28 @@ dg_status dg_batchnorm_forward_eval(float *out, const float *inp,
                                     const float *running_var,
                                     const float *gamma, const float *beta,
                                     int N, int C, int HW, float eps) {
-    // out is (N, C, HW), inp is (N, C, HW), running_mean and running_var are (C),
-    // gamma and beta are (C) or NULL
+    return dg_batchnorm_act_forward_eval(out, inp, running_mean, running_var, gamma, beta, N,
+                                         C, HW, eps, DG_ACT_NONE, 0.0f);
+}
+
+dg_status dg_batchnorm_act_backward(float *dinp, float *dgamma, float *dbeta,
+                                    const float *dout, const float *out, const float *inp,
+                                    const float *mean, const float *rstd,
+                                    const float *gamma, int N, int C, int HW, int act,
+                                    float slope) {
+    // dinp is (N, C, HW), dgamma and dbeta are (C); any may be NULL
+    // dout, out (the fused forward's output; may be NULL without act) and inp are
+    // (N, C, HW), mean and rstd (forward caches) are (C), gamma is (C) or NULL
     dg_status st = bn_check_sizes(N, C, HW);
     if (st != DG_STATUS_OK) return st;
-    if (out == NULL || inp == NULL || running_mean == NULL || running_var == NULL) {
-        return DG_STATUS_ERR_NULL;
-    }
-    if (bad_eps(eps)) return DG_STATUS_ERR_VALUE;
-    bn_fwd_eval_job j = {out, inp, running_mean, running_var, gamma, beta, N, C, HW, eps};
-    dg_parallel(DG_FOR_CPU(bn_fwd_eval_task), &j, bn_tasks(N, C, HW));
+    if (dout == NULL || inp == NULL || mean == NULL || rstd == NULL) return DG_STATUS_ERR_NULL;
+    if (act != DG_ACT_NONE && out == NULL) return DG_STATUS_ERR_NULL;
+    if (bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
+    size_t M = (size_t)N * (size_t)HW;
+    bn_bwd_job j = {dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, N, C, HW, M,
+                    act != DG_ACT_NONE ? out : NULL, act, slope};
+    dg_parallel(DG_FOR_CPU(bn_bwd_task), &j, bn_tasks(N, C, HW));
     return DG_STATUS_OK;
 }
 
@@ -635,16 +851,30 @@ dg_status dg_batchnorm_backward(float *dinp, float *dgamma, float *dbeta,
                                 const float *dout, const float *inp,
                                 const float *mean, const float *rstd,
                                 const float *gamma, int N, int C, int HW) {
+    return dg_batchnorm_act_backward(dinp, dgamma, dbeta, dout, NULL, inp, mean, rstd, gamma,
+                                     N, C, HW, DG_ACT_NONE, 0.0f);
+}
+
+dg_status dg_batchnorm_act_backward_eval(float *dinp, float *dgamma, float *dbeta,
+                                         const float *dout, const float *out,
+                                         const float *inp, const float *running_mean,
+                                         const float *running_var, const float *gamma,
+                                         int N, int C, int HW, float eps, int act,
+                                         float slope) {
     // dinp is (N, C, HW), dgamma and dbeta are (C); any may be NULL
-    // dout and inp are (N, C, HW), mean and rstd (forward caches) are (C),
-    // gamma is (C) or NULL
+    // dout, out (as in dg_batchnorm_act_backward) and inp are (N, C, HW),
+    // running_mean and running_var are (C), gamma is (C) or NULL
     dg_status st = bn_check_sizes(N, C, HW);
     if (st != DG_STATUS_OK) return st;
-    if (dout == NULL || inp == NULL || mean == NULL || rstd == NULL) return DG_STATUS_ERR_NULL;
+    if (dout == NULL || inp == NULL || running_mean == NULL || running_var == NULL) {
+        return DG_STATUS_ERR_NULL;
+    }
+    if (act != DG_ACT_NONE && out == NULL) return DG_STATUS_ERR_NULL;
+    if (bad_eps(eps) || bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
-    size_t M = (size_t)N * (size_t)HW;
-    bn_bwd_job j = {dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, N, C, HW, M};
-    dg_parallel(DG_FOR_CPU(bn_bwd_task), &j, bn_tasks(N, C, HW));
+    bn_bwd_eval_job j = {dinp, dgamma, dbeta, dout, inp, running_mean, running_var, gamma,
+                         N, C, HW, eps, act != DG_ACT_NONE ? out : NULL, act, slope};
+    dg_parallel(DG_FOR_CPU(bn_bwd_eval_task), &j, bn_tasks(N, C, HW));
     return DG_STATUS_OK;
 }
 
@@ -654,18 +884,7 @@ dg_status dg_batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta,
                                      const float *running_var,
                                      const float *gamma, int N, int C, int HW,
                                      float eps) {
-    // dinp is (N, C, HW), dgamma and dbeta are (C); any may be NULL
-    // dout and inp are (N, C, HW), running_mean and running_var are (C),
-    // gamma is (C) or NULL
-    dg_status st = bn_check_sizes(N, C, HW);
-    if (st != DG_STATUS_OK) return st;
-    if (dout == NULL || inp == NULL || running_mean == NULL || running_var == NULL) {
-        return DG_STATUS_ERR_NULL;
-    }
-    if (bad_eps(eps)) return DG_STATUS_ERR_VALUE;
-    if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
-    bn_bwd_eval_job j = {dinp, dgamma, dbeta, dout, inp, running_mean, running_var, gamma,
-                         N, C, HW, eps};
-    dg_parallel(DG_FOR_CPU(bn_bwd_eval_task), &j, bn_tasks(N, C, HW));
-    return DG_STATUS_OK;
+    return dg_batchnorm_act_backward_eval(dinp, dgamma, dbeta, dout, NULL, inp, running_mean,
+                                          running_var, gamma, N, C, HW, eps, DG_ACT_NONE,
+                                          0.0f);
 }

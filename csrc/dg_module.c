@@ -1136,32 +1136,63 @@ bn_eps(const char *op, float eps)
     return 0;
 }
 
+/* act and slope of a fused activation (dg_batchnorm_act_*) */
+static int
+bn_act(const char *op, int act, float slope)
+{
+    if (act != DG_ACT_NONE && act != DG_ACT_RELU && act != DG_ACT_LEAKY_RELU) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: act must be 0 (none), 1 (relu) or 2 (leaky_relu), got %d", op, act);
+        return -1;
+    }
+    if (act == DG_ACT_LEAKY_RELU && slope < 0.0f) {
+        return bad_scalar(op, "slope", ">= 0 (the output's sign must be the input's)", slope);
+    }
+    return 0;
+}
+
+/* The fused forward's output, which the backward of a fused activation needs. */
+static int
+bn_fused_out(const char *op, dg_arg *out, dg_arg *inp, int act)
+{
+    if (act == DG_ACT_NONE) {
+        return 0;
+    }
+    if (out->arr == NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: out (the fused forward's output) is required when act is set", op);
+        return -1;
+    }
+    return check_like(out, inp);
+}
+
 static PyObject *
 py_batchnorm_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
     static const char op[] = "_batchnorm_forward";
     static char *kwlist[] = {"out", "mean", "rstd", "running_mean", "running_var", "inp",
-                             "gamma", "beta", "eps", "momentum", NULL};
+                             "gamma", "beta", "eps", "momentum", "act", "slope", NULL};
     dg_arg out = ARG("out"), mean = ARG("mean"), rstd = ARG("rstd"),
            running_mean = ARG("running_mean"), running_var = ARG("running_var"),
            inp = ARG("inp"), gamma = ARG("gamma"), beta = ARG("beta");
     dg_arg *all[] = {&out, &mean, &rstd, &running_mean, &running_var, &inp, &gamma, &beta};
     dg_arg *vec[] = {&mean, &rstd, &running_mean, &running_var, &gamma, &beta};
-    float eps, momentum;
-    int N, C, HW;
+    float eps, momentum, slope = 0.0f;
+    int N, C, HW, act = DG_ACT_NONE;
     PyObject *ret = NULL;
     dg_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O&O&O&O&O&O&O&ff:_batchnorm_forward",
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O&O&O&O&O&O&O&ff|$if:_batchnorm_forward",
                                      kwlist, conv_output, &out, conv_output, &mean,
                                      conv_output, &rstd, conv_output_opt, &running_mean,
                                      conv_output_opt, &running_var, conv_input, &inp,
                                      conv_input_opt, &gamma, conv_input_opt, &beta,
-                                     &eps, &momentum)) {
+                                     &eps, &momentum, &act, &slope)) {
         goto exit;
     }
     if (bn_sizes(op, &inp, &N, &C, &HW) < 0 || check_like(&out, &inp) < 0 ||
-        bn_vectors(vec, NARGS(vec), C) < 0 || bn_eps(op, eps) < 0) {
+        bn_vectors(vec, NARGS(vec), C) < 0 || bn_eps(op, eps) < 0 ||
+        bn_act(op, act, slope) < 0) {
         goto exit;
     }
     if (!(momentum >= 0.0f && momentum <= 1.0f)) {
@@ -1178,9 +1209,9 @@ py_batchnorm_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
         goto exit;
     }
     Py_BEGIN_ALLOW_THREADS
-    st = dg_batchnorm_forward(F32(out), F32(mean), F32(rstd), F32(running_mean),
-                              F32(running_var), CF32(inp), CF32(gamma), CF32(beta), N, C,
-                              HW, eps, momentum);
+    st = dg_batchnorm_act_forward(F32(out), F32(mean), F32(rstd), F32(running_mean),
+                                  F32(running_var), CF32(inp), CF32(gamma), CF32(beta), N,
+                                  C, HW, eps, momentum, act, slope);
     Py_END_ALLOW_THREADS
     if (check_status(op, st) < 0) {
         goto exit;
@@ -1204,31 +1235,32 @@ py_batchnorm_forward_eval(PyObject *Py_UNUSED(self), PyObject *args, PyObject *k
 {
     static const char op[] = "_batchnorm_forward_eval";
     static char *kwlist[] = {"out", "inp", "running_mean", "running_var", "gamma", "beta",
-                             "eps", NULL};
+                             "eps", "act", "slope", NULL};
     dg_arg out = ARG("out"), inp = ARG("inp"), running_mean = ARG("running_mean"),
            running_var = ARG("running_var"), gamma = ARG("gamma"), beta = ARG("beta");
     dg_arg *all[] = {&out, &inp, &running_mean, &running_var, &gamma, &beta};
     dg_arg *vec[] = {&running_mean, &running_var, &gamma, &beta};
-    float eps;
-    int N, C, HW;
+    float eps, slope = 0.0f;
+    int N, C, HW, act = DG_ACT_NONE;
     PyObject *ret = NULL;
     dg_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O&O&O&O&O&f:_batchnorm_forward_eval",
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O&O&O&O&O&f|$if:_batchnorm_forward_eval",
                                      kwlist, conv_output, &out, conv_input, &inp,
                                      conv_input, &running_mean, conv_input, &running_var,
-                                     conv_input_opt, &gamma, conv_input_opt, &beta, &eps)) {
+                                     conv_input_opt, &gamma, conv_input_opt, &beta, &eps,
+                                     &act, &slope)) {
         goto exit;
     }
     if (bn_sizes(op, &inp, &N, &C, &HW) < 0 || check_like(&out, &inp) < 0 ||
         bn_vectors(vec, NARGS(vec), C) < 0 || bn_eps(op, eps) < 0 ||
-        check_overlap(op, all, NARGS(all), 0) < 0) {
+        bn_act(op, act, slope) < 0 || check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }
     Py_BEGIN_ALLOW_THREADS
-    st = dg_batchnorm_forward_eval(F32(out), CF32(inp), CF32(running_mean),
-                                   CF32(running_var), CF32(gamma), CF32(beta), N, C, HW,
-                                   eps);
+    st = dg_batchnorm_act_forward_eval(F32(out), CF32(inp), CF32(running_mean),
+                                       CF32(running_var), CF32(gamma), CF32(beta), N, C, HW,
+                                       eps, act, slope);
     Py_END_ALLOW_THREADS
     if (check_status(op, st) < 0) {
         goto exit;
@@ -1250,31 +1282,35 @@ py_batchnorm_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
     static const char op[] = "_batchnorm_backward";
     static char *kwlist[] = {"dinp", "dgamma", "dbeta", "dout", "inp", "mean", "rstd",
-                             "gamma", NULL};
+                             "gamma", "out", "act", "slope", NULL};
     dg_arg dinp = ARG("dinp"), dgamma = ARG("dgamma"), dbeta = ARG("dbeta"),
            dout = ARG("dout"), inp = ARG("inp"), mean = ARG("mean"), rstd = ARG("rstd"),
-           gamma = ARG("gamma");
-    dg_arg *all[] = {&dinp, &dgamma, &dbeta, &dout, &inp, &mean, &rstd, &gamma};
+           gamma = ARG("gamma"), out = ARG("out");
+    dg_arg *all[] = {&dinp, &dgamma, &dbeta, &dout, &inp, &mean, &rstd, &gamma, &out};
     dg_arg *vec[] = {&dgamma, &dbeta, &mean, &rstd, &gamma};
-    int N, C, HW;
+    int N, C, HW, act = DG_ACT_NONE;
+    float slope = 0.0f;
     PyObject *ret = NULL;
     dg_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O&O&O&O&O&O&O&:_batchnorm_backward",
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O&O&O&O&O&O&O&|$O&if:_batchnorm_backward",
                                      kwlist, conv_output_opt, &dinp, conv_output_opt,
                                      &dgamma, conv_output_opt, &dbeta, conv_input, &dout,
                                      conv_input, &inp, conv_input, &mean, conv_input,
-                                     &rstd, conv_input_opt, &gamma)) {
+                                     &rstd, conv_input_opt, &gamma, conv_input_opt, &out,
+                                     &act, &slope)) {
         goto exit;
     }
     if (bn_sizes(op, &inp, &N, &C, &HW) < 0 || check_like(&dout, &inp) < 0 ||
         (dinp.arr != NULL && check_like(&dinp, &inp) < 0) ||
-        bn_vectors(vec, NARGS(vec), C) < 0 || check_overlap(op, all, NARGS(all), 0) < 0) {
+        bn_vectors(vec, NARGS(vec), C) < 0 || bn_act(op, act, slope) < 0 ||
+        bn_fused_out(op, &out, &inp, act) < 0 || check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }
     Py_BEGIN_ALLOW_THREADS
-    st = dg_batchnorm_backward(F32(dinp), F32(dgamma), F32(dbeta), CF32(dout), CF32(inp),
-                               CF32(mean), CF32(rstd), CF32(gamma), N, C, HW);
+    st = dg_batchnorm_act_backward(F32(dinp), F32(dgamma), F32(dbeta), CF32(dout), CF32(out),
+                                   CF32(inp), CF32(mean), CF32(rstd), CF32(gamma), N, C, HW,
+                                   act, slope);
     Py_END_ALLOW_THREADS
     if (check_status(op, st) < 0) {
         goto exit;
@@ -1290,6 +1326,7 @@ exit:
     Py_XDECREF(mean.arr);
     Py_XDECREF(rstd.arr);
     Py_XDECREF(gamma.arr);
+    Py_XDECREF(out.arr);
     return ret;
 }
 
@@ -1298,37 +1335,39 @@ py_batchnorm_backward_eval(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
 {
     static const char op[] = "_batchnorm_backward_eval";
     static char *kwlist[] = {"dinp", "dgamma", "dbeta", "dout", "inp", "running_mean",
-                             "running_var", "gamma", "eps", NULL};
+                             "running_var", "gamma", "eps", "out", "act", "slope", NULL};
     dg_arg dinp = ARG("dinp"), dgamma = ARG("dgamma"), dbeta = ARG("dbeta"),
            dout = ARG("dout"), inp = ARG("inp"), running_mean = ARG("running_mean"),
-           running_var = ARG("running_var"), gamma = ARG("gamma");
+           running_var = ARG("running_var"), gamma = ARG("gamma"), out = ARG("out");
     dg_arg *all[] = {&dinp, &dgamma, &dbeta, &dout, &inp, &running_mean, &running_var,
-                     &gamma};
+                     &gamma, &out};
     dg_arg *vec[] = {&dgamma, &dbeta, &running_mean, &running_var, &gamma};
-    float eps;
-    int N, C, HW;
+    float eps, slope = 0.0f;
+    int N, C, HW, act = DG_ACT_NONE;
     PyObject *ret = NULL;
     dg_status st;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds,
-                                     "O&O&O&O&O&O&O&O&f:_batchnorm_backward_eval", kwlist,
-                                     conv_output_opt, &dinp, conv_output_opt, &dgamma,
-                                     conv_output_opt, &dbeta, conv_input, &dout,
+                                     "O&O&O&O&O&O&O&O&f|$O&if:_batchnorm_backward_eval",
+                                     kwlist, conv_output_opt, &dinp, conv_output_opt,
+                                     &dgamma, conv_output_opt, &dbeta, conv_input, &dout,
                                      conv_input, &inp, conv_input, &running_mean,
                                      conv_input, &running_var, conv_input_opt, &gamma,
-                                     &eps)) {
+                                     &eps, conv_input_opt, &out, &act, &slope)) {
         goto exit;
     }
     if (bn_sizes(op, &inp, &N, &C, &HW) < 0 || check_like(&dout, &inp) < 0 ||
         (dinp.arr != NULL && check_like(&dinp, &inp) < 0) ||
         bn_vectors(vec, NARGS(vec), C) < 0 || bn_eps(op, eps) < 0 ||
+        bn_act(op, act, slope) < 0 || bn_fused_out(op, &out, &inp, act) < 0 ||
         check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }
     Py_BEGIN_ALLOW_THREADS
-    st = dg_batchnorm_backward_eval(F32(dinp), F32(dgamma), F32(dbeta), CF32(dout),
-                                    CF32(inp), CF32(running_mean), CF32(running_var),
-                                    CF32(gamma), N, C, HW, eps);
+    st = dg_batchnorm_act_backward_eval(F32(dinp), F32(dgamma), F32(dbeta), CF32(dout),
+                                        CF32(out), CF32(inp), CF32(running_mean),
+                                        CF32(running_var), CF32(gamma), N, C, HW, eps, act,
+                                        slope);
     Py_END_ALLOW_THREADS
     if (check_status(op, st) < 0) {
         goto exit;
@@ -1344,6 +1383,7 @@ exit:
     Py_XDECREF(running_mean.arr);
     Py_XDECREF(running_var.arr);
     Py_XDECREF(gamma.arr);
+    Py_XDECREF(out.arr);
     return ret;
 }
 
@@ -2346,18 +2386,23 @@ static PyMethodDef dg_methods[] = {
               "Accumulates dinp, dweight, dbias (each may be None)."),
     KW_METHOD(_batchnorm_forward,
               "($module, /, out, mean, rstd, running_mean, running_var, inp, gamma, beta, eps,"
-              " momentum)",
-              "Training-mode batch norm of inp (N, C, *); updates running stats if not None."),
+              " momentum, *, act=0, slope=0.0)",
+              "Training-mode batch norm of inp (N, C, *); updates running stats if not None."
+              " act 1 (relu) or 2 (leaky_relu, slope >= 0) fuses that activation after it."),
     KW_METHOD(_batchnorm_forward_eval,
-              "($module, /, out, inp, running_mean, running_var, gamma, beta, eps)",
-              "Eval-mode batch norm with the running statistics."),
+              "($module, /, out, inp, running_mean, running_var, gamma, beta, eps, *, act=0,"
+              " slope=0.0)",
+              "Eval-mode batch norm with the running statistics; act as in _batchnorm_forward."),
     KW_METHOD(_batchnorm_backward,
-              "($module, /, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma)",
-              "Backward of the training-mode forward; accumulates."),
+              "($module, /, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, *, out=None,"
+              " act=0, slope=0.0)",
+              "Backward of the training-mode forward; accumulates. With act, out is the fused"
+              " forward's output."),
     KW_METHOD(_batchnorm_backward_eval,
               "($module, /, dinp, dgamma, dbeta, dout, inp, running_mean, running_var, gamma,"
-              " eps)",
-              "Backward of the eval-mode forward; accumulates."),
+              " eps, *, out=None, act=0, slope=0.0)",
+              "Backward of the eval-mode forward; accumulates. act and out as in"
+              " _batchnorm_backward."),
     KW_METHOD(_relu_forward, "($module, /, out, inp)", "out = relu(inp); out may be inp."),
     KW_METHOD(_relu_backward, "($module, /, dinp, dout, inp)", "dinp += dout * relu'(inp)."),
     KW_METHOD(_leaky_relu_forward, "($module, /, out, inp, slope)",

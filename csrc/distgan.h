@@ -208,6 +208,38 @@ dg_status dg_batchnorm_backward_eval(float *dinp, float *dgamma, float *dbeta,
                                      const float *gamma, int N, int C, int HW,
                                      float eps);
 
+/* Batch norm with a ReLU or LeakyReLU fused after it: out = act(batch norm of
+ * inp), the same values as dg_batchnorm_forward(_eval) then dg_relu_forward or
+ * dg_leaky_relu_forward, in one pass and without the intermediate tensor.
+ * act is DG_ACT_NONE (then the plain op), DG_ACT_RELU, or DG_ACT_LEAKY_RELU with
+ * slope >= 0 (DG_STATUS_ERR_VALUE otherwise). The backward takes the fused
+ * forward's OUTPUT out as its cache (its sign is the activation input's, as the
+ * slope is >= 0) and gives the same gradients as the two backward ops in turn
+ * (up to the sign of zeros), without the intermediate gradient. */
+enum { DG_ACT_NONE = 0, DG_ACT_RELU = 1, DG_ACT_LEAKY_RELU = 2 };
+dg_status dg_batchnorm_act_forward(float *out, float *mean, float *rstd,
+                                   float *running_mean, float *running_var,
+                                   const float *inp, const float *gamma,
+                                   const float *beta, int N, int C, int HW,
+                                   float eps, float momentum, int act, float slope);
+dg_status dg_batchnorm_act_forward_eval(float *out, const float *inp,
+                                        const float *running_mean,
+                                        const float *running_var,
+                                        const float *gamma, const float *beta,
+                                        int N, int C, int HW, float eps, int act,
+                                        float slope);
+dg_status dg_batchnorm_act_backward(float *dinp, float *dgamma, float *dbeta,
+                                    const float *dout, const float *out, const float *inp,
+                                    const float *mean, const float *rstd,
+                                    const float *gamma, int N, int C, int HW, int act,
+                                    float slope);
+dg_status dg_batchnorm_act_backward_eval(float *dinp, float *dgamma, float *dbeta,
+                                         const float *dout, const float *out,
+                                         const float *inp, const float *running_mean,
+                                         const float *running_var, const float *gamma,
+                                         int N, int C, int HW, float eps, int act,
+                                         float slope);
+
 /* ------------------------------------------------------------------------- */
 /* Activations (dg_act.c), elementwise over n values. out may alias inp.      */
 /* Backward takes the forward's input (relu, leaky_relu) or output (tanh,     */

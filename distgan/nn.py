@@ -28,6 +28,11 @@ _F32 = np.float32
 # 12.8 MB for DCGAN's 64 -> 128 convolution at batch 64); a larger one is rebuilt.
 _COL_KEEP_MAX = 1 << 24
 
+# activation layer type -> the core's code for it fused after a batch norm
+_ACT_CODES = {"relu": 1, "leaky_relu": 2}
+# False runs every batch norm and activation as ops of their own (for comparisons)
+_FUSE = True
+
 
 class _Layer:
     """Base layer: per-sample shape logic, parameter and buffer declarations."""
@@ -360,10 +365,17 @@ class BatchNorm(_Layer):
         self.b["running_mean"][...] = 0.0
         self.b["running_var"][...] = 1.0
 
+    # the activation fused after this layer in the last forward (Network.forward sets
+    # it): None, or the ReLU / LeakyReLU layer whose work the core did here
+    _act = None
+
     def forward(self, net, x, train):
         out = net.buf(self, "out", x.shape)
         self._x = x
         self._train = train
+        self._out = out
+        act = self._act
+        fused = dict(act=_ACT_CODES[act.type], slope=act.slope) if act is not None else {}
         if train:
             c = self.spec["num_features"]
             self._mean = net.buf(self, "mean", (c,))
@@ -371,22 +383,26 @@ class BatchNorm(_Layer):
             mom = self.momentum if net.track_stats else 0.0
             _core._batchnorm_forward(out, self._mean, self._rstd, self.b["running_mean"],
                                      self.b["running_var"], x, self.p["weight"], self.p["bias"],
-                                     self.eps, mom)
+                                     self.eps, mom, **fused)
         else:
             _core._batchnorm_forward_eval(out, x, self.b["running_mean"], self.b["running_var"],
-                                          self.p["weight"], self.p["bias"], self.eps)
+                                          self.p["weight"], self.p["bias"], self.eps, **fused)
+        self._fused = fused
         return out
 
     def backward(self, net, dy, need_dx, param_grads):
         dx = net.buf(self, "dx", self._x.shape, zero=True) if need_dx else None
         dg = self.g["weight"] if param_grads else None
         db = self.g["bias"] if param_grads else None
+        # dy is the gradient of the fused activation's output when there was one
+        fused = dict(self._fused, out=self._out) if self._fused else {}
         if self._train:
             _core._batchnorm_backward(dx, dg, db, dy, self._x, self._mean, self._rstd,
-                                      self.p["weight"])
+                                      self.p["weight"], **fused)
         else:
             _core._batchnorm_backward_eval(dx, dg, db, dy, self._x, self.b["running_mean"],
-                                           self.b["running_var"], self.p["weight"], self.eps)
+                                           self.b["running_var"], self.p["weight"], self.eps,
+                                           **fused)
         return dx
 
 
@@ -399,7 +415,15 @@ class _PiecewiseLinear(_Act):
     :meth:`Network.frozen_activations` holds the gains of the last forward, so that
     the network is affine in its input around that point (used by the R1 penalty)."""
     _frozen = None     # (gain, input) of the forward the gains were taken from
+    _fused = False     # computed by the batch norm before it in the last forward
     slope = 0.0
+
+    def forward_fused(self, x):
+        """The forward when the batch norm before this layer computed it (x is its
+        output, already activated): nothing to do. Its sign is the input's (slope
+        >= 0), which is all that :meth:`freeze` and the backward use of ``_x``."""
+        self._x = x
+        return x
 
     def freeze(self):
         self._frozen = (np.where(self._x > 0, _F32(1), _F32(self.slope)).astype(_F32),
@@ -425,6 +449,8 @@ class ReLU(_PiecewiseLinear):
         return out
 
     def backward(self, net, dy, need_dx, param_grads):
+        if self._fused:
+            return dy   # the batch norm before it takes dy through the activation
         dx = net.buf(self, "dx", dy.shape, zero=True)
         _core._relu_backward(dx, dy, self._x)
         return dx
@@ -446,6 +472,8 @@ class LeakyReLU(_PiecewiseLinear):
         return out
 
     def backward(self, net, dy, need_dx, param_grads):
+        if self._fused:
+            return dy   # the batch norm before it takes dy through the activation
         dx = net.buf(self, "dx", dy.shape, zero=True)
         _core._leaky_relu_backward(dx, dy, self._x, self.slope)
         return dx
@@ -674,6 +702,7 @@ class Network:
         self.track_stats = True
         self.labels = None
         self._bufs = {}
+        self._fused = set()   # batch norms fused with their activation (_fusions)
         self.workspace = np.zeros(0, _F32)
         self._ws_batch = None
         self.reset_parameters(init, seed)
@@ -771,12 +800,37 @@ class Network:
                 raise ValueError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
         self.labels = labels
         self._ensure_workspace(x.shape[0])
+        fused = self._fusions(taps)
         feats = []
         for i, l in enumerate(self.layers):
-            x = l.forward(self, x, train)
+            if i - 1 in fused:
+                x = l.forward_fused(x)
+            else:
+                x = l.forward(self, x, train)
             if taps is not None and i in taps:
                 feats.append(x)
         return (x, feats) if taps is not None else x
+
+    def _fusions(self, taps):
+        """The indices i of batch norms that compute the ReLU / LeakyReLU at i + 1 in
+        this forward (``_core`` fused ops: one pass, no intermediate tensor, forward
+        and backward), and each layer told whether it is fused. Not where the batch
+        norm's own output is a tap (the features before the activation), nor while
+        the activations are frozen (:meth:`frozen_activations`)."""
+        fused = set()
+        for i, l in enumerate(self.layers):
+            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            ok = (_FUSE and isinstance(l, BatchNorm) and isinstance(nxt, _PiecewiseLinear)
+                  and nxt.type in _ACT_CODES and nxt._frozen is None and nxt.slope >= 0
+                  and not (taps is not None and i in taps))
+            if isinstance(l, BatchNorm):
+                l._act = nxt if ok else None
+            if isinstance(l, _PiecewiseLinear):
+                l._fused = i - 1 in fused
+            if ok:
+                fused.add(i)
+        self._fused = fused
+        return fused
 
     def backward(self, dout, need_dx=True, param_grads=True, tap_grads=None):
         """Backward pass after :meth:`forward`; accumulates into ``grads``.
@@ -796,6 +850,9 @@ class Network:
         n = len(self.layers)
         for i in range(n - 1, -1, -1):
             if tap_grads and i in tap_grads:
+                if i in self._fused:
+                    raise ValueError(f"tap_grads has layer {i}, a batch norm whose output the "
+                                     f"forward did not keep (taps did not include {i})")
                 dy = dy + tap_grads[i]
             dy = np.ascontiguousarray(dy, dtype=_F32)
             last = i == 0

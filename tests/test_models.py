@@ -375,3 +375,55 @@ def test_specs_compare_by_value():
     assert models.dcgan(0.25) != models.dcgan(0.5)
     assert models.dcgan(0.25) != models.dcgan(0.25, num_classes=10)
     assert models.scale(128, 0.25) == 32 and models.scale(3, 0.1) == 1
+
+
+@pytest.mark.parametrize("act", [{"type": "relu"}, {"type": "leaky_relu", "negative_slope": 0.2}])
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_fused_with_activation(act, train, rng):
+    """A batch norm followed by a ReLU or LeakyReLU runs as one fused core op
+    (``_batchnorm_*(..., act=)``), forward and backward, unless its own output is a
+    tap: the fused network gives the same output, input gradient and parameter
+    gradients as the same network with the fusion off (the batch norm tapped), and
+    tap gradients at a fused batch norm are refused."""
+    from distgan.nn import Network
+    layers = [{"type": "conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3,
+               "padding": 1, "bias": False},
+              {"type": "batch_norm", "num_features": 8}, dict(act),
+              {"type": "flatten"}, {"type": "linear", "in_features": 8 * 25, "out_features": 4},
+              {"type": "batch_norm", "num_features": 4}, dict(act)]
+    x = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
+    dout = rng.standard_normal((6, 4)).astype(np.float32)
+    res = []
+    for taps in (None, [1, 5]):       # fused, then unfused (the batch norms tapped)
+        net = Network(layers, (3, 5, 5), seed=0)
+        if not train:
+            srng = np.random.default_rng(7)   # the same running statistics for both
+            for l in net.layers:
+                if "running_var" in l.b:
+                    l.b["running_mean"][...] = srng.standard_normal(l.b["running_mean"].shape)
+                    l.b["running_var"][...] = 1.5
+        out = net.forward(x, train=train, taps=taps)
+        out = (out[0] if taps else out).copy()
+        assert net._fused == ({1, 5} if taps is None else set())
+        net.zero_grad()
+        dx = net.backward(dout).copy()
+        res.append((out, dx, net.grads.copy()))
+    for a, b in zip(*res):
+        assert np.array_equal(a, b)
+    net.forward(x, train=train)
+    with pytest.raises(ValueError, match="tap_grads has layer 1"):
+        net.backward(dout, tap_grads={1: np.zeros((6, 8, 5, 5), np.float32)})
+
+
+def test_batchnorm_fused_activation_errors():
+    """The fused ops' arguments: act must be 0, 1 or 2, a LeakyReLU slope >= 0, and the
+    backward of a fused activation needs the forward's output."""
+    from distgan import _core
+    x = np.ones((4, 2), np.float32)
+    out, m, r = np.empty_like(x), np.empty(2, np.float32), np.empty(2, np.float32)
+    with pytest.raises(ValueError, match="act must be 0"):
+        _core._batchnorm_forward(out, m, r, None, None, x, None, None, 1e-5, 0.1, act=3)
+    with pytest.raises(ValueError, match="slope must be >= 0"):
+        _core._batchnorm_forward_eval(out, x, m, r + 1, None, None, 1e-5, act=2, slope=-0.2)
+    with pytest.raises(ValueError, match="out .the fused forward's output. is required"):
+        _core._batchnorm_backward(np.zeros_like(x), None, None, x, x, m, r, None, act=1)

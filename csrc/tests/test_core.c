@@ -1045,6 +1045,107 @@ static size_t simd_elementwise_run(float *res, int N, int C, int HW) {
     return (size_t)(o - res);
 }
 
+/* Equal as values: NaN to NaN, and -0 to +0 (the unfused backward adds the
+ * activation's gradient into zeros, which turns -0 into +0). */
+static int same_values(const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (!(a[i] == b[i] || (isnan(a[i]) && isnan(b[i])))) return 0;
+    }
+    return 1;
+}
+
+/* Batch norm with a ReLU or LeakyReLU fused after it (dg_batchnorm_act_*) against
+ * the batch norm op, then the activation op, forward and backward, training and
+ * eval mode: the same values, with and without the AVX2 build; bad act, a
+ * negative slope and a missing forward output are errors. */
+static void test_batchnorm_act(void) {
+    printf("# batch norm with a fused activation\n");
+    /* flat, small planes, and planes longer than a run (DG_BN_RUN = 512: one channel at a
+     * time) */
+    static const int shapes[][3] = {{4, 37, 1}, {3, 5, 49}, {2, 7, 196}, {9, 1, 7}, {8, 16, 4},
+                                    {2, 3, 600}};
+    static const int acts[] = {DG_ACT_RELU, DG_ACT_LEAKY_RELU, DG_ACT_LEAKY_RELU};
+    static const float slopes[] = {0.0f, 0.2f, 0.0f};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int N = shapes[k][0], C = shapes[k][1], HW = shapes[k][2];
+        size_t n = (size_t)N * C * HW;
+        for (int a = 0; a < 3; a++) {
+            int act = acts[a];
+            float slope = slopes[a];
+            int ok = 1;
+            for (int simd = 1; simd >= 0; simd--) {
+                dg_set_simd(simd);
+                float *x = frandn(n), *dy = frandn(n), *g = frandn(C), *b = frandn(C);
+                float *rm = frandn(C), *rv = frandn(C);
+                for (int c = 0; c < C; c++) rv[c] = 1.0f + 0.5f * fabsf(rv[c]);
+                float *rm2 = fcopy(rm, C), *rv2 = fcopy(rv, C);
+                float *z = falloc(n), *y1 = falloc(n), *y2 = falloc(n);
+                float *m1 = falloc(C), *s1 = falloc(C), *m2 = falloc(C), *s2 = falloc(C);
+                /* training forward */
+                ok &= dg_batchnorm_forward(z, m1, s1, rm, rv, x, g, b, N, C, HW, 1e-5f, 0.1f) ==
+                      DG_STATUS_OK;
+                ok &= (act == DG_ACT_RELU ? dg_relu_forward(y1, z, n)
+                                          : dg_leaky_relu_forward(y1, z, slope, n)) == DG_STATUS_OK;
+                ok &= dg_batchnorm_act_forward(y2, m2, s2, rm2, rv2, x, g, b, N, C, HW, 1e-5f,
+                                               0.1f, act, slope) == DG_STATUS_OK;
+                ok &= same_floats(y1, y2, n) && same_floats(m1, m2, C) && same_floats(s1, s2, C) &&
+                      same_floats(rm, rm2, C) && same_floats(rv, rv2, C);
+                /* training backward: the activation's gradient into zeros, then batch norm's */
+                float *gz = falloc(n), *dx1 = falloc(n), *dx2 = falloc(n);
+                float *dg1 = falloc(2 * (size_t)C), *dg2 = falloc(2 * (size_t)C);
+                memset(gz, 0, n * sizeof(float));
+                for (size_t i = 0; i < n; i++) dx1[i] = dx2[i] = 0.25f;
+                for (int c = 0; c < 2 * C; c++) dg1[c] = dg2[c] = 0.5f;
+                ok &= (act == DG_ACT_RELU ? dg_relu_backward(gz, dy, z, n)
+                                          : dg_leaky_relu_backward(gz, dy, z, slope, n)) ==
+                      DG_STATUS_OK;
+                ok &= dg_batchnorm_backward(dx1, dg1, dg1 + C, gz, x, m1, s1, g, N, C, HW) ==
+                      DG_STATUS_OK;
+                ok &= dg_batchnorm_act_backward(dx2, dg2, dg2 + C, dy, y2, x, m1, s1, g, N, C, HW,
+                                                act, slope) == DG_STATUS_OK;
+                ok &= same_values(dx1, dx2, n) && same_values(dg1, dg2, 2 * (size_t)C);
+                /* eval forward and backward */
+                ok &= dg_batchnorm_forward_eval(z, x, rm, rv, g, b, N, C, HW, 1e-5f) == DG_STATUS_OK;
+                ok &= (act == DG_ACT_RELU ? dg_relu_forward(y1, z, n)
+                                          : dg_leaky_relu_forward(y1, z, slope, n)) == DG_STATUS_OK;
+                ok &= dg_batchnorm_act_forward_eval(y2, x, rm, rv, g, b, N, C, HW, 1e-5f, act,
+                                                    slope) == DG_STATUS_OK;
+                ok &= same_floats(y1, y2, n);
+                memset(gz, 0, n * sizeof(float));
+                ok &= (act == DG_ACT_RELU ? dg_relu_backward(gz, dy, z, n)
+                                          : dg_leaky_relu_backward(gz, dy, z, slope, n)) ==
+                      DG_STATUS_OK;
+                ok &= dg_batchnorm_backward_eval(dx1, dg1, dg1 + C, gz, x, rm, rv, g, N, C, HW,
+                                                 1e-5f) == DG_STATUS_OK;
+                ok &= dg_batchnorm_act_backward_eval(dx2, dg2, dg2 + C, dy, y2, x, rm, rv, g, N, C,
+                                                     HW, 1e-5f, act, slope) == DG_STATUS_OK;
+                ok &= same_values(dx1, dx2, n) && same_values(dg1, dg2, 2 * (size_t)C);
+                free(x); free(dy); free(g); free(b); free(rm); free(rv); free(rm2); free(rv2);
+                free(z); free(y1); free(y2); free(m1); free(s1); free(m2); free(s2);
+                free(gz); free(dx1); free(dx2); free(dg1); free(dg2);
+            }
+            dg_set_simd(1);
+            CHECK(ok, "N=%d C=%d HW=%d, %s slope %g: fused forward and backward (training, "
+                  "eval) the same values as batch norm and the activation op in turn, with and "
+                  "without AVX2", N, C, HW, act == DG_ACT_RELU ? "relu" : "leaky relu",
+                  (double)slope);
+        }
+    }
+    float x[8] = {1, 2, 3, 4, 5, 6, 7, 8}, o[8], m[2], r[2], d[8];
+    int ok = dg_batchnorm_act_forward(o, m, r, NULL, NULL, x, NULL, NULL, 2, 2, 2, 1e-5f, 0.1f,
+                                      3, 0.0f) == DG_STATUS_ERR_VALUE &&
+             dg_batchnorm_act_forward(o, m, r, NULL, NULL, x, NULL, NULL, 2, 2, 2, 1e-5f, 0.1f,
+                                      DG_ACT_LEAKY_RELU, -0.1f) == DG_STATUS_ERR_VALUE &&
+             dg_batchnorm_act_forward_eval(o, x, x, x, NULL, NULL, 2, 2, 2, 1e-5f,
+                                           DG_ACT_LEAKY_RELU, -1.0f) == DG_STATUS_ERR_VALUE &&
+             dg_batchnorm_act_backward(d, NULL, NULL, x, NULL, x, x, x, NULL, 2, 2, 2,
+                                       DG_ACT_RELU, 0.0f) == DG_STATUS_ERR_NULL &&
+             dg_batchnorm_act_backward_eval(d, NULL, NULL, x, NULL, x, x, x, NULL, 2, 2, 2,
+                                            1e-5f, DG_ACT_RELU, 0.0f) == DG_STATUS_ERR_NULL;
+    CHECK(ok, "batch norm with act: act 3 and a negative LeakyReLU slope -> value error; no "
+          "forward output for the backward -> null error");
+}
+
 /* Batch norm and the activations built for AVX2 against their baseline build
  * (dg_internal.h): the same bits, on shapes whose runs end on every lane. */
 static void test_simd_elementwise(void) {
@@ -1540,6 +1641,7 @@ int main(void) {
     test_conv_direct();
     test_conv_thin();
     test_simd_elementwise();
+    test_batchnorm_act();
     test_batchnorm();
     test_threads();
     int misc_fail = test_act() + test_embed() + test_loss() + test_adam() + test_rng();
