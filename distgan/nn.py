@@ -387,7 +387,7 @@ class BatchNorm(_Layer):
         else:
             _core._batchnorm_forward_eval(out, x, self.b["running_mean"], self.b["running_var"],
                                           self.p["weight"], self.p["bias"], self.eps, **fused)
-        self._fused = fused
+        self._fused_args = fused
         return out
 
     def backward(self, net, dy, need_dx, param_grads):
@@ -395,7 +395,7 @@ class BatchNorm(_Layer):
         dg = self.g["weight"] if param_grads else None
         db = self.g["bias"] if param_grads else None
         # dy is the gradient of the fused activation's output when there was one
-        fused = dict(self._fused, out=self._out) if self._fused else {}
+        fused = dict(self._fused_args, out=self._out) if self._fused_args else {}
         if self._train:
             _core._batchnorm_backward(dx, dg, db, dy, self._x, self._mean, self._rstd,
                                       self.p["weight"], **fused)
