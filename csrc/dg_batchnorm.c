@@ -78,8 +78,7 @@ enum { BN_SUM, BN_SQDEV, BN_DOTDEV };
  * >= 0; ReLU's NaN passes both ways). */
 static inline float bn_act(float v, int act, float slope) {
     if (act == DG_ACT_RELU) return v < 0.0f ? 0.0f : v;
-    if (act == DG_ACT_LEAKY_RELU) return v > 0.0f ? v : v * slope;
-    return v;
+    return v > 0.0f ? v : v * slope;
 }
 
 static inline float bn_act_grad(float dy, float y, int act, float slope) {
@@ -87,6 +86,28 @@ static inline float bn_act_grad(float dy, float y, int act, float slope) {
     float ds = dy * slope;
     return y > 0.0f ? dy : ds;
 }
+
+/* The element loops below are written once, as macros of ACT_x (the fused
+ * activation of a value) or GRAD_x (dout at position k through its gradient; y,
+ * the fused output, is read only with an activation), and expanded once per
+ * activation by BN_PER_ACT, so that each expansion is straight-line selects that
+ * the compiler vectorises (with the activation tested inside the loop, the
+ * backward compiled to a branch per element, ~10x slower). Without one, the code
+ * is the plain batch norm's, expression for expression. */
+#define ACT_NONE(v) (v)
+#define ACT_RELU(v) bn_act(v, DG_ACT_RELU, slope)
+#define ACT_LEAKY(v) bn_act(v, DG_ACT_LEAKY_RELU, slope)
+#define GRAD_NONE(k) (dy[k])
+#define GRAD_RELU(k) bn_act_grad(dy[k], y[k], DG_ACT_RELU, slope)
+#define GRAD_LEAKY(k) bn_act_grad(dy[k], y[k], DG_ACT_LEAKY_RELU, slope)
+#define BN_PER_ACT(LOOP, NONE, RELU, LEAKY)                                             \
+    if (act == DG_ACT_RELU) {                                                           \
+        LOOP(RELU)                                                                      \
+    } else if (act == DG_ACT_LEAKY_RELU) {                                              \
+        LOOP(LEAKY)                                                                     \
+    } else {                                                                            \
+        LOOP(NONE)                                                                      \
+    }
 
 /* a[i] += x[i]                                   (BN_SUM)
  * a[i] += (x[i] - m[i])^2                        (BN_SQDEV)
@@ -97,39 +118,6 @@ static void acc_run(int kind, double *a, double *b, const float *x,
                     const float *dy, const double *m, size_t len, const float *y, int act,
                     float slope) {
     size_t k = 0;
-    if (kind == BN_DOTDEV && act != DG_ACT_NONE) {
-        /* one loop per activation, so that its gradient is a select the compiler
-         * vectorises (a branch per element on the sign costs ~10x) */
-#define BN_ACC_ACT(ACT)                                                                 \
-    for (; k + 4 <= len; k += 4) {                                                      \
-        double g0 = bn_act_grad(dy[k], y[k], ACT, slope);                               \
-        double g1 = bn_act_grad(dy[k + 1], y[k + 1], ACT, slope);                       \
-        double g2 = bn_act_grad(dy[k + 2], y[k + 2], ACT, slope);                       \
-        double g3 = bn_act_grad(dy[k + 3], y[k + 3], ACT, slope);                       \
-        double d0 = x[k] - m[k], d1 = x[k + 1] - m[k + 1];                              \
-        double d2 = x[k + 2] - m[k + 2], d3 = x[k + 3] - m[k + 3];                      \
-        a[k] += g0;                                                                     \
-        a[k + 1] += g1;                                                                 \
-        a[k + 2] += g2;                                                                 \
-        a[k + 3] += g3;                                                                 \
-        b[k] += g0 * d0;                                                                \
-        b[k + 1] += g1 * d1;                                                            \
-        b[k + 2] += g2 * d2;                                                            \
-        b[k + 3] += g3 * d3;                                                            \
-    }                                                                                   \
-    for (; k < len; k++) {                                                              \
-        double g = bn_act_grad(dy[k], y[k], ACT, slope);                                \
-        a[k] += g;                                                                      \
-        b[k] += g * (x[k] - m[k]);                                                      \
-    }
-        if (act == DG_ACT_RELU) {
-            BN_ACC_ACT(DG_ACT_RELU)
-        } else {
-            BN_ACC_ACT(DG_ACT_LEAKY_RELU)
-        }
-#undef BN_ACC_ACT
-        return;
-    }
     if (kind == BN_SUM) {
         for (; k + 4 <= len; k += 4) {
             a[k] += x[k];
@@ -152,23 +140,27 @@ static void acc_run(int kind, double *a, double *b, const float *x,
             a[k] += d * d;
         }
     } else {
-        for (; k + 4 <= len; k += 4) {
-            double g0 = dy[k], g1 = dy[k + 1], g2 = dy[k + 2], g3 = dy[k + 3];
-            double d0 = x[k] - m[k], d1 = x[k + 1] - m[k + 1];
-            double d2 = x[k + 2] - m[k + 2], d3 = x[k + 3] - m[k + 3];
-            a[k] += g0;
-            a[k + 1] += g1;
-            a[k + 2] += g2;
-            a[k + 3] += g3;
-            b[k] += g0 * d0;
-            b[k + 1] += g1 * d1;
-            b[k + 2] += g2 * d2;
-            b[k + 3] += g3 * d3;
-        }
-        for (; k < len; k++) {
-            a[k] += dy[k];
-            b[k] += dy[k] * (x[k] - m[k]);
-        }
+#define DOTDEV_LOOP(G)                                                                  \
+    for (; k + 4 <= len; k += 4) {                                                      \
+        double g0 = G(k), g1 = G(k + 1), g2 = G(k + 2), g3 = G(k + 3);                  \
+        double d0 = x[k] - m[k], d1 = x[k + 1] - m[k + 1];                              \
+        double d2 = x[k + 2] - m[k + 2], d3 = x[k + 3] - m[k + 3];                      \
+        a[k] += g0;                                                                     \
+        a[k + 1] += g1;                                                                 \
+        a[k + 2] += g2;                                                                 \
+        a[k + 3] += g3;                                                                 \
+        b[k] += g0 * d0;                                                                \
+        b[k + 1] += g1 * d1;                                                            \
+        b[k + 2] += g2 * d2;                                                            \
+        b[k + 3] += g3 * d3;                                                            \
+    }                                                                                   \
+    for (; k < len; k++) {                                                              \
+        double g = G(k);                                                                \
+        a[k] += g;                                                                      \
+        b[k] += g * (x[k] - m[k]);                                                      \
+    }
+        BN_PER_ACT(DOTDEV_LOOP, GRAD_NONE, GRAD_RELU, GRAD_LEAKY)
+#undef DOTDEV_LOOP
     }
 }
 
@@ -230,175 +222,91 @@ static void bn_sums(int kind, double *s1, double *s2, const float *x,
     }
 }
 
-/* y[i] = ((x[i] - mh[i]) - ml[i]) * s[i] + t[i] over len positions.
+/* y[i] = act(((x[i] - mh[i]) - ml[i]) * s[i] + t[i]) over len positions.
  * Four loads before four stores: vectorised even if y and x are the same. */
 static void apply_run(float *y, const float *x, const float *mh, const float *ml,
                       const float *s, const float *t, size_t len, int act, float slope) {
     size_t k = 0;
-    if (act != DG_ACT_NONE) {
-#define BN_APPLY_ACT(ACT)                                                               \
+#define APPLY_LOOP(A)                                                                   \
     for (; k + 4 <= len; k += 4) {                                                      \
-        float v0 = bn_act(((x[k] - mh[k]) - ml[k]) * s[k] + t[k], ACT, slope);          \
-        float v1 = bn_act(((x[k + 1] - mh[k + 1]) - ml[k + 1]) * s[k + 1] + t[k + 1], ACT, \
-                          slope);                                                       \
-        float v2 = bn_act(((x[k + 2] - mh[k + 2]) - ml[k + 2]) * s[k + 2] + t[k + 2], ACT, \
-                          slope);                                                       \
-        float v3 = bn_act(((x[k + 3] - mh[k + 3]) - ml[k + 3]) * s[k + 3] + t[k + 3], ACT, \
-                          slope);                                                       \
+        float v0 = A(((x[k] - mh[k]) - ml[k]) * s[k] + t[k]);                           \
+        float v1 = A(((x[k + 1] - mh[k + 1]) - ml[k + 1]) * s[k + 1] + t[k + 1]);       \
+        float v2 = A(((x[k + 2] - mh[k + 2]) - ml[k + 2]) * s[k + 2] + t[k + 2]);       \
+        float v3 = A(((x[k + 3] - mh[k + 3]) - ml[k + 3]) * s[k + 3] + t[k + 3]);       \
         y[k] = v0;                                                                      \
         y[k + 1] = v1;                                                                  \
         y[k + 2] = v2;                                                                  \
         y[k + 3] = v3;                                                                  \
     }                                                                                   \
-    for (; k < len; k++) y[k] = bn_act(((x[k] - mh[k]) - ml[k]) * s[k] + t[k], ACT, slope);
-        if (act == DG_ACT_RELU) {
-            BN_APPLY_ACT(DG_ACT_RELU)
-        } else {
-            BN_APPLY_ACT(DG_ACT_LEAKY_RELU)
-        }
-#undef BN_APPLY_ACT
-        return;
-    }
-    for (; k + 4 <= len; k += 4) {
-        float v0 = ((x[k] - mh[k]) - ml[k]) * s[k] + t[k];
-        float v1 = ((x[k + 1] - mh[k + 1]) - ml[k + 1]) * s[k + 1] + t[k + 1];
-        float v2 = ((x[k + 2] - mh[k + 2]) - ml[k + 2]) * s[k + 2] + t[k + 2];
-        float v3 = ((x[k + 3] - mh[k + 3]) - ml[k + 3]) * s[k + 3] + t[k + 3];
-        y[k] = v0;
-        y[k + 1] = v1;
-        y[k + 2] = v2;
-        y[k + 3] = v3;
-    }
-    for (; k < len; k++) y[k] = ((x[k] - mh[k]) - ml[k]) * s[k] + t[k];
+    for (; k < len; k++) y[k] = A(((x[k] - mh[k]) - ml[k]) * s[k] + t[k]);
+    BN_PER_ACT(APPLY_LOOP, ACT_NONE, ACT_RELU, ACT_LEAKY)
+#undef APPLY_LOOP
 }
 
-/* y[i] = ((x[i] - mh) - ml) * s + t over len positions. */
+/* y[i] = act(((x[i] - mh) - ml) * s + t) over len positions. */
 static void apply_run1(float *y, const float *x, float mh, float ml, float s,
                        float t, size_t len, int act, float slope) {
     size_t k = 0;
-    if (act != DG_ACT_NONE) {
-#define BN_APPLY1_ACT(ACT)                                                              \
+#define APPLY1_LOOP(A)                                                                  \
     for (; k + 4 <= len; k += 4) {                                                      \
-        float v0 = bn_act(((x[k] - mh) - ml) * s + t, ACT, slope);                      \
-        float v1 = bn_act(((x[k + 1] - mh) - ml) * s + t, ACT, slope);                  \
-        float v2 = bn_act(((x[k + 2] - mh) - ml) * s + t, ACT, slope);                  \
-        float v3 = bn_act(((x[k + 3] - mh) - ml) * s + t, ACT, slope);                  \
+        float v0 = A(((x[k] - mh) - ml) * s + t);                                       \
+        float v1 = A(((x[k + 1] - mh) - ml) * s + t);                                   \
+        float v2 = A(((x[k + 2] - mh) - ml) * s + t);                                   \
+        float v3 = A(((x[k + 3] - mh) - ml) * s + t);                                   \
         y[k] = v0;                                                                      \
         y[k + 1] = v1;                                                                  \
         y[k + 2] = v2;                                                                  \
         y[k + 3] = v3;                                                                  \
     }                                                                                   \
-    for (; k < len; k++) y[k] = bn_act(((x[k] - mh) - ml) * s + t, ACT, slope);
-        if (act == DG_ACT_RELU) {
-            BN_APPLY1_ACT(DG_ACT_RELU)
-        } else {
-            BN_APPLY1_ACT(DG_ACT_LEAKY_RELU)
-        }
-#undef BN_APPLY1_ACT
-        return;
-    }
-    for (; k + 4 <= len; k += 4) {
-        float v0 = ((x[k] - mh) - ml) * s + t;
-        float v1 = ((x[k + 1] - mh) - ml) * s + t;
-        float v2 = ((x[k + 2] - mh) - ml) * s + t;
-        float v3 = ((x[k + 3] - mh) - ml) * s + t;
-        y[k] = v0;
-        y[k + 1] = v1;
-        y[k + 2] = v2;
-        y[k + 3] = v3;
-    }
-    for (; k < len; k++) y[k] = ((x[k] - mh) - ml) * s + t;
+    for (; k < len; k++) y[k] = A(((x[k] - mh) - ml) * s + t);
+    BN_PER_ACT(APPLY1_LOOP, ACT_NONE, ACT_RELU, ACT_LEAKY)
+#undef APPLY1_LOOP
 }
 
-/* dx[i] += kd[i] * (dy[i] - md[i]) - kx[i] * (x[i] - m[i]) over len positions. */
+/* dx[i] += kd[i] * (g[i] - md[i]) - kx[i] * (x[i] - m[i]) over len positions, g = dy
+ * through the fused activation's gradient (dy itself without one). */
 static void dx_run(float *dx, const float *dy, const float *x, const float *kd,
                    const float *md, const float *kx, const float *m, size_t len,
                    const float *y, int act, float slope) {
     size_t k = 0;
-    if (act != DG_ACT_NONE) {
-#define BN_DX_ACT(ACT)                                                                  \
+#define DX_LOOP(G)                                                                      \
     for (; k + 4 <= len; k += 4) {                                                      \
-        float g0 = bn_act_grad(dy[k], y[k], ACT, slope);                                \
-        float g1 = bn_act_grad(dy[k + 1], y[k + 1], ACT, slope);                        \
-        float g2 = bn_act_grad(dy[k + 2], y[k + 2], ACT, slope);                        \
-        float g3 = bn_act_grad(dy[k + 3], y[k + 3], ACT, slope);                        \
-        float v0 = dx[k] + (kd[k] * (g0 - md[k]) - kx[k] * (x[k] - m[k]));             \
-        float v1 = dx[k + 1] + (kd[k + 1] * (g1 - md[k + 1]) - kx[k + 1] * (x[k + 1] - m[k + 1])); \
-        float v2 = dx[k + 2] + (kd[k + 2] * (g2 - md[k + 2]) - kx[k + 2] * (x[k + 2] - m[k + 2])); \
-        float v3 = dx[k + 3] + (kd[k + 3] * (g3 - md[k + 3]) - kx[k + 3] * (x[k + 3] - m[k + 3])); \
+        float v0 = dx[k] + (kd[k] * (G(k) - md[k]) - kx[k] * (x[k] - m[k]));            \
+        float v1 = dx[k + 1] + (kd[k + 1] * (G(k + 1) - md[k + 1]) -                    \
+                                kx[k + 1] * (x[k + 1] - m[k + 1]));                     \
+        float v2 = dx[k + 2] + (kd[k + 2] * (G(k + 2) - md[k + 2]) -                    \
+                                kx[k + 2] * (x[k + 2] - m[k + 2]));                     \
+        float v3 = dx[k + 3] + (kd[k + 3] * (G(k + 3) - md[k + 3]) -                    \
+                                kx[k + 3] * (x[k + 3] - m[k + 3]));                     \
         dx[k] = v0;                                                                     \
         dx[k + 1] = v1;                                                                 \
         dx[k + 2] = v2;                                                                 \
         dx[k + 3] = v3;                                                                 \
     }                                                                                   \
-    for (; k < len; k++)                                                                \
-        dx[k] += kd[k] * (bn_act_grad(dy[k], y[k], ACT, slope) - md[k]) - kx[k] * (x[k] - m[k]);
-        if (act == DG_ACT_RELU) {
-            BN_DX_ACT(DG_ACT_RELU)
-        } else {
-            BN_DX_ACT(DG_ACT_LEAKY_RELU)
-        }
-#undef BN_DX_ACT
-        return;
-    }
-    for (; k + 4 <= len; k += 4) {
-        float v0 = dx[k] + (kd[k] * (dy[k] - md[k]) - kx[k] * (x[k] - m[k]));
-        float v1 = dx[k + 1] + (kd[k + 1] * (dy[k + 1] - md[k + 1]) -
-                                kx[k + 1] * (x[k + 1] - m[k + 1]));
-        float v2 = dx[k + 2] + (kd[k + 2] * (dy[k + 2] - md[k + 2]) -
-                                kx[k + 2] * (x[k + 2] - m[k + 2]));
-        float v3 = dx[k + 3] + (kd[k + 3] * (dy[k + 3] - md[k + 3]) -
-                                kx[k + 3] * (x[k + 3] - m[k + 3]));
-        dx[k] = v0;
-        dx[k + 1] = v1;
-        dx[k + 2] = v2;
-        dx[k + 3] = v3;
-    }
-    for (; k < len; k++) dx[k] += kd[k] * (dy[k] - md[k]) - kx[k] * (x[k] - m[k]);
+    for (; k < len; k++) dx[k] += kd[k] * (G(k) - md[k]) - kx[k] * (x[k] - m[k]);
+    BN_PER_ACT(DX_LOOP, GRAD_NONE, GRAD_RELU, GRAD_LEAKY)
+#undef DX_LOOP
 }
 
-/* dx[i] += kd * (dy[i] - md) - kx * (x[i] - m) over len positions. */
+/* dx[i] += kd * (g[i] - md) - kx * (x[i] - m) over len positions (g as in dx_run). */
 static void dx_run1(float *dx, const float *dy, const float *x, float kd,
                     float md, float kx, float m, size_t len, const float *y, int act,
                     float slope) {
     size_t k = 0;
-    if (act != DG_ACT_NONE) {
-#define BN_DX1_ACT(ACT)                                                                 \
+#define DX1_LOOP(G)                                                                     \
     for (; k + 4 <= len; k += 4) {                                                      \
-        float g0 = bn_act_grad(dy[k], y[k], ACT, slope);                                \
-        float g1 = bn_act_grad(dy[k + 1], y[k + 1], ACT, slope);                        \
-        float g2 = bn_act_grad(dy[k + 2], y[k + 2], ACT, slope);                        \
-        float g3 = bn_act_grad(dy[k + 3], y[k + 3], ACT, slope);                        \
-        float v0 = dx[k] + (kd * (g0 - md) - kx * (x[k] - m));                          \
-        float v1 = dx[k + 1] + (kd * (g1 - md) - kx * (x[k + 1] - m));                  \
-        float v2 = dx[k + 2] + (kd * (g2 - md) - kx * (x[k + 2] - m));                  \
-        float v3 = dx[k + 3] + (kd * (g3 - md) - kx * (x[k + 3] - m));                  \
+        float v0 = dx[k] + (kd * (G(k) - md) - kx * (x[k] - m));                        \
+        float v1 = dx[k + 1] + (kd * (G(k + 1) - md) - kx * (x[k + 1] - m));            \
+        float v2 = dx[k + 2] + (kd * (G(k + 2) - md) - kx * (x[k + 2] - m));            \
+        float v3 = dx[k + 3] + (kd * (G(k + 3) - md) - kx * (x[k + 3] - m));            \
         dx[k] = v0;                                                                     \
         dx[k + 1] = v1;                                                                 \
         dx[k + 2] = v2;                                                                 \
         dx[k + 3] = v3;                                                                 \
     }                                                                                   \
-    for (; k < len; k++)                                                                \
-        dx[k] += kd * (bn_act_grad(dy[k], y[k], ACT, slope) - md) - kx * (x[k] - m);
-        if (act == DG_ACT_RELU) {
-            BN_DX1_ACT(DG_ACT_RELU)
-        } else {
-            BN_DX1_ACT(DG_ACT_LEAKY_RELU)
-        }
-#undef BN_DX1_ACT
-        return;
-    }
-    for (; k + 4 <= len; k += 4) {
-        float v0 = dx[k] + (kd * (dy[k] - md) - kx * (x[k] - m));
-        float v1 = dx[k + 1] + (kd * (dy[k + 1] - md) - kx * (x[k + 1] - m));
-        float v2 = dx[k + 2] + (kd * (dy[k + 2] - md) - kx * (x[k + 2] - m));
-        float v3 = dx[k + 3] + (kd * (dy[k + 3] - md) - kx * (x[k + 3] - m));
-        dx[k] = v0;
-        dx[k + 1] = v1;
-        dx[k + 2] = v2;
-        dx[k + 3] = v3;
-    }
-    for (; k < len; k++) dx[k] += kd * (dy[k] - md) - kx * (x[k] - m);
+    for (; k < len; k++) dx[k] += kd * (G(k) - md) - kx * (x[k] - m);
+    BN_PER_ACT(DX1_LOOP, GRAD_NONE, GRAD_RELU, GRAD_LEAKY)
+#undef DX1_LOOP
 }
 
 /* y = ((x - mh[c]) - ml[c]) * s[c] + t[c] for the channels [c0, c0 + cb);
