@@ -832,6 +832,45 @@ static void test_conv_simd(void) {
     }
 }
 
+/* One case of a kernel that replaces the GEMM path on this CPU: conv_case
+ * (forward with and without bias, backward accumulating, every gradient alone,
+ * against the naive loops); the same bits at 1, 2 and 3 threads; within float
+ * rounding of the GEMM path (dg_set_simd(0)), inf and NaN in the accumulated input
+ * gradient included. Leaves one thread set. */
+static void kernel_case(const conv_geom *g, int transposed) {
+    conv_case(g, transposed);
+    size_t m = conv_simd_floats(g);
+    float *r1 = falloc(m), *r2 = falloc(m), *r3 = falloc(m), *slow = falloc(m);
+    dg_set_num_threads(1);
+    conv_simd_run(g, transposed, r1);
+    dg_set_num_threads(2);
+    conv_simd_run(g, transposed, r2);
+    dg_set_num_threads(3);
+    conv_simd_run(g, transposed, r3);
+    dg_set_num_threads(1);
+    dg_set_simd(0);
+    conv_simd_run(g, transposed, slow);
+    dg_set_simd(1);
+    CHECK(same_floats(r1, r2, m) && same_floats(r1, r3, m),
+          "%s N=%d C=%d %dx%d OC=%d: the same bits at 1, 2 and 3 threads",
+          transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC);
+    double worst = 0.0;
+    int same_specials = 1;
+    for (size_t i = 0; i < m; i++) {
+        if (!isfinite(r1[i]) || !isfinite(slow[i])) {
+            same_specials &= (isnan(r1[i]) && isnan(slow[i])) || r1[i] == slow[i];
+            continue;
+        }
+        double d = fabs((double)r1[i] - slow[i]) / (1.0 + fabs((double)slow[i]));
+        if (d > worst) worst = d;
+    }
+    CHECK(worst < 1e-5 && same_specials,
+          "%s N=%d C=%d %dx%d OC=%d: within %.1e of the GEMM path (largest relative "
+          "difference), the same inf and NaN",
+          transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC, worst);
+    free(r1); free(r2); free(r3); free(slow);
+}
+
 /* The direct AVX-512 kernels (dg_conv_direct.c) of 4x4, stride-2, padding-1
  * convolutions: conv2d forwards and weight gradients and the transposed
  * convolutions' input gradients (dg_direct_conv, dg_direct_conv_dweight), and
@@ -865,41 +904,8 @@ static void test_conv_direct(void) {
                                      ct.OW, ws_size(&ct, 1)) &&
                     dg_direct_t_fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH,
                                      ct.OW, ws_size(&c2d, 0));
-        for (int transposed = 0; transposed < 2; transposed++) {
-            const conv_geom *g = transposed ? &ct : &c2d;
-            conv_case(g, transposed);
-            size_t m = conv_simd_floats(g);
-            float *r1 = falloc(m), *r2 = falloc(m), *r3 = falloc(m), *slow = falloc(m);
-            dg_set_num_threads(1);
-            conv_simd_run(g, transposed, r1);
-            dg_set_num_threads(2);
-            conv_simd_run(g, transposed, r2);
-            dg_set_num_threads(3);
-            conv_simd_run(g, transposed, r3);
-            dg_set_num_threads(1);
-            dg_set_simd(0);
-            conv_simd_run(g, transposed, slow);
-            dg_set_simd(1);
-            CHECK(same_floats(r1, r2, m) && same_floats(r1, r3, m),
-                  "%s N=%d C=%d %dx%d OC=%d: the same bits at 1, 2 and 3 threads",
-                  transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC);
-            double worst = 0.0;
-            int same_specials = 1;
-            for (size_t i = 0; i < m; i++) {
-                if (!isfinite(r1[i]) || !isfinite(slow[i])) {
-                    same_specials &= (isnan(r1[i]) && isnan(slow[i])) || r1[i] == slow[i];
-                    continue;
-                }
-                double d = fabs((double)r1[i] - slow[i]) / (1.0 + fabs((double)slow[i]));
-                if (d > worst) worst = d;
-            }
-            CHECK(worst < 1e-5 && same_specials,
-                  "%s N=%d C=%d %dx%d OC=%d: within %.1e of the GEMM path (largest relative "
-                  "difference), the same inf and NaN",
-                  transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC,
-                  worst);
-            free(r1); free(r2); free(r3); free(slow);
-        }
+        for (int transposed = 0; transposed < 2; transposed++)
+            kernel_case(transposed ? &ct : &c2d, transposed);
     }
     dg_set_num_threads(before);
     if (dg_avx512()) {
@@ -936,41 +942,8 @@ static void test_conv_thin(void) {
                    dg_thin_fits(p[4], p[2], p[3], 4, 4, 2, 2, 1, 1, p[2] / 2, p[3] / 2,
                                 ws_size(&ct, 1));
         taken += fits;
-        for (int transposed = 0; transposed < 2; transposed++) {
-            const conv_geom *g = transposed ? &ct : &c2d;
-            conv_case(g, transposed);
-            size_t m = conv_simd_floats(g);
-            float *r1 = falloc(m), *r2 = falloc(m), *r3 = falloc(m), *slow = falloc(m);
-            dg_set_num_threads(1);
-            conv_simd_run(g, transposed, r1);
-            dg_set_num_threads(2);
-            conv_simd_run(g, transposed, r2);
-            dg_set_num_threads(3);
-            conv_simd_run(g, transposed, r3);
-            dg_set_num_threads(1);
-            dg_set_simd(0);
-            conv_simd_run(g, transposed, slow);
-            dg_set_simd(1);
-            CHECK(same_floats(r1, r2, m) && same_floats(r1, r3, m),
-                  "%s N=%d C=%d %dx%d OC=%d: the same bits at 1, 2 and 3 threads",
-                  transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC);
-            double worst = 0.0;
-            int same_specials = 1;
-            for (size_t i = 0; i < m; i++) {
-                if (!isfinite(r1[i]) || !isfinite(slow[i])) {
-                    same_specials &= (isnan(r1[i]) && isnan(slow[i])) || r1[i] == slow[i];
-                    continue;
-                }
-                double d = fabs((double)r1[i] - slow[i]) / (1.0 + fabs((double)slow[i]));
-                if (d > worst) worst = d;
-            }
-            CHECK(worst < 1e-5 && same_specials,
-                  "%s N=%d C=%d %dx%d OC=%d: within %.1e of the GEMM path (largest relative "
-                  "difference), the same inf and NaN",
-                  transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W, g->OC,
-                  worst);
-            free(r1); free(r2); free(r3); free(slow);
-        }
+        for (int transposed = 0; transposed < 2; transposed++)
+            kernel_case(transposed ? &ct : &c2d, transposed);
         if (fits) {
             /* the weight gradient in rounds of one image (the least workspace it
              * takes) against all images in one round */
