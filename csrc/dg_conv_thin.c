@@ -105,14 +105,18 @@ typedef struct {
     int n0, nb;     /* dg_thin_dweight: the images of this round (split in ws) */
 } thin_job;
 
+/* The mask of the first n of 16 lanes (none for n <= 0, all for n >= 16): a row
+ * of OW small-map pixels, or the halves [0, 16) and [16, W) of a large-map row. */
+static inline __mmask16 lanes(int n) {
+    return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
 /* sb ((H + 2) rows of DG_THIN_ROW floats) from the image x (H, W): row r holds
  * large row r - 1 (rows 0 and H + 1: the zero padding) as the four tap vectors
  * of its kernel row, lanes OW and beyond zero. */
 DG_AVX512 static void split_image(float *sb, const float *x, int H, int W) {
     int OW = W / 2;
-    __mmask16 mlo = W >= 16 ? 0xFFFF : (__mmask16)((1u << W) - 1);
-    __mmask16 mhi = W > 16 ? (__mmask16)((1u << (W - 16)) - 1) : 0;
-    __mmask16 mow = (__mmask16)((1u << OW) - 1);
+    __mmask16 mlo = lanes(W), mhi = lanes(W - 16), mow = lanes(OW);
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
                                            26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,
@@ -169,7 +173,7 @@ THIN_CONV_BLOCK(2)
 DG_AVX512 static void thin_conv_images(const thin_job *j, size_t lo, size_t hi, float *sb) {
     int K = j->K, H = j->H, W = j->W, OH = j->OH, OW = j->OW;
     size_t plane = (size_t)OH * OW;
-    __mmask16 mow = (__mmask16)((1u << OW) - 1);
+    __mmask16 mow = lanes(OW);
     for (size_t n = lo; n < hi; n++) {
         split_image(sb, j->clarge + n * (size_t)H * W, H, W);
         float *sn = j->small + n * (size_t)K * plane;
@@ -221,7 +225,7 @@ DG_INLINE_AVX512 void thin_row3(__m512 s[3], const float *row, __mmask16 mow) {
                                               const float *si, const float *w, int K,    \
                                               int OH, int OW, int a0) {                  \
         size_t plane = (size_t)OH * OW;                                                  \
-        __mmask16 mow = (__mmask16)((1u << OW) - 1);                                     \
+        __mmask16 mow = lanes(OW);                                                       \
         _Pragma("GCC unroll 4") for (int y = 0; y < 2 * P; y++) {                        \
             e[y] = _mm512_setzero_ps();                                                  \
             o[y] = _mm512_setzero_ps();                                                  \
@@ -272,8 +276,7 @@ DG_INLINE_AVX512 void thin_store_row(float *row, __m512 e, __m512 o, int W, int 
                                           7, 23);
     const __m512i ihi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14,
                                           30, 15, 31);
-    __mmask16 mlo = W >= 16 ? 0xFFFF : (__mmask16)((1u << W) - 1);
-    __mmask16 mhi = W > 16 ? (__mmask16)((1u << (W - 16)) - 1) : 0;
+    __mmask16 mlo = lanes(W), mhi = lanes(W - 16);
     __m512 lo = _mm512_permutex2var_ps(e, ilo, o), hi = _mm512_permutex2var_ps(e, ihi, o);
     if (add) {
         lo = _mm512_add_ps(_mm512_maskz_loadu_ps(mlo, row), lo);
@@ -331,7 +334,7 @@ static void thin_split_task(void *ctx, int t, int nt) {
 DG_AVX512 static void thin_dw_units(const thin_job *j, size_t lo, size_t hi) {
     int K = j->K, OH = j->OH, OW = j->OW;
     size_t plane = (size_t)OH * OW;
-    __mmask16 mow = (__mmask16)((1u << OW) - 1);
+    __mmask16 mow = lanes(OW);
     for (int i = 0; i < j->nb; i++) {
         int n = j->n0 + i;
         const float *sb = j->ws + (size_t)i * j->split;
