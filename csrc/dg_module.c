@@ -2466,5 +2466,15 @@ PyMODINIT_FUNC
 PyInit__core(void)
 {
     import_array();
-    return PyModule_Create(&dg_module);
+    PyObject *m = PyModule_Create(&dg_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    /* the act= codes of the batch-norm ops (distgan.h) */
+    if (PyModule_AddIntConstant(m, "ACT_RELU", DG_ACT_RELU) < 0 ||
+        PyModule_AddIntConstant(m, "ACT_LEAKY_RELU", DG_ACT_LEAKY_RELU) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -29,7 +29,7 @@ _F32 = np.float32
 _COL_KEEP_MAX = 1 << 24
 
 # activation layer type -> the core's code for it fused after a batch norm
-_ACT_CODES = {"relu": 1, "leaky_relu": 2}
+_ACT_CODES = {"relu": _core.ACT_RELU, "leaky_relu": _core.ACT_LEAKY_RELU}
 # False runs every batch norm and activation as ops of their own (for comparisons)
 _FUSE = True
 
