@@ -1440,6 +1440,11 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
         // a direct kernel (dg_conv_direct.c) where it applies, else GEMM + col2im
         return dg_direct_convt(out, 0, workspace, p.ws, inp, weight, bias, N, C, H, W, OC);
     }
+    if (dg_direct_tfew_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
+        // few images (sampling one): the direct kernel without packed weights
+        return dg_direct_convt_few(out, 0, workspace, p.ws, inp, weight, bias, N, C, H, W,
+                                   OC);
+    }
     return images_run(R_CONVT_FWD, &p, out, workspace, NULL, inp, weight, bias, N, C, H, W,
                       OC, KH, KW, SH, SW, PH, PW, OH, OW);
 }

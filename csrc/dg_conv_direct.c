@@ -18,7 +18,9 @@
  * dg_direct_convt (assigning plus bias, or adding) runs the transposed
  * convolution's forward (7x7 -> 14x14) and conv2d's input gradient, which is the
  * transposed convolution of dout with the same weights; it is described above
- * convt_row_1.
+ * convt_row_1. dg_direct_convt_few runs the transposed forward of fewer images
+ * than the others take (sampling one), without packing the weights; it is
+ * described above FEW_PATCH_ROW.
  *
  * Why: on an AVX-512 CPU, im2col + OpenBLAS spends ~40 % of such a layer outside
  * the GEMM kernel (writing the col matrix, packing it, col2im, zeroing C for
@@ -83,6 +85,10 @@
  * 1.01-1.10x on its forward; the same in dg_direct_conv, whose images then pad
  * twice, gave 0.91-1.02x) */
 #define DG_DIRECT_PART_BYTES ((size_t)1 << 20)
+/* The transposed kernel of few images: output channels per block (four
+ * vectors of 16 taps), input pixels per row at most (4 x 7 accumulators). */
+#define DG_FEW_OCB 4
+#define DG_FEW_MAXW 7
 
 /* A call of either image kernel (dg_direct_conv, dg_direct_convt): the packed
  * weights first in ws (wp_floats), then each task's `group` image slots of
@@ -149,6 +155,23 @@ int dg_direct_t_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,
     return direct_geometry(N, OC, OH, OW, C, KH, KW, SH, SW, PH, PW, H, W, 1) &&
            C >= DG_DIRECT_MIN_C && OC % DG_DIRECT_T_OCB == 0 &&
            (size_t)C * 16 * OC + (size_t)OH * OW * DG_DIRECT_T_OCB <= ws_floats;
+#else
+    (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
+    (void)PH; (void)PW; (void)OH; (void)OW; (void)ws_floats;
+    return 0;
+#endif
+}
+
+int dg_direct_tfew_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                        int PH, int PW, int OH, int OW, size_t ws_floats) {
+#if DG_HAVE_AVX2
+    /* the transposed geometry, (H, W) -> (2H, 2W), rows of at most DG_FEW_MAXW
+     * input pixels, and room for one task's padded planes */
+    if (!dg_avx512()) return 0;
+    if (KH != 4 || KW != 4 || SH != 2 || SW != 2 || PH != 1 || PW != 1) return 0;
+    return N >= 1 && N < DG_DIRECT_MIN_N && C >= 1 && OC % DG_FEW_OCB == 0 && H >= 1 &&
+           W >= 1 && W <= DG_FEW_MAXW && OH == 2 * H && OW == 2 * W &&
+           (size_t)DG_FEW_OCB * (OH + 2) * (OW + 2) <= ws_floats;
 #else
     (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
     (void)PH; (void)PW; (void)OH; (void)OW; (void)ws_floats;
@@ -468,6 +491,142 @@ static void convt_image_task(void *ctx, int t, int nt) {
 }
 
 /* ------------------------------------------------------------------------- */
+/* Transposed convolution of few images                                       */
+/* ------------------------------------------------------------------------- */
+
+/* For fewer than DG_DIRECT_MIN_N images (sampling a batch of one), packing the
+ * panels above costs more than the images (the generator's 2 MB of weights), so
+ * this kernel reads the weights where they are: row c of weight (C, OC*16) holds
+ * output channel oc's 16 taps at oc*16, one zmm, and four channels' taps are four
+ * consecutive zmm. For a block of 4 output channels and one input row of NP
+ * pixels, 4*NP accumulators take every tap of every pixel, summed over the input
+ * channels (one FMA per pixel, channel and vector, the pixel's value broadcast);
+ * each accumulator is then the 4x4 patch of that pixel and channel, added onto a
+ * padded (OH+2, OW+2) plane of the block, one padded row of a patch row at a time
+ * (FEW_PATCH_ROW). This is the GEMM path's col^T = x^T @ weight and its col2im, in
+ * registers, without the 2 MB col^T matrix or OpenBLAS's packing of the weights:
+ * each tap summed over the input channels in increasing order, as there, then
+ * the patches onto the plane input row by input row. A block's weights (C x 256
+ * bytes, 256 bytes of each 8 KB row: beyond the hardware prefetchers' reach) come
+ * from L3 on its first input row and from L2 on the others; the first row also
+ * prefetches the next block's into L2.
+ *
+ * Padded row d, lanes m (+)= row K of a row of patches: lane group K (sel = K *
+ * 0x55) of the even pixels' e[0..3] at columns 0, 4, 8, 12, plus that of the odd
+ * ones' o[0..3] at 2, 6, 10 (o[3], beyond the row, is zero). One add per padded
+ * row: adding the patches one by one reloaded each store, which overlaps the
+ * last, a store-forwarding stall per patch (0.6-0.8x). */
+#define FEW_PATCH_ROW(d, m, e, o, sel)                                                  \
+    do {                                                                                \
+        __m512 ev_ = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(e[0], e[1], sel),        \
+                                          _mm512_shuffle_f32x4(e[2], e[3], sel), 0x88); \
+        __m512 od_ = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(o[0], o[1], sel),        \
+                                          _mm512_shuffle_f32x4(o[2], o[3], sel), 0x88); \
+        od_ = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(od_),         \
+                                                      _mm512_setzero_si512(), 14));     \
+        _mm512_mask_storeu_ps((d), (m),                                                 \
+                              _mm512_add_ps(_mm512_maskz_loadu_ps((m), (d)),            \
+                                            _mm512_add_ps(ev_, od_)));                  \
+    } while (0)
+
+#define CONVT_FEW_ROW(NP)                                                               \
+    DG_AVX512 static void convt_few_row_##NP(float *pad, int ldp, size_t pplane,        \
+                                             const float *x, size_t xplane,            \
+                                             const float *w, size_t ldw, int C,         \
+                                             const float *pf) {                         \
+        __m512 a[NP][DG_FEW_OCB];                                                       \
+        _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++)                            \
+            _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
+                a[p][v] = _mm512_setzero_ps();                                          \
+        for (int c = 0; c < C; c++) {                                                   \
+            const float *wc = w + (size_t)c * ldw, *xc = x + (size_t)c * xplane;        \
+            __m512 w0 = _mm512_loadu_ps(wc), w1 = _mm512_loadu_ps(wc + 16);             \
+            __m512 w2 = _mm512_loadu_ps(wc + 32), w3 = _mm512_loadu_ps(wc + 48);        \
+            if (pf != NULL) {                                                           \
+                const char *q = (const char *)(pf + (size_t)c * ldw);                   \
+                _mm_prefetch(q, _MM_HINT_T1);                                           \
+                _mm_prefetch(q + 64, _MM_HINT_T1);                                      \
+                _mm_prefetch(q + 128, _MM_HINT_T1);                                     \
+                _mm_prefetch(q + 192, _MM_HINT_T1);                                     \
+            }                                                                           \
+            _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                      \
+                __m512 b = _mm512_set1_ps(xc[p]);                                       \
+                a[p][0] = _mm512_fmadd_ps(w0, b, a[p][0]);                              \
+                a[p][1] = _mm512_fmadd_ps(w1, b, a[p][1]);                              \
+                a[p][2] = _mm512_fmadd_ps(w2, b, a[p][2]);                              \
+                a[p][3] = _mm512_fmadd_ps(w3, b, a[p][3]);                              \
+            }                                                                           \
+        }                                                                               \
+        /* pixel p's patch: padded rows kh, columns 2p .. 2p + 3 */                     \
+        __mmask16 m = (__mmask16)((1u << (2 * NP + 2)) - 1);                            \
+        _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++) {                  \
+            __m512 e[4], o[4], z = _mm512_setzero_ps();                                 \
+            _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {                       \
+                e[q] = 2 * q < NP ? a[2 * q < NP ? 2 * q : 0][v] : z;                   \
+                o[q] = 2 * q + 1 < NP ? a[2 * q + 1 < NP ? 2 * q + 1 : 0][v] : z;       \
+            }                                                                           \
+            float *d = pad + (size_t)v * pplane;                                        \
+            FEW_PATCH_ROW(d, m, e, o, 0x00);                                            \
+            FEW_PATCH_ROW(d + ldp, m, e, o, 0x55);                                      \
+            FEW_PATCH_ROW(d + 2 * ldp, m, e, o, 0xaa);                                  \
+            FEW_PATCH_ROW(d + 3 * ldp, m, e, o, 0xff);                                  \
+        }                                                                               \
+    }
+
+CONVT_FEW_ROW(1)
+CONVT_FEW_ROW(2)
+CONVT_FEW_ROW(3)
+CONVT_FEW_ROW(4)
+CONVT_FEW_ROW(5)
+CONVT_FEW_ROW(6)
+CONVT_FEW_ROW(7)
+
+typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
+                             size_t, int, const float *);
+static const convt_few_fn convt_few_rows[DG_FEW_MAXW + 1] = {
+    NULL, convt_few_row_1, convt_few_row_2, convt_few_row_3, convt_few_row_4,
+    convt_few_row_5, convt_few_row_6, convt_few_row_7};
+
+/* Units (image, block of 4 output channels) [lo, hi) of the task: each block's
+ * padded planes (the task's 4 x (OH+2) x (OW+2) floats of ws) zeroed, every input
+ * row's patches added on, then the interior to out (assigned plus bias, or
+ * added). */
+static void convt_few_task(void *ctx, int t, int nt) {
+    const direct_job *j = (const direct_job *)ctx;
+    int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;
+    int ldp = OW + 2, blocks = OC / DG_FEW_OCB;
+    size_t pplane = (size_t)(OH + 2) * ldp, xplane = (size_t)H * W, ohw = (size_t)OH * OW;
+    float *pad = j->ws + (size_t)t * j->task_floats;
+    size_t lo, hi;
+    dg_split((size_t)j->N * blocks, 1, t, nt, &lo, &hi);
+    for (size_t u = lo; u < hi; u++) {
+        size_t n = u / blocks;
+        int ob = (int)(u % blocks) * DG_FEW_OCB;
+        const float *x = j->inp + n * C * xplane;
+        memset(pad, 0, sizeof(float) * DG_FEW_OCB * pplane);
+        /* the next unit's weights, one line of each row per input row, to L2 while
+         * this block runs (else its first row waits on them) */
+        int nob = u + 1 < hi ? (int)((u + 1) % blocks) * DG_FEW_OCB : ob;
+        for (int y = 0; y < H; y++)
+            convt_few_rows[W](pad + (size_t)(2 * y) * ldp, ldp, pplane, x + (size_t)y * W,
+                              xplane, j->weight + (size_t)ob * 16, (size_t)OC * 16, C,
+                              y == 0 && u + 1 < hi ? j->weight + (size_t)nob * 16 : NULL);
+        for (int v = 0; v < DG_FEW_OCB; v++) {
+            float *o = j->out + (n * OC + ob + v) * ohw;
+            const float *s = pad + v * pplane + ldp + 1;
+            float b = j->bias != NULL ? j->bias[ob + v] : 0.0f;
+            for (int oy = 0; oy < OH; oy++, o += OW, s += ldp) {
+                if (j->add) {
+                    for (int ox = 0; ox < OW; ox++) o[ox] += s[ox];
+                } else {
+                    for (int ox = 0; ox < OW; ox++) o[ox] = s[ox] + b;
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------- */
 /* Weight gradient                                                            */
 /* ------------------------------------------------------------------------- */
 
@@ -708,6 +867,29 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
                     2 * W, (size_t)C * 16 * OC, (size_t)4 * H * W * DG_DIRECT_T_OCB, 1};
     return direct_run(&j, ws_floats, H, W, convt_pack_task, convt_image_task);
+#else
+    (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
+    (void)N; (void)C; (void)H; (void)W; (void)OC;
+    return DG_STATUS_ERR_VALUE;
+#endif
+}
+
+dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
+                              const float *inp, const float *weight, const float *bias, int N,
+                              int C, int H, int W, int OC) {
+#if DG_HAVE_AVX2
+    /* each task's slot: the padded planes of one block */
+    direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
+                    2 * W, 0, (size_t)DG_FEW_OCB * (2 * H + 2) * (2 * W + 2), 1};
+    if (j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
+    double flops = 2.0 * N * (double)OC * C * 16.0 * H * W;
+    int nt = dg_threads_for(flops, DG_DIRECT_GRAIN);
+    int units = N * (OC / DG_FEW_OCB);
+    if (nt > dg_threads_get()) nt = dg_threads_get();
+    if (nt > units) nt = units;
+    if ((size_t)nt > ws_floats / j.task_floats) nt = (int)(ws_floats / j.task_floats);
+    dg_parallel(convt_few_task, &j, nt < 1 ? 1 : nt);
+    return DG_STATUS_OK;
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
     (void)N; (void)C; (void)H; (void)W; (void)OC;

@@ -93,6 +93,16 @@ int dg_direct_t_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,
 dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, const float *inp,
                           const float *weight, const float *bias, int N, int C, int H,
                           int W, int OC);
+/* 1 when dg_direct_convt_few takes this conv_transpose2d geometry on this CPU:
+ * fewer than 8 images, rows of at most 7 input pixels, OC a multiple of 4, with a
+ * workspace of ws_floats floats. */
+int dg_direct_tfew_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                        int PH, int PW, int OH, int OW, size_t ws_floats);
+/* The same as dg_direct_convt, for few images: no packed panels (the weights are
+ * read in place), with the workspace that dg_direct_tfew_fits accepted. */
+dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
+                              const float *inp, const float *weight, const float *bias, int N,
+                              int C, int H, int W, int OC);
 /* 1 when dg_direct_conv_dweight takes this conv2d geometry on this CPU, with a
  * workspace of ws_floats floats. */
 int dg_direct_dweight_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,

@@ -423,3 +423,37 @@ def test_one_channel_kernels_accuracy(threads, rng):
     for name, got, want in zip(["fwd", "dx", "dw", "t fwd", "t dx", "t dw"], res[1], ref):
         assert rel_err(got, want) < 1e-6, (name, rel_err(got, want))
     assert all(np.array_equal(a, b) for a, b in zip(res[1], res[threads]))
+
+
+@pytest.mark.parametrize("N", [1, 3])
+def test_few_image_transposed_kernel_accuracy(N, rng):
+    """The generator's 256 -> 128 transposed convolution (7x7 -> 14x14) for fewer than
+    8 images, as when sampling one, which runs the few-image kernel of
+    dg_conv_direct.c on an AVX-512 CPU (weights read in place, no col^T matrix):
+    against a float64 reference as accurate as float32 convolutions are (normwise
+    < 1e-6), with and without bias, and the same bits at 1 and 2 threads."""
+    torch = pytest.importorskip("torch")
+    from conftest import rel_err
+    T = lambda a: torch.from_numpy(a).double()
+    x = rng.standard_normal((N, 256, 7, 7)).astype(np.float32)
+    w = (0.05 * rng.standard_normal((256, 128, 4, 4))).astype(np.float32)
+    b = rng.standard_normal(128).astype(np.float32)
+    ws = np.empty(_core._conv_transpose2d_workspace_size(N, 256, 7, 7, 128, 4, 4, 2, 2, 1, 1,
+                                                         14, 14), np.float32)
+    before = distgan.get_num_threads()
+    res = {}
+    try:
+        for t in (1, 2):
+            distgan.set_num_threads(t)
+            res[t] = []
+            for bias in (b, None):
+                out = np.full((N, 128, 14, 14), np.nan, np.float32)
+                _core._conv_transpose2d_forward(out, ws, x, w, bias, 2, 2, 1, 1)
+                res[t].append(out)
+    finally:
+        distgan.set_num_threads(before)
+    for got, bias in zip(res[1], (b, None)):
+        want = torch.nn.functional.conv_transpose2d(
+            T(x), T(w), None if bias is None else T(bias), 2, 1).numpy()
+        assert rel_err(got, want) < 1e-6
+    assert all(np.array_equal(a, c) for a, c in zip(res[1], res[2]))

@@ -962,6 +962,38 @@ static void test_conv_direct(void) {
     }
 }
 
+/* The direct AVX-512 kernel of transposed convolutions of few images
+ * (dg_direct_convt_few, which reads the weights in place): its forward on shapes
+ * it takes (1 to 7 images, output channels in blocks of 4, rows of 1 to 7 input
+ * pixels, the generators' 7x7 -> 14x14 of 64 -> 32 channels) and some it does
+ * not (8 images, rows of 8, 6 output channels). Each case as in test_conv_direct:
+ * against the naive loops, the same bits at 1, 2 and 3 threads, within rounding
+ * of float64. */
+static void test_conv_direct_few(void) {
+    printf("# conv: direct AVX-512 transposed kernel of few images\n");
+    if (!dg_avx512())
+        printf("  note: this CPU has no AVX-512F: the runs below take the GEMM path\n");
+    /* N, C, H, W, OC of conv2d k4 s2 p1; the transposed case is its adjoint,
+     * (N, OC, H/2, W/2) -> (N, C, H, W) */
+    static const int shapes[][5] = {
+        {1, 32, 14, 14, 64}, {3, 8, 12, 8, 16}, {2, 4, 2, 2, 8}, {7, 12, 14, 10, 5},
+        {2, 16, 4, 14, 3}, {1, 6, 14, 14, 8}, {2, 8, 16, 16, 8}, {8, 8, 14, 14, 8},
+    };
+    int before = dg_get_num_threads(), taken = 0;
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        conv_geom c2d, ct;
+        k4s2_geoms(shapes[k], &c2d, &ct);
+        taken += dg_direct_tfew_fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH,
+                                     ct.OW, ws_size(&ct, 1));
+        kernel_case(&ct, 1);
+    }
+    dg_set_num_threads(before);
+    if (dg_avx512()) {
+        CHECK(taken == 5, "the few-image transposed kernel runs on %d of the shapes (5 "
+              "expected)", taken);
+    }
+}
+
 /* The AVX-512 kernels of 4x4, stride-2, padding-1 layers with a one-channel
  * large map (dg_conv_thin.c): conv2d with C = 1 (forward, input and weight
  * gradients) and the transposed convolution with OC = 1 that is its adjoint, on
@@ -1660,6 +1692,7 @@ int main(void) {
     test_conv_keep();
     test_conv_simd();
     test_conv_direct();
+    test_conv_direct_few();
     test_conv_thin();
     test_simd_elementwise();
     test_batchnorm_act();
