@@ -366,6 +366,38 @@ static void test_linear(void) {
     free(eb1); free(eb2); free(dw_only);
 }
 
+/* The bias gradient of a wide layer (several blocks of columns, split over the
+ * threads): each column's sum over n in double, in order, then added to dbias
+ * and rounded once, which the reference computes the same way, so equal bits; at
+ * 1, 2 and 3 threads and with the AVX2 build off. */
+static void test_linear_dbias_wide(void) {
+    printf("# linear: bias gradient of a wide layer\n");
+    const int N = 70, C = 3, OC = 1000;
+    float *x = frandn((size_t)N * C), *w = frandn((size_t)OC * C), *dy = frandn((size_t)N * OC);
+    float *want = frandn(OC), *db = falloc(OC);
+    int before = dg_get_num_threads();
+    for (int o = 0; o < OC; o++) {
+        double acc = 0.0;
+        for (int n = 0; n < N; n++) acc += dy[(size_t)n * OC + o];
+        db[o] = want[o];
+        want[o] = (float)(want[o] + acc);
+    }
+    float *start = fcopy(db, OC);
+    int ok = 1;
+    for (int run = 0; run < 4; run++) {
+        dg_set_num_threads(run < 3 ? run + 1 : 2);
+        if (run == 3) dg_set_simd(0);
+        memcpy(db, start, OC * sizeof(float));
+        ok &= dg_linear_backward(NULL, NULL, db, dy, x, w, N, C, OC) == DG_STATUS_OK &&
+              same_floats(db, want, OC);
+        dg_set_simd(1);
+    }
+    dg_set_num_threads(before);
+    CHECK(ok, "linear dbias N=%d OC=%d: the double sums' bits at 1, 2, 3 threads and without "
+          "AVX2", N, OC);
+    free(x); free(w); free(dy); free(want); free(db); free(start);
+}
+
 /* ------------------------------------------------------------------------- */
 /* Convolution and transposed convolution                                     */
 /* ------------------------------------------------------------------------- */
@@ -1688,6 +1720,7 @@ extern int tm_checks_run;
 int main(void) {
     test_gemm();
     test_linear();
+    test_linear_dbias_wide();
     test_conv();
     test_conv_keep();
     test_conv_simd();
