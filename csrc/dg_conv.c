@@ -1326,6 +1326,13 @@ static dg_status conv2d_backward_impl(float *dinp, float *dweight, float *dbias,
         st = dg_direct_convt(dinp, 1, workspace, p.ws, dout, weight, NULL, N, OC, OH, OW, C);
         if (st != DG_STATUS_OK) return st;
         dinp = NULL;
+    } else if (dinp != NULL &&
+               dg_direct_tfew_fits(N, OC, OH, OW, C, KH, KW, SH, SW, PH, PW, H, W, p.ws)) {
+        // the same for fewer images than that kernel takes (dg_direct_convt_few)
+        st = dg_direct_convt_few(dinp, 1, workspace, p.ws, dout, weight, NULL, N, OC, OH, OW,
+                                 C);
+        if (st != DG_STATUS_OK) return st;
+        dinp = NULL;
     }
     if (dinp != NULL) {
         // a pass of its own (over images, one task per thread; conv2d_dinp_range)

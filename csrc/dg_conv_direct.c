@@ -18,9 +18,9 @@
  * dg_direct_convt (assigning plus bias, or adding) runs the transposed
  * convolution's forward (7x7 -> 14x14) and conv2d's input gradient, which is the
  * transposed convolution of dout with the same weights; it is described above
- * convt_row_1. dg_direct_convt_few runs the transposed forward of fewer images
- * than the others take (sampling one), without packing the weights; it is
- * described above FEW_PATCH_ROW.
+ * convt_row_1. dg_direct_convt_few runs the same two for fewer images than the
+ * others take (sampling one), without packing the weights; it is described above
+ * FEW_PATCH_ROW.
  *
  * Why: on an AVX-512 CPU, im2col + OpenBLAS spends ~40 % of such a layer outside
  * the GEMM kernel (writing the col matrix, packing it, col2im, zeroing C for

@@ -995,7 +995,8 @@ static void test_conv_direct(void) {
 }
 
 /* The direct AVX-512 kernel of transposed convolutions of few images
- * (dg_direct_convt_few, which reads the weights in place): its forward on shapes
+ * (dg_direct_convt_few, which reads the weights in place): the transposed
+ * forward, and conv2d's input gradient (the same transposed convolution), on shapes
  * it takes (1 to 7 images, output channels in blocks of 4, rows of 1 to 7 input
  * pixels, the generators' 7x7 -> 14x14 of 64 -> 32 channels) and some it does
  * not (8 images, rows of 8, 6 output channels). Each case as in test_conv_direct:
@@ -1015,9 +1016,13 @@ static void test_conv_direct_few(void) {
     for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
         conv_geom c2d, ct;
         k4s2_geoms(shapes[k], &c2d, &ct);
+        /* ct's forward, and c2d's input gradient */
         taken += dg_direct_tfew_fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH,
-                                     ct.OW, ws_size(&ct, 1));
-        kernel_case(&ct, 1);
+                                     ct.OW, ws_size(&ct, 1)) &&
+                 dg_direct_tfew_fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH,
+                                     ct.OW, ws_size(&c2d, 0));
+        for (int transposed = 0; transposed < 2; transposed++)
+            kernel_case(transposed ? &ct : &c2d, transposed);
     }
     dg_set_num_threads(before);
     if (dg_avx512()) {
