@@ -951,6 +951,29 @@ static void kernel_case(const conv_geom *g, int transposed) {
     free(r1); free(r2); free(r3); free(slow); free(truth);
 }
 
+/* kernel_case on each shape's conv2d k4 s2 p1 ({N, C, H, W, OC}) and on the
+ * transposed convolution that is its adjoint; returns on how many shapes `fits`
+ * (a transposed kernel's dg_*_fits) takes both the transposed forward and the
+ * conv2d's input gradient, each with its op's workspace. Leaves the thread count
+ * as it was. */
+typedef int (*t_fits_fn)(int, int, int, int, int, int, int, int, int, int, int, int, int,
+                         size_t);
+static int adjoint_cases(const int (*shapes)[5], size_t n, t_fits_fn fits) {
+    int before = dg_get_num_threads(), taken = 0;
+    for (size_t k = 0; k < n; k++) {
+        conv_geom c2d, ct;
+        k4s2_geoms(shapes[k], &c2d, &ct);
+        taken += fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH, ct.OW,
+                      ws_size(&ct, 1)) &&
+                 fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH, ct.OW,
+                      ws_size(&c2d, 0));
+        for (int transposed = 0; transposed < 2; transposed++)
+            kernel_case(transposed ? &ct : &c2d, transposed);
+    }
+    dg_set_num_threads(before);
+    return taken;
+}
+
 /* The direct AVX-512 kernels (dg_conv_direct.c) of 4x4, stride-2, padding-1
  * convolutions: conv2d forwards and weight gradients and the transposed
  * convolutions' input gradients (dg_direct_conv, dg_direct_conv_dweight), and
@@ -974,20 +997,7 @@ static void test_conv_direct(void) {
         {8, 16, 14, 14, 32}, {8, 32, 2, 2, 8}, {8, 16, 8, 16, 24}, {10, 48, 12, 4, 16},
         {8, 16, 12, 12, 8}, {8, 16, 8, 8, 9},
     };
-    int before = dg_get_num_threads(), t_kernel = 0;
-    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
-        const int *p = shapes[k];
-        conv_geom c2d, ct;
-        k4s2_geoms(p, &c2d, &ct);
-        /* dg_direct_convt: ct's forward, and c2d's input gradient */
-        t_kernel += dg_direct_t_fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH,
-                                     ct.OW, ws_size(&ct, 1)) &&
-                    dg_direct_t_fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH,
-                                     ct.OW, ws_size(&c2d, 0));
-        for (int transposed = 0; transposed < 2; transposed++)
-            kernel_case(transposed ? &ct : &c2d, transposed);
-    }
-    dg_set_num_threads(before);
+    int t_kernel = adjoint_cases(shapes, sizeof shapes / sizeof shapes[0], dg_direct_t_fits);
     if (dg_avx512()) {
         CHECK(t_kernel == 7, "the transposed kernel runs on %d of the shapes (7 expected: "
               "16k output channels)", t_kernel);
@@ -1012,19 +1022,7 @@ static void test_conv_direct_few(void) {
         {1, 32, 14, 14, 64}, {3, 8, 12, 8, 16}, {2, 4, 2, 2, 8}, {7, 12, 14, 10, 5},
         {2, 16, 4, 14, 3}, {1, 6, 14, 14, 8}, {2, 8, 16, 16, 8}, {8, 8, 14, 14, 8},
     };
-    int before = dg_get_num_threads(), taken = 0;
-    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
-        conv_geom c2d, ct;
-        k4s2_geoms(shapes[k], &c2d, &ct);
-        /* ct's forward, and c2d's input gradient */
-        taken += dg_direct_tfew_fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH,
-                                     ct.OW, ws_size(&ct, 1)) &&
-                 dg_direct_tfew_fits(ct.N, ct.C, ct.H, ct.W, ct.OC, 4, 4, 2, 2, 1, 1, ct.OH,
-                                     ct.OW, ws_size(&c2d, 0));
-        for (int transposed = 0; transposed < 2; transposed++)
-            kernel_case(transposed ? &ct : &c2d, transposed);
-    }
-    dg_set_num_threads(before);
+    int taken = adjoint_cases(shapes, sizeof shapes / sizeof shapes[0], dg_direct_tfew_fits);
     if (dg_avx512()) {
         CHECK(taken == 5, "the few-image transposed kernel runs on %d of the shapes (5 "
               "expected)", taken);
