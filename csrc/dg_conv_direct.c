@@ -109,12 +109,14 @@ static size_t task_floats(int C, int H, int W, int OH, int OW) {
     return xp + (size_t)OH * OW * DG_DIRECT_OCB;
 }
 
-/* Tasks over images: at most one per thread and image. */
-static int direct_tasks(int N, int C, int OC, int OH, int OW) {
-    double flops = 2.0 * N * (double)OC * C * 16.0 * OH * OW;
+/* Tasks for a call: at most one per thread and item (an image, or an image's
+ * block of channels), DG_DIRECT_GRAIN FLOPs each at least. N images of C -> OC
+ * channels, each weight tap meeting pixels pixels of the small map per image. */
+static int direct_tasks(size_t items, int N, int C, int OC, int pixels) {
+    double flops = 2.0 * N * (double)OC * C * 16.0 * pixels;
     int nt = dg_threads_for(flops, DG_DIRECT_GRAIN);
     if (nt > dg_threads_get()) nt = dg_threads_get();
-    if (nt > N) nt = N;
+    if ((size_t)nt > items) nt = (int)items;
     return nt < 1 ? 1 : nt;
 }
 
@@ -604,8 +606,8 @@ static void convt_few_task(void *ctx, int t, int nt) {
         int ob = (int)(u % blocks) * DG_FEW_OCB;
         const float *x = j->inp + n * C * xplane;
         memset(pad, 0, sizeof(float) * DG_FEW_OCB * pplane);
-        /* the next unit's weights, one line of each row per input row, to L2 while
-         * this block runs (else its first row waits on them) */
+        /* the first input row also brings the next unit's weights (four lines of
+         * each row) into L2, else that unit's first row waits on them from L3 */
         int nob = u + 1 < hi ? (int)((u + 1) % blocks) * DG_FEW_OCB : ob;
         for (int y = 0; y < H; y++)
             convt_few_rows[W](pad + (size_t)(2 * y) * ldp, ldp, pplane, x + (size_t)y * W,
@@ -833,7 +835,7 @@ static dg_status direct_run(direct_job *j, size_t ws_floats, int pixels_h, int p
                             dg_task_fn pack, dg_task_fn images) {
     if (j->wp_floats + j->task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
     size_t room = (ws_floats - j->wp_floats) / j->task_floats;   /* image slots */
-    int nt = direct_tasks(j->N, j->C, j->OC, pixels_h, pixels_w);
+    int nt = direct_tasks((size_t)j->N, j->N, j->C, j->OC, pixels_h * pixels_w);
     if ((size_t)nt * (size_t)j->group > room) {
         j->group = room >= (size_t)nt ? (int)(room / (size_t)nt) : 1;
         if (room < (size_t)nt) nt = (int)room;
@@ -882,13 +884,9 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
                     2 * W, 0, (size_t)DG_FEW_OCB * (2 * H + 2) * (2 * W + 2), 1};
     if (j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
-    double flops = 2.0 * N * (double)OC * C * 16.0 * H * W;
-    int nt = dg_threads_for(flops, DG_DIRECT_GRAIN);
-    int units = N * (OC / DG_FEW_OCB);
-    if (nt > dg_threads_get()) nt = dg_threads_get();
-    if (nt > units) nt = units;
+    int nt = direct_tasks((size_t)N * (OC / DG_FEW_OCB), N, C, OC, H * W);
     if ((size_t)nt > ws_floats / j.task_floats) nt = (int)(ws_floats / j.task_floats);
-    dg_parallel(convt_few_task, &j, nt < 1 ? 1 : nt);
+    dg_parallel(convt_few_task, &j, nt);
     return DG_STATUS_OK;
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
