@@ -951,6 +951,12 @@ static void kernel_case(const conv_geom *g, int transposed) {
     free(r1); free(r2); free(r3); free(slow); free(truth);
 }
 
+/* As note_if_no_avx2, for the AVX-512 kernels (valgrind has no AVX-512). */
+static void note_if_no_avx512(void) {
+    if (!dg_avx512())
+        printf("  note: this CPU has no AVX-512F: the runs below take the GEMM path\n");
+}
+
 /* kernel_case on each shape's conv2d k4 s2 p1 ({N, C, H, W, OC}) and on the
  * transposed convolution that is its adjoint; returns on how many shapes `fits`
  * (a transposed kernel's dg_*_fits) takes both the transposed forward and the
@@ -987,8 +993,7 @@ static int adjoint_cases(const int (*shapes)[5], size_t n, t_fits_fn fits) {
  *   in the accumulated input gradient included. */
 static void test_conv_direct(void) {
     printf("# conv: direct AVX-512 kernel of 4x4 stride-2 padding-1 kernels\n");
-    if (!dg_avx512())
-        printf("  note: this CPU has no AVX-512F: the runs below take the GEMM path\n");
+    note_if_no_avx512();
     /* N, C, H, W, OC of conv2d k4 s2 p1 -> (H/2, W/2); the transposed case is its
      * adjoint, (N, OC, H/2, W/2) -> (N, C, H, W), whose input gradient is the conv2d */
     static const int shapes[][5] = {
@@ -1014,8 +1019,7 @@ static void test_conv_direct(void) {
  * of float64. */
 static void test_conv_direct_few(void) {
     printf("# conv: direct AVX-512 transposed kernel of few images\n");
-    if (!dg_avx512())
-        printf("  note: this CPU has no AVX-512F: the runs below take the GEMM path\n");
+    note_if_no_avx512();
     /* N, C, H, W, OC of conv2d k4 s2 p1; the transposed case is its adjoint,
      * (N, OC, H/2, W/2) -> (N, C, H, W) */
     static const int shapes[][5] = {
@@ -1039,8 +1043,7 @@ static void test_conv_direct_few(void) {
  * with a workspace that holds one image per round. */
 static void test_conv_thin(void) {
     printf("# conv: AVX-512 kernels of one-channel 4x4 stride-2 padding-1 layers\n");
-    if (!dg_avx512())
-        printf("  note: this CPU has no AVX-512F: the runs below take the GEMM path\n");
+    note_if_no_avx512();
     /* N, 1, H, W, K of conv2d k4 s2 p1 -> (H/2, W/2) */
     static const int shapes[][5] = {
         {8, 1, 28, 28, 64}, {3, 1, 28, 28, 16}, {1, 1, 28, 28, 128}, {5, 1, 8, 8, 4},
