@@ -89,6 +89,9 @@
  * vectors of 16 taps), input pixels per row at most (4 x 7 accumulators). */
 #define DG_FEW_OCB 4
 #define DG_FEW_MAXW 7
+/* Input channels per chunk of the few-image kernel: 64 x 4 x 16 x 4 bytes =
+ * 16 KiB of a block's weights, in L1 over the block's input rows. */
+#define DG_FEW_CC 64
 
 /* A call of either image kernel (dg_direct_conv, dg_direct_convt): the packed
  * weights first in ws (wp_floats), then each task's `group` image slots of
@@ -118,6 +121,14 @@ static int direct_tasks(size_t items, int N, int C, int OC, int pixels) {
     if (nt > dg_threads_get()) nt = dg_threads_get();
     if ((size_t)nt > items) nt = (int)items;
     return nt < 1 ? 1 : nt;
+}
+
+/* Floats of a task's slot of the few-image kernel when nt tasks share N images
+ * of OC channels (OH x OW each): the padded planes of the most blocks of one
+ * image it takes. */
+static size_t few_task_floats(int N, int OC, int OH, int OW, int nt) {
+    size_t blocks = (size_t)(OC / DG_FEW_OCB), per = ((size_t)N * blocks + nt - 1) / nt;
+    return (per < blocks ? per : blocks) * DG_FEW_OCB * (size_t)(OH + 2) * (OW + 2);
 }
 
 /* The CPU and the geometry the kernels take, as a conv2d (N, C, H, W) -> (N, OC,
@@ -168,12 +179,12 @@ int dg_direct_tfew_fits(int N, int C, int H, int W, int OC, int KH, int KW, int 
                         int PH, int PW, int OH, int OW, size_t ws_floats) {
 #if DG_HAVE_AVX2
     /* the transposed geometry, (H, W) -> (2H, 2W), rows of at most DG_FEW_MAXW
-     * input pixels, and room for one task's padded planes */
+     * input pixels, and room for one task (every block's padded planes) */
     if (!dg_avx512()) return 0;
     if (KH != 4 || KW != 4 || SH != 2 || SW != 2 || PH != 1 || PW != 1) return 0;
     return N >= 1 && N < DG_DIRECT_MIN_N && C >= 1 && OC % DG_FEW_OCB == 0 && H >= 1 &&
            W >= 1 && W <= DG_FEW_MAXW && OH == 2 * H && OW == 2 * W &&
-           (size_t)DG_FEW_OCB * (OH + 2) * (OW + 2) <= ws_floats;
+           few_task_floats(1, OC, OH, OW, 1) <= ws_floats;
 #else
     (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
     (void)PH; (void)PW; (void)OH; (void)OW; (void)ws_floats;
@@ -498,7 +509,7 @@ static void convt_image_task(void *ctx, int t, int nt) {
 
 /* For fewer than DG_DIRECT_MIN_N images (sampling a batch of one), packing the
  * panels above costs more than the images (the generator's 2 MB of weights), so
- * this kernel reads the weights where they are: row c of weight (C, OC*16) holds
+ * this kernel takes the weights as they are laid out: row c of weight (C, OC*16) holds
  * output channel oc's 16 taps at oc*16, one zmm, and four channels' taps are four
  * consecutive zmm. For a block of 4 output channels and one input row of NP
  * pixels, 4*NP accumulators take every tap of every pixel, summed over the input
@@ -506,12 +517,15 @@ static void convt_image_task(void *ctx, int t, int nt) {
  * each accumulator is then the 4x4 patch of that pixel and channel, added onto a
  * padded (OH+2, OW+2) plane of the block, one padded row of a patch row at a time
  * (FEW_PATCH_ROW). This is the GEMM path's col^T = x^T @ weight and its col2im, in
- * registers, without the 2 MB col^T matrix or OpenBLAS's packing of the weights:
- * each tap summed over the input channels in increasing order, as there, then
- * the patches onto the plane input row by input row. A block's weights (C x 256
- * bytes, 256 bytes of each 8 KB row: beyond the hardware prefetchers' reach) come
- * from L3 on its first input row and from L2 on the others; the first row also
- * prefetches the next block's into L2.
+ * registers, without the 2 MB col^T matrix or OpenBLAS's packing of the whole
+ * weights. The input channels go in chunks of DG_FEW_CC; a block's weights of
+ * a chunk (DG_FEW_CC x 256 bytes, 256 bytes of each 8 KB row) are first copied
+ * together, 16 KiB that stay in L1 over the block's input rows. Read in place,
+ * they did not: rows 8 KB apart fall in the same four L1 sets, so every row of
+ * pixels read them again from L2 or beyond (PERFORMANCE.md log 56: 1.2x on the
+ * layer, 1.4x on a teacher sample). Each tap is summed over a chunk's channels
+ * in increasing order, the chunks then added onto the plane in increasing
+ * order, input row by input row.
  *
  * Padded row d, lanes m (+)= row K of a row of patches: lane group K (sel = K *
  * 0x55) of the even pixels' e[0..3] at columns 0, 4, 8, 12, plus that of the odd
@@ -534,23 +548,15 @@ static void convt_image_task(void *ctx, int t, int nt) {
 #define CONVT_FEW_ROW(NP)                                                               \
     DG_AVX512 static void convt_few_row_##NP(float *pad, int ldp, size_t pplane,        \
                                              const float *x, size_t xplane,            \
-                                             const float *w, size_t ldw, int C,         \
-                                             const float *pf) {                         \
+                                             const float *w, int C) {                   \
         __m512 a[NP][DG_FEW_OCB];                                                       \
         _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++)                            \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
                 a[p][v] = _mm512_setzero_ps();                                          \
         for (int c = 0; c < C; c++) {                                                   \
-            const float *wc = w + (size_t)c * ldw, *xc = x + (size_t)c * xplane;        \
+            const float *wc = w + (size_t)c * 16 * DG_FEW_OCB, *xc = x + (size_t)c * xplane; \
             __m512 w0 = _mm512_loadu_ps(wc), w1 = _mm512_loadu_ps(wc + 16);             \
             __m512 w2 = _mm512_loadu_ps(wc + 32), w3 = _mm512_loadu_ps(wc + 48);        \
-            if (pf != NULL) {                                                           \
-                const char *q = (const char *)(pf + (size_t)c * ldw);                   \
-                _mm_prefetch(q, _MM_HINT_T1);                                           \
-                _mm_prefetch(q + 64, _MM_HINT_T1);                                      \
-                _mm_prefetch(q + 128, _MM_HINT_T1);                                     \
-                _mm_prefetch(q + 192, _MM_HINT_T1);                                     \
-            }                                                                           \
             _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                      \
                 __m512 b = _mm512_set1_ps(xc[p]);                                       \
                 a[p][0] = _mm512_fmadd_ps(w0, b, a[p][0]);                              \
@@ -583,48 +589,62 @@ CONVT_FEW_ROW(5)
 CONVT_FEW_ROW(6)
 CONVT_FEW_ROW(7)
 
-typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
-                             size_t, int, const float *);
+typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *, int);
 static const convt_few_fn convt_few_rows[DG_FEW_MAXW + 1] = {
     NULL, convt_few_row_1, convt_few_row_2, convt_few_row_3, convt_few_row_4,
     convt_few_row_5, convt_few_row_6, convt_few_row_7};
 
-/* Units (image, block of 4 output channels) [lo, hi) of the task: each block's
- * padded planes (the task's 4 x (OH+2) x (OW+2) floats of ws) zeroed, every input
- * row's patches added on, then the interior to out (assigned plus bias, or
- * added). */
+/* Units (image, block of 4 output channels) [lo, hi) of the task, one image's
+ * run of blocks at a time: their padded planes (in the task's slot of ws)
+ * zeroed; for each chunk of DG_FEW_CC input channels and each block, the
+ * block's weights of the chunk copied together (pk, on the stack: 16 KiB, which
+ * stay in L1 over the block's input rows), then every input row's patches
+ * added on; then
+ * the interiors to out (assigned plus bias, or added). */
 static void convt_few_task(void *ctx, int t, int nt) {
     const direct_job *j = (const direct_job *)ctx;
     int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;
     int ldp = OW + 2, blocks = OC / DG_FEW_OCB;
     size_t pplane = (size_t)(OH + 2) * ldp, xplane = (size_t)H * W, ohw = (size_t)OH * OW;
+    size_t ldw = (size_t)OC * 16, bw = 16 * DG_FEW_OCB;   /* a block's weights of a channel */
     float *pad = j->ws + (size_t)t * j->task_floats;
+    float pk[DG_FEW_CC * 16 * DG_FEW_OCB] __attribute__((aligned(64)));
     size_t lo, hi;
     dg_split((size_t)j->N * blocks, 1, t, nt, &lo, &hi);
-    for (size_t u = lo; u < hi; u++) {
+    for (size_t u = lo; u < hi;) {
         size_t n = u / blocks;
-        int ob = (int)(u % blocks) * DG_FEW_OCB;
+        int b0 = (int)(u % blocks);
+        int b1 = (n + 1) * blocks <= hi ? blocks : (int)(hi - n * blocks);
         const float *x = j->inp + n * C * xplane;
-        memset(pad, 0, sizeof(float) * DG_FEW_OCB * pplane);
-        /* the first input row also brings the next unit's weights (four lines of
-         * each row) into L2, else that unit's first row waits on them from L3 */
-        int nob = u + 1 < hi ? (int)((u + 1) % blocks) * DG_FEW_OCB : ob;
-        for (int y = 0; y < H; y++)
-            convt_few_rows[W](pad + (size_t)(2 * y) * ldp, ldp, pplane, x + (size_t)y * W,
-                              xplane, j->weight + (size_t)ob * 16, (size_t)OC * 16, C,
-                              y == 0 && u + 1 < hi ? j->weight + (size_t)nob * 16 : NULL);
-        for (int v = 0; v < DG_FEW_OCB; v++) {
-            float *o = j->out + (n * OC + ob + v) * ohw;
-            const float *s = pad + v * pplane + ldp + 1;
-            float b = j->bias != NULL ? j->bias[ob + v] : 0.0f;
-            for (int oy = 0; oy < OH; oy++, o += OW, s += ldp) {
-                if (j->add) {
-                    for (int ox = 0; ox < OW; ox++) o[ox] += s[ox];
-                } else {
-                    for (int ox = 0; ox < OW; ox++) o[ox] = s[ox] + b;
+        memset(pad, 0, sizeof(float) * (size_t)(b1 - b0) * DG_FEW_OCB * pplane);
+        for (int c0 = 0; c0 < C; c0 += DG_FEW_CC) {
+            int cc = C - c0 < DG_FEW_CC ? C - c0 : DG_FEW_CC;
+            for (int b = b0; b < b1; b++) {
+                const float *wb = j->weight + (size_t)c0 * ldw + (size_t)b * bw;
+                for (int c = 0; c < cc; c++)
+                    memcpy(pk + (size_t)c * bw, wb + (size_t)c * ldw, sizeof(float) * bw);
+                float *pb = pad + (size_t)(b - b0) * DG_FEW_OCB * pplane;
+                for (int y = 0; y < H; y++)
+                    convt_few_rows[W](pb + (size_t)(2 * y) * ldp, ldp, pplane,
+                                      x + (size_t)c0 * xplane + (size_t)y * W, xplane, pk, cc);
+            }
+        }
+        for (int b = b0; b < b1; b++) {
+            for (int v = 0; v < DG_FEW_OCB; v++) {
+                int oc = b * DG_FEW_OCB + v;
+                float *o = j->out + (n * OC + oc) * ohw;
+                const float *s = pad + ((size_t)(b - b0) * DG_FEW_OCB + v) * pplane + ldp + 1;
+                float bv = j->bias != NULL ? j->bias[oc] : 0.0f;
+                for (int oy = 0; oy < OH; oy++, o += OW, s += ldp) {
+                    if (j->add) {
+                        for (int ox = 0; ox < OW; ox++) o[ox] += s[ox];
+                    } else {
+                        for (int ox = 0; ox < OW; ox++) o[ox] = s[ox] + bv;
+                    }
                 }
             }
         }
+        u = n * blocks + b1;
     }
 }
 
@@ -880,12 +900,13 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
                               const float *inp, const float *weight, const float *bias, int N,
                               int C, int H, int W, int OC) {
 #if DG_HAVE_AVX2
-    /* each task's slot: the padded planes of one block */
+    /* each task's slot: the padded planes of its blocks of one image */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
-                    2 * W, 0, (size_t)DG_FEW_OCB * (2 * H + 2) * (2 * W + 2), 1};
-    if (j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
+                    2 * W, 0, 0, 1};
     int nt = direct_tasks((size_t)N * (OC / DG_FEW_OCB), N, C, OC, H * W);
-    if ((size_t)nt > ws_floats / j.task_floats) nt = (int)(ws_floats / j.task_floats);
+    while (nt > 1 && (size_t)nt * few_task_floats(N, OC, 2 * H, 2 * W, nt) > ws_floats) nt--;
+    j.task_floats = few_task_floats(N, OC, 2 * H, 2 * W, nt);
+    if ((size_t)nt * j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
     dg_parallel(convt_few_task, &j, nt);
     return DG_STATUS_OK;
 #else
