@@ -22,7 +22,9 @@
  * single-threaded sgemm.
  * Every element of C is then the same dot product over K in the same order,
  * whatever the split; small products (or a split dimension too small to cut)
- * stay on the calling thread.
+ * stay on the calling thread. A product with one row or one column of C goes
+ * through cblas_sgemv instead, split by ranges of C's elements when its matrix
+ * is large (gemv; there the bits may depend on the thread count).
  */
 #include "distgan.h"
 #include "dg_internal.h"
@@ -207,36 +209,76 @@ static void gemm_task(void *ctx, int t, int nt) {
 #endif
 
 #if DG_HAVE_BLAS
-/* A product with one row (M == 1) or one column (N == 1) of C is a
- * matrix-vector product: cblas_sgemv reads the matrix once, where sgemm would
- * first pack all of it (a batch of one through a linear layer, or the single
- * logit of a critic). beta == 0 is applied here, so C is never read then. */
-static dg_status gemv(int transA, int transB, int M, int N, int K, float alpha,
-                      const float *A, int lda, const float *B, int ldb, float beta,
-                      float *C, int ldc) {
-    if (beta == 0.0f) {
-        scale_c(M, N, 0.0f, C, ldc);
-        beta = 1.0f;
-    }
-    if (M == 1) {
+/* A matrix-vector product's matrix elements per task at least (256 KiB: it
+ * streams them once, so below this the split costs more than it saves), and
+ * the alignment of each task's range of C's elements (whole cache lines of a
+ * contiguous C per task). The bits are the same run after run at a thread
+ * count, but may differ between counts (as the split sgemm's): OpenBLAS's sgemv
+ * takes the elements beyond a multiple of its vector width apart, and each
+ * task's range has its own. */
+#define DG_GEMV_GRAIN 65536.0
+#define DG_GEMV_ALIGN 64
+
+typedef struct {
+    int transA, transB, M, N, K;
+    float alpha;
+    const float *A, *B;
+    float *C;
+    int lda, ldb, ldc;
+} gemv_job;
+
+/* Task t's range of C's elements: columns of the row (M == 1) or rows of the
+ * column (N == 1), through cblas_sgemv on the matching part of the matrix
+ * (C already holds beta * C). */
+static void gemv_task(void *ctx, int t, int nt) {
+    const gemv_job *j = (const gemv_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)(j->M == 1 ? j->N : j->M), DG_GEMV_ALIGN, t, nt, &lo, &hi);
+    int n = (int)(hi - lo);
+    if (n <= 0) return;
+    if (j->M == 1) {
         /* c (1, N) = a (1, K) @ op(B) (K, N): c^T = op(B)^T a^T;
          * a's stride is lda if A^T is stored (K, 1) */
-        int inca = transA ? lda : 1;
-        if (transB) {
-            DG_CBLAS_SGEMV(CblasRowMajor, CblasNoTrans, N, K, alpha, B, ldb, A, inca, beta, C, 1);
+        int inca = j->transA ? j->lda : 1;
+        if (j->transB) {
+            DG_CBLAS_SGEMV(CblasRowMajor, CblasNoTrans, n, j->K, j->alpha,
+                           j->B + lo * (size_t)j->ldb, j->ldb, j->A, inca, 1.0f, j->C + lo, 1);
         } else {
-            DG_CBLAS_SGEMV(CblasRowMajor, CblasTrans, K, N, alpha, B, ldb, A, inca, beta, C, 1);
+            DG_CBLAS_SGEMV(CblasRowMajor, CblasTrans, j->K, n, j->alpha, j->B + lo, j->ldb,
+                           j->A, inca, 1.0f, j->C + lo, 1);
         }
     } else {
         /* c (M, 1) = op(A) (M, K) @ b (K, 1);
          * c's stride is ldc, b's ldb if B is stored (K, 1) */
-        int incb = transB ? 1 : ldb;
-        if (transA) {
-            DG_CBLAS_SGEMV(CblasRowMajor, CblasTrans, K, M, alpha, A, lda, B, incb, beta, C, ldc);
+        int incb = j->transB ? 1 : j->ldb;
+        float *c = j->C + lo * (size_t)j->ldc;
+        if (j->transA) {
+            DG_CBLAS_SGEMV(CblasRowMajor, CblasTrans, j->K, n, j->alpha, j->A + lo, j->lda,
+                           j->B, incb, 1.0f, c, j->ldc);
         } else {
-            DG_CBLAS_SGEMV(CblasRowMajor, CblasNoTrans, M, K, alpha, A, lda, B, incb, beta, C, ldc);
+            DG_CBLAS_SGEMV(CblasRowMajor, CblasNoTrans, n, j->K, j->alpha,
+                           j->A + lo * (size_t)j->lda, j->lda, j->B, incb, 1.0f, c, j->ldc);
         }
     }
+}
+
+/* A product with one row (M == 1) or one column (N == 1) of C is a
+ * matrix-vector product: cblas_sgemv reads the matrix once, where sgemm would
+ * first pack all of it (a batch of one through a linear layer, or the single
+ * logit of a critic). beta is applied first (beta == 0 assigns, so C is never
+ * read then); a large matrix is split by ranges of C's elements over the pool
+ * (the generator's 5 MB at a batch of one: the split reads it at both cores'
+ * rate, and keeps the workers awake for the next op). */
+static dg_status gemv(int transA, int transB, int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc) {
+    if (beta != 1.0f) scale_c(M, N, beta, C, ldc);
+    gemv_job j = {transA, transB, M, N, K, alpha, A, B, C, lda, ldb, ldc};
+    size_t span = (size_t)(M == 1 ? N : M);
+    int nt = dg_threads_for((double)span * K, DG_GEMV_GRAIN);
+    size_t blocks = (span + DG_GEMV_ALIGN - 1) / DG_GEMV_ALIGN;
+    if ((size_t)nt > blocks) nt = (int)blocks;
+    dg_parallel(gemv_task, &j, nt < 1 ? 1 : nt);
     return DG_STATUS_OK;
 }
 #endif
