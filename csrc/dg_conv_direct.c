@@ -522,10 +522,9 @@ static void convt_image_task(void *ctx, int t, int nt) {
  * a chunk (DG_FEW_CC x 256 bytes, 256 bytes of each 8 KB row) are first copied
  * together, 16 KiB that stay in L1 over the block's input rows. Read in place,
  * they did not: rows 8 KB apart fall in the same four L1 sets, so every row of
- * pixels read them again from L2 or beyond (PERFORMANCE.md log 56: 1.2x on the
- * layer, 1.4x on a teacher sample). Each tap is summed over a chunk's channels
- * in increasing order, the chunks then added onto the plane in increasing
- * order, input row by input row.
+ * pixels read them again from L2 or beyond (PERFORMANCE.md log 56). Each tap
+ * is summed over a chunk's channels in increasing order, the chunks then added
+ * onto the plane in increasing order, input row by input row.
  *
  * Padded row d, lanes m (+)= row K of a row of patches: lane group K (sel = K *
  * 0x55) of the even pixels' e[0..3] at columns 0, 4, 8, 12, plus that of the odd
@@ -599,8 +598,7 @@ static const convt_few_fn convt_few_rows[DG_FEW_MAXW + 1] = {
  * zeroed; for each chunk of DG_FEW_CC input channels and each block, the
  * block's weights of the chunk copied together (pk, on the stack: 16 KiB, which
  * stay in L1 over the block's input rows), then every input row's patches
- * added on; then
- * the interiors to out (assigned plus bias, or added). */
+ * added on; then the interiors to out (assigned plus bias, or added). */
 static void convt_few_task(void *ctx, int t, int nt) {
     const direct_job *j = (const direct_job *)ctx;
     int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;

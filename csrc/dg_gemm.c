@@ -213,9 +213,9 @@ static void gemm_task(void *ctx, int t, int nt) {
  * streams them once, so below this the split costs more than it saves), and
  * the alignment of each task's range of C's elements (whole cache lines of a
  * contiguous C per task). The bits are the same run after run at a thread
- * count, but may differ between counts (as the split sgemm's): OpenBLAS's sgemv
- * takes the elements beyond a multiple of its vector width apart, and each
- * task's range has its own. */
+ * count, but may differ between counts (unlike the split sgemm's): OpenBLAS's
+ * sgemv takes the elements beyond a multiple of its vector width apart, and
+ * each task's range has its own. */
 #define DG_GEMV_GRAIN 65536.0
 #define DG_GEMV_ALIGN 64
 

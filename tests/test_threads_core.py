@@ -76,7 +76,7 @@ def test_split_gemv_deterministic_per_thread_count(rng, threads, tA, tB, M, N, b
     """A matrix-vector product large enough to be split over the pool (3000 x 100;
     the generator's linear layer at a batch of one is 12544 x 100) agrees with the
     reference at 1, 2 and 3 threads, the same bits run after run at each count.
-    (Across counts the bits may differ, as the split sgemm's do: OpenBLAS's sgemv
+    (Across counts the bits may differ, unlike the split sgemm's: OpenBLAS's sgemv
     takes the elements beyond a multiple of its vector width apart, and each task's
     range has its own.)"""
     K = 100
