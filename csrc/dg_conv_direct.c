@@ -19,8 +19,8 @@
  * convolution's forward (7x7 -> 14x14) and conv2d's input gradient, which is the
  * transposed convolution of dout with the same weights; it is described above
  * convt_row_1. dg_direct_convt_few runs the same two for fewer images than the
- * others take (sampling one), without packing the weights; it is described above
- * FEW_PATCH_ROW.
+ * others take (sampling one), without packing the whole weights; it is described
+ * above FEW_PATCH_ROW.
  *
  * Why: on an AVX-512 CPU, im2col + OpenBLAS spends ~40 % of such a layer outside
  * the GEMM kernel (writing the col matrix, packing it, col2im, zeroing C for
@@ -509,9 +509,9 @@ static void convt_image_task(void *ctx, int t, int nt) {
 
 /* For fewer than DG_DIRECT_MIN_N images (sampling a batch of one), packing the
  * panels above costs more than the images (the generator's 2 MB of weights), so
- * this kernel takes the weights as they are laid out: row c of weight (C, OC*16) holds
- * output channel oc's 16 taps at oc*16, one zmm, and four channels' taps are four
- * consecutive zmm. For a block of 4 output channels and one input row of NP
+ * this kernel takes the weights as they are laid out: row c of weight (C, OC*16)
+ * holds output channel oc's 16 taps at oc*16, one zmm, and four channels' taps are
+ * four consecutive zmm. For a block of 4 output channels and one input row of NP
  * pixels, 4*NP accumulators take every tap of every pixel, summed over the input
  * channels (one FMA per pixel, channel and vector, the pixel's value broadcast);
  * each accumulator is then the 4x4 patch of that pixel and channel, added onto a
@@ -553,7 +553,8 @@ static void convt_image_task(void *ctx, int t, int nt) {
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
                 a[p][v] = _mm512_setzero_ps();                                          \
         for (int c = 0; c < C; c++) {                                                   \
-            const float *wc = w + (size_t)c * 16 * DG_FEW_OCB, *xc = x + (size_t)c * xplane; \
+            const float *wc = w + (size_t)c * 16 * DG_FEW_OCB;                          \
+            const float *xc = x + (size_t)c * xplane;                                   \
             __m512 w0 = _mm512_loadu_ps(wc), w1 = _mm512_loadu_ps(wc + 16);             \
             __m512 w2 = _mm512_loadu_ps(wc + 32), w3 = _mm512_loadu_ps(wc + 48);        \
             _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                      \
@@ -588,7 +589,8 @@ CONVT_FEW_ROW(5)
 CONVT_FEW_ROW(6)
 CONVT_FEW_ROW(7)
 
-typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *, int);
+typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
+                             int);
 static const convt_few_fn convt_few_rows[DG_FEW_MAXW + 1] = {
     NULL, convt_few_row_1, convt_few_row_2, convt_few_row_3, convt_few_row_4,
     convt_few_row_5, convt_few_row_6, convt_few_row_7};
@@ -604,7 +606,8 @@ static void convt_few_task(void *ctx, int t, int nt) {
     int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;
     int ldp = OW + 2, blocks = OC / DG_FEW_OCB;
     size_t pplane = (size_t)(OH + 2) * ldp, xplane = (size_t)H * W, ohw = (size_t)OH * OW;
-    size_t ldw = (size_t)OC * 16, bw = 16 * DG_FEW_OCB;   /* a block's weights of a channel */
+    /* a weight row; a block's weights of one input channel */
+    size_t ldw = (size_t)OC * 16, bw = 16 * DG_FEW_OCB;
     float *pad = j->ws + (size_t)t * j->task_floats;
     float pk[DG_FEW_CC * 16 * DG_FEW_OCB] __attribute__((aligned(64)));
     size_t lo, hi;
@@ -624,14 +627,16 @@ static void convt_few_task(void *ctx, int t, int nt) {
                 float *pb = pad + (size_t)(b - b0) * DG_FEW_OCB * pplane;
                 for (int y = 0; y < H; y++)
                     convt_few_rows[W](pb + (size_t)(2 * y) * ldp, ldp, pplane,
-                                      x + (size_t)c0 * xplane + (size_t)y * W, xplane, pk, cc);
+                                      x + (size_t)c0 * xplane + (size_t)y * W, xplane, pk,
+                                      cc);
             }
         }
         for (int b = b0; b < b1; b++) {
             for (int v = 0; v < DG_FEW_OCB; v++) {
                 int oc = b * DG_FEW_OCB + v;
                 float *o = j->out + (n * OC + oc) * ohw;
-                const float *s = pad + ((size_t)(b - b0) * DG_FEW_OCB + v) * pplane + ldp + 1;
+                const float *s =
+                    pad + ((size_t)(b - b0) * DG_FEW_OCB + v) * pplane + ldp + 1;
                 float bv = j->bias != NULL ? j->bias[oc] : 0.0f;
                 for (int oy = 0; oy < OH; oy++, o += OW, s += ldp) {
                     if (j->add) {

@@ -234,8 +234,7 @@ static void gemv_task(void *ctx, int t, int nt) {
     const gemv_job *j = (const gemv_job *)ctx;
     size_t lo, hi;
     dg_split((size_t)(j->M == 1 ? j->N : j->M), DG_GEMV_ALIGN, t, nt, &lo, &hi);
-    int n = (int)(hi - lo);
-    if (n <= 0) return;
+    int n = (int)(hi - lo);   /* >= 1: gemv runs at most one task per aligned block */
     if (j->M == 1) {
         /* c (1, N) = a (1, K) @ op(B) (K, N): c^T = op(B)^T a^T;
          * a's stride is lda if A^T is stored (K, 1) */
@@ -276,9 +275,9 @@ static dg_status gemv(int transA, int transB, int M, int N, int K, float alpha,
     gemv_job j = {transA, transB, M, N, K, alpha, A, B, C, lda, ldb, ldc};
     size_t span = (size_t)(M == 1 ? N : M);
     int nt = dg_threads_for((double)span * K, DG_GEMV_GRAIN);
-    size_t blocks = (span + DG_GEMV_ALIGN - 1) / DG_GEMV_ALIGN;
+    size_t blocks = (span + DG_GEMV_ALIGN - 1) / DG_GEMV_ALIGN;   /* >= 1 */
     if ((size_t)nt > blocks) nt = (int)blocks;
-    dg_parallel(gemv_task, &j, nt < 1 ? 1 : nt);
+    dg_parallel(gemv_task, &j, nt);
     return DG_STATUS_OK;
 }
 #endif

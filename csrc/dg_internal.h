@@ -98,8 +98,9 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
  * workspace of ws_floats floats. */
 int dg_direct_tfew_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
                         int PH, int PW, int OH, int OW, size_t ws_floats);
-/* The same as dg_direct_convt, for few images: no packed panels (the weights are
- * read in place), with the workspace that dg_direct_tfew_fits accepted. */
+/* The same as dg_direct_convt, for few images: no packed panels of the whole
+ * weights (a block's weights of a chunk of channels are copied to the stack as
+ * they are needed), with the workspace that dg_direct_tfew_fits accepted. */
 dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
                               const float *inp, const float *weight, const float *bias, int N,
                               int C, int H, int W, int OC);
