@@ -1010,10 +1010,11 @@ static void test_conv_direct(void) {
 }
 
 /* The direct AVX-512 kernel of transposed convolutions of few images
- * (dg_direct_convt_few, which reads the weights in place): the transposed
- * forward, and conv2d's input gradient (the same transposed convolution), on shapes
- * it takes (1 to 7 images, output channels in blocks of 4, rows of 1 to 7 input
- * pixels, the generators' 7x7 -> 14x14 of 64 -> 32 channels) and some it does
+ * (dg_direct_convt_few, which copies a block's weights chunk by chunk): the
+ * transposed forward, and conv2d's input gradient (the same transposed
+ * convolution), on shapes it takes (1 to 7 images, output channels in blocks of
+ * 4, rows of 1 to 7 input pixels, the generators' 7x7 -> 14x14 of 64 -> 32
+ * channels, 80 input channels in two chunks) and some it does
  * not (8 images, rows of 8, 6 output channels). Each case as in test_conv_direct:
  * against the naive loops, the same bits at 1, 2 and 3 threads, within rounding
  * of float64. */
