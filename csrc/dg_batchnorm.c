@@ -72,20 +72,10 @@ static void expand_f(float *e, const float *v, int cb, size_t hw) {
 
 enum { BN_SUM, BN_SQDEV, BN_DOTDEV };
 
-/* The activation fused after the batch norm (dg_batchnorm_act_*): its value at v,
- * and its input gradient for dout dy given its OUTPUT y, exactly as dg_act.c
- * computes them from its input (y > 0 exactly when its input is, as the slope is
- * >= 0; ReLU's NaN passes both ways). */
-static inline float bn_act(float v, int act, float slope) {
-    if (act == DG_ACT_RELU) return v < 0.0f ? 0.0f : v;
-    return v > 0.0f ? v : v * slope;
-}
-
-static inline float bn_act_grad(float dy, float y, int act, float slope) {
-    if (act == DG_ACT_RELU) return y <= 0.0f ? 0.0f : dy;
-    float ds = dy * slope;
-    return y > 0.0f ? dy : ds;
-}
+/* The fused activation's value and gradient: dg_act_value and dg_act_grad
+ * (dg_internal.h). */
+#define bn_act dg_act_value
+#define bn_act_grad dg_act_grad
 
 /* The element loops below are written once, as macros of ACT_x (the fused
  * activation of a value) or GRAD_x (dout at position k through its gradient; y,
@@ -665,12 +655,6 @@ static void bn_bwd_eval_task(void *ctx, int t, int nt) {
 /* bn_bwd_eval_task built for AVX2 (dg_internal.h): the same values */
 DG_AVX2_TASK(bn_bwd_eval_task)
 
-/* act and slope of a fused activation: DG_ACT_NONE, DG_ACT_RELU, or
- * DG_ACT_LEAKY_RELU with slope >= 0 (so that its output's sign is its input's). */
-static int bad_act(int act, float slope) {
-    if (act == DG_ACT_NONE || act == DG_ACT_RELU) return 0;
-    return act != DG_ACT_LEAKY_RELU || slope < 0.0f;
-}
 
 dg_status dg_batchnorm_act_forward(float *out, float *mean, float *rstd,
                                    float *running_mean, float *running_var,
@@ -685,7 +669,7 @@ dg_status dg_batchnorm_act_forward(float *out, float *mean, float *rstd,
     size_t M = (size_t)N * (size_t)HW;
     if (M < 2) return DG_STATUS_ERR_SHAPE;
     if (out == NULL || mean == NULL || rstd == NULL || inp == NULL) return DG_STATUS_ERR_NULL;
-    if (bad_eps(eps) || bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    if (bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     if ((running_mean != NULL || running_var != NULL) &&
         !(momentum >= 0.0f && momentum <= 1.0f)) {
         return DG_STATUS_ERR_VALUE;
@@ -718,7 +702,7 @@ dg_status dg_batchnorm_act_forward_eval(float *out, const float *inp,
     if (out == NULL || inp == NULL || running_mean == NULL || running_var == NULL) {
         return DG_STATUS_ERR_NULL;
     }
-    if (bad_eps(eps) || bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    if (bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     bn_fwd_eval_job j = {out, inp, running_mean, running_var, gamma, beta, N, C, HW, eps,
                          act, slope};
     dg_parallel(DG_FOR_CPU(bn_fwd_eval_task), &j, bn_tasks(N, C, HW));
@@ -746,7 +730,7 @@ dg_status dg_batchnorm_act_backward(float *dinp, float *dgamma, float *dbeta,
     if (st != DG_STATUS_OK) return st;
     if (dout == NULL || inp == NULL || mean == NULL || rstd == NULL) return DG_STATUS_ERR_NULL;
     if (act != DG_ACT_NONE && out == NULL) return DG_STATUS_ERR_NULL;
-    if (bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    if (dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
     size_t M = (size_t)N * (size_t)HW;
     bn_bwd_job j = {dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, N, C, HW, M,
@@ -778,7 +762,7 @@ dg_status dg_batchnorm_act_backward_eval(float *dinp, float *dgamma, float *dbet
         return DG_STATUS_ERR_NULL;
     }
     if (act != DG_ACT_NONE && out == NULL) return DG_STATUS_ERR_NULL;
-    if (bad_eps(eps) || bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    if (bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
     bn_bwd_eval_job j = {dinp, dgamma, dbeta, dout, inp, running_mean, running_var, gamma,
                          N, C, HW, eps, act != DG_ACT_NONE ? out : NULL, act, slope};

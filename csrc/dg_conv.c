@@ -818,24 +818,44 @@ static void col2im_t_planes(float *restrict img, const float *restrict colt, siz
     }
 }
 
-/* dbias[r] += sum over n and p of dout[n, r, p]; dout is (N, R, P). Double
- * sums, for the channels r in [r0, r1). */
-static void bias_backward(float *dbias, const float *dout, int N, size_t R, size_t P,
-                          size_t r0, size_t r1) {
+/* dbias[r] += sum over n and p of g[n, r, p], g = dout (N, R, P), or with y
+ * (an activation fused after the op: dout the gradient of its output y) g =
+ * dg_act_grad(dout, y). Double sums, for the channels r in [r0, r1). */
+#define BIAS_SUMS(G)                                                                    \
+    do {                                                                                \
+        double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;                                  \
+        size_t p = 0;                                                                   \
+        for (; p + 4 <= P; p += 4) {                                                    \
+            a0 += G(p);                                                                 \
+            a1 += G(p + 1);                                                             \
+            a2 += G(p + 2);                                                             \
+            a3 += G(p + 3);                                                             \
+        }                                                                               \
+        for (; p < P; p++) a0 += G(p);                                                  \
+        acc += (a0 + a1) + (a2 + a3);                                                   \
+    } while (0)
+/* one expansion per activation (a constant act), so that each is a select the
+ * compiler keeps branch-free: with act tested per element it branched on the
+ * sign of y, ~10x slower */
+#define BIAS_PLAIN(p) d[p]
+#define BIAS_RELU(p) dg_act_grad(d[p], yv[p], DG_ACT_RELU, slope)
+#define BIAS_LEAKY(p) dg_act_grad(d[p], yv[p], DG_ACT_LEAKY_RELU, slope)
+
+static void bias_backward(float *dbias, const float *dout, const float *y, int act,
+                          float slope, int N, size_t R, size_t P, size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; r++) {
         double acc = 0.0;
         for (int n = 0; n < N; n++) {
             const float *d = dout + ((size_t)n * R + r) * P;
-            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-            size_t p = 0;
-            for (; p + 4 <= P; p += 4) {
-                a0 += d[p];
-                a1 += d[p + 1];
-                a2 += d[p + 2];
-                a3 += d[p + 3];
+            if (y == NULL) {
+                BIAS_SUMS(BIAS_PLAIN);
+            } else if (act == DG_ACT_RELU) {
+                const float *yv = y + ((size_t)n * R + r) * P;
+                BIAS_SUMS(BIAS_RELU);
+            } else {
+                const float *yv = y + ((size_t)n * R + r) * P;
+                BIAS_SUMS(BIAS_LEAKY);
             }
-            for (; p < P; p++) a0 += d[p];
-            acc += (a0 + a1) + (a2 + a3);
         }
         dbias[r] = (float)(dbias[r] + acc);
     }
@@ -858,6 +878,9 @@ typedef struct {
     const float *src, *bias;
     size_t ld, R, P, count;
     int nb, CI, IH, IW, KH, KW, SH, SW, PH, PW, GH, GW;
+    const float *y;   /* J_DBIAS: a fused activation's output (src its gradient), or NULL */
+    int act;
+    float slope;
 } conv_job;
 
 static void conv_task(void *ctx, int t, int nt) {
@@ -922,7 +945,7 @@ static void conv_task(void *ctx, int t, int nt) {
         fill_bias(j->dst, j->bias, j->R, j->P, lo, hi);
         break;
     case J_DBIAS:
-        bias_backward(j->dst, j->src, j->nb, j->R, j->P, lo, hi);
+        bias_backward(j->dst, j->src, j->y, j->act, j->slope, j->nb, j->R, j->P, lo, hi);
         break;
     }
 }
@@ -989,9 +1012,10 @@ static void col2im_t_bias(float *img, const float *colt, size_t ldt, const float
 }
 
 /* dbias (R) += sums of dout (N, R, P) over n and p. */
-static void dbias_run(float *dbias, const float *dout, int N, size_t R, size_t P) {
+static void dbias_run(float *dbias, const float *dout, const float *y, int act, float slope,
+                      int N, size_t R, size_t P) {
     conv_job j = {.kind = J_DBIAS, .dst = dbias, .src = dout, .R = R, .P = P, .nb = N,
-                  .count = R};
+                  .count = R, .y = act != DG_ACT_NONE ? y : NULL, .act = act, .slope = slope};
     conv_run(&j, (double)N * P);
 }
 
@@ -1158,11 +1182,13 @@ static dg_status conv2d_forward_range(const range_job *j, float *ws, int n_lo,
 }
 
 /* conv2d forward; keep: the whole batch's col matrix, (C*KK, N*OHW), or NULL */
+/* act, slope: an activation fused after the op (dg_conv2d_act_forward), or
+ * DG_ACT_NONE */
 static dg_status conv2d_forward_impl(float *out, float *keep, float *workspace,
                                      const float *inp, const float *weight,
                                      const float *bias, int N, int C, int H, int W,
                                      int OC, int KH, int KW, int SH, int SW, int PH,
-                                     int PW, int OH, int OW) {
+                                     int PW, int OH, int OW, int act, float slope) {
     // out is (N, OC, OH, OW), workspace is (dg_conv2d_workspace_size),
     // inp is (N, C, H, W), weight is (OC, C, KH, KW), bias is (OC) or NULL
     conv_plan p;
@@ -1174,8 +1200,10 @@ static dg_status conv2d_forward_impl(float *out, float *keep, float *workspace,
     if (keep == NULL && C == 1 &&
         dg_thin_fits(OC, H, W, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
         // one input channel: the kernel of dg_conv_thin.c
-        return dg_thin_conv(out, 0, workspace, p.ws, inp, weight, bias, N, OC, H, W);
+        return dg_thin_conv(out, 0, workspace, p.ws, inp, weight, bias, N, OC, H, W, act,
+                            slope);
     }
+    if (act != DG_ACT_NONE) return DG_STATUS_ERR_VALUE;   // fused in the thin kernel only
     if (keep == NULL && dg_direct_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
         // a direct kernel (dg_conv_direct.c) where it applies, else im2col + GEMM
         return dg_direct_conv(out, 0, workspace, p.ws, inp, weight, bias, N, C, H, W, OC);
@@ -1189,7 +1217,7 @@ dg_status dg_conv2d_forward(float *out, float *workspace, const float *inp,
                             int C, int H, int W, int OC, int KH, int KW, int SH,
                             int SW, int PH, int PW, int OH, int OW) {
     return conv2d_forward_impl(out, NULL, workspace, inp, weight, bias, N, C, H, W, OC,
-                               KH, KW, SH, SW, PH, PW, OH, OW);
+                               KH, KW, SH, SW, PH, PW, OH, OW, DG_ACT_NONE, 0.0f);
 }
 
 int dg_conv2d_direct(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
@@ -1221,7 +1249,7 @@ dg_status dg_conv2d_forward_keep(float *out, float *col, float *workspace,
     dg_status st = keep_check(col, N, OH, OW);
     if (st != DG_STATUS_OK) return st;
     return conv2d_forward_impl(out, col, workspace, inp, weight, bias, N, C, H, W, OC,
-                               KH, KW, SH, SW, PH, PW, OH, OW);
+                               KH, KW, SH, SW, PH, PW, OH, OW, DG_ACT_NONE, 0.0f);
 }
 
 /* conv2d input gradient of images [n_lo, n_hi): inp is dout, out is dinp. */
@@ -1251,13 +1279,15 @@ static dg_status conv2d_dinp_range(const range_job *j, float *ws, int n_lo, int 
     return DG_STATUS_OK;
 }
 
-/* conv2d backward; kept: the forward's col matrix, (C*KK, N*OHW), or NULL */
+/* conv2d backward; kept: the forward's col matrix, (C*KK, N*OHW), or NULL; act,
+ * slope: an activation fused after the op (dg_conv2d_act_backward; dout is the
+ * gradient of its output act_out), or DG_ACT_NONE */
 static dg_status conv2d_backward_impl(float *dinp, float *dweight, float *dbias,
                                       float *workspace, const float *kept,
-                                      const float *dout, const float *inp,
-                                      const float *weight, int N, int C, int H, int W,
-                                      int OC, int KH, int KW, int SH, int SW, int PH,
-                                      int PW, int OH, int OW) {
+                                      const float *dout, const float *act_out,
+                                      const float *inp, const float *weight, int N, int C,
+                                      int H, int W, int OC, int KH, int KW, int SH, int SW,
+                                      int PH, int PW, int OH, int OW, int act, float slope) {
     // dinp is (N, C, H, W), dweight is (OC, C, KH, KW), dbias is (OC); any may be NULL
     // workspace is (dg_conv2d_workspace_size), dout is (N, OC, OH, OW),
     // inp is (N, C, H, W), weight is (OC, C, KH, KW)
@@ -1270,16 +1300,22 @@ static dg_status conv2d_backward_impl(float *dinp, float *dweight, float *dbias,
     size_t hw = (size_t)H * W, ohw = p.cols, ckk = p.col_rows;
     float *col = workspace;                    // (C*KK, nb*OHW)
     float *tmp = workspace + ckk * ohw * p.nb; // (OC, nb*OHW), when nb > 1
-    if (C == 1 && dg_thin_fits(OC, H, W, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
+    int thin = C == 1 && dg_thin_fits(OC, H, W, KH, KW, SH, SW, PH, PW, OH, OW, p.ws);
+    if (act != DG_ACT_NONE && (!thin || kept != NULL)) {
+        return DG_STATUS_ERR_VALUE;   // fused in the thin kernels only
+    }
+    if (act != DG_ACT_NONE && act_out == NULL) return DG_STATUS_ERR_NULL;
+    if (thin) {
         // one input channel: the kernels of dg_conv_thin.c (dinp += the transposed
         // convolution of dout with the same weights)
         if (dweight != NULL && kept == NULL) {
-            st = dg_thin_dweight(dweight, workspace, p.ws, dout, inp, N, OC, H, W);
+            st = dg_thin_dweight(dweight, workspace, p.ws, dout, act_out, act, slope, inp, N,
+                                 OC, H, W);
             if (st != DG_STATUS_OK) return st;
             dweight = NULL;
         }
         if (dinp != NULL) {
-            st = dg_thin_convt(dinp, 1, dout, weight, NULL, N, OC, H, W);
+            st = dg_thin_convt(dinp, 1, dout, act_out, act, slope, weight, NULL, N, OC, H, W);
             if (st != DG_STATUS_OK) return st;
             dinp = NULL;
         }
@@ -1342,7 +1378,7 @@ static dg_status conv2d_backward_impl(float *dinp, float *dweight, float *dbias,
     }
     if (dbias != NULL) {
         // forward: out[n, oc, :, :] = ... + bias[oc]
-        dbias_run(dbias, dout, N, (size_t)OC, ohw);
+        dbias_run(dbias, dout, act_out, act, slope, N, (size_t)OC, ohw);
     }
     return DG_STATUS_OK;
 }
@@ -1352,8 +1388,37 @@ dg_status dg_conv2d_backward(float *dinp, float *dweight, float *dbias,
                              const float *inp, const float *weight, int N,
                              int C, int H, int W, int OC, int KH, int KW,
                              int SH, int SW, int PH, int PW, int OH, int OW) {
-    return conv2d_backward_impl(dinp, dweight, dbias, workspace, NULL, dout, inp, weight,
-                                N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
+    return conv2d_backward_impl(dinp, dweight, dbias, workspace, NULL, dout, NULL, inp,
+                                weight, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW,
+                                DG_ACT_NONE, 0.0f);
+}
+
+int dg_conv2d_act_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                       int PH, int PW, int OH, int OW) {
+    conv_plan p;
+    if (conv2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW) != DG_STATUS_OK) {
+        return 0;
+    }
+    return C == 1 && dg_thin_fits(OC, H, W, KH, KW, SH, SW, PH, PW, OH, OW, p.ws);
+}
+
+dg_status dg_conv2d_act_forward(float *out, float *workspace, const float *inp,
+                                const float *weight, const float *bias, int N, int C, int H,
+                                int W, int OC, int KH, int KW, int SH, int SW, int PH, int PW,
+                                int OH, int OW, int act, float slope) {
+    if (dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    return conv2d_forward_impl(out, NULL, workspace, inp, weight, bias, N, C, H, W, OC,
+                               KH, KW, SH, SW, PH, PW, OH, OW, act, slope);
+}
+
+dg_status dg_conv2d_act_backward(float *dinp, float *dweight, float *dbias, float *workspace,
+                                 const float *dout, const float *out, const float *inp,
+                                 const float *weight, int N, int C, int H, int W, int OC,
+                                 int KH, int KW, int SH, int SW, int PH, int PW, int OH,
+                                 int OW, int act, float slope) {
+    if (dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    return conv2d_backward_impl(dinp, dweight, dbias, workspace, NULL, dout, out, inp, weight,
+                                N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, act, slope);
 }
 
 dg_status dg_conv2d_backward_kept(float *dinp, float *dweight, float *dbias,
@@ -1366,8 +1431,9 @@ dg_status dg_conv2d_backward_kept(float *dinp, float *dweight, float *dbias,
     // dg_conv2d_backward
     dg_status st = keep_check(col, N, OH, OW);
     if (st != DG_STATUS_OK) return st;
-    return conv2d_backward_impl(dinp, dweight, dbias, workspace, col, dout, inp, weight,
-                                N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
+    return conv2d_backward_impl(dinp, dweight, dbias, workspace, col, dout, NULL, inp,
+                                weight, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW,
+                                DG_ACT_NONE, 0.0f);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1441,7 +1507,8 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
     }
     if (OC == 1 && dg_thin_fits(C, OH, OW, KH, KW, SH, SW, PH, PW, H, W, p.ws)) {
         // one output channel: the kernel of dg_conv_thin.c
-        return dg_thin_convt(out, 0, inp, weight, bias, N, C, OH, OW);
+        return dg_thin_convt(out, 0, inp, NULL, DG_ACT_NONE, 0.0f, weight, bias, N, C, OH,
+                             OW);
     }
     if (dg_direct_t_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
         // a direct kernel (dg_conv_direct.c) where it applies, else GEMM + col2im
@@ -1480,12 +1547,14 @@ dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
         // one output channel: the kernels of dg_conv_thin.c (dinp += the conv2d of
         // dout with the same weights; inp against dout's windows for dweight)
         if (dinp != NULL) {
-            st = dg_thin_conv(dinp, 1, workspace, p.ws, dout, weight, NULL, N, C, OH, OW);
+            st = dg_thin_conv(dinp, 1, workspace, p.ws, dout, weight, NULL, N, C, OH, OW,
+                              DG_ACT_NONE, 0.0f);
             if (st != DG_STATUS_OK) return st;
             dinp = NULL;
         }
         if (dweight != NULL) {
-            st = dg_thin_dweight(dweight, workspace, p.ws, inp, dout, N, C, OH, OW);
+            st = dg_thin_dweight(dweight, workspace, p.ws, inp, NULL, DG_ACT_NONE, 0.0f, dout,
+                                 N, C, OH, OW);
             if (st != DG_STATUS_OK) return st;
             dweight = NULL;
         }
@@ -1536,7 +1605,7 @@ dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
     }
     if (dbias != NULL) {
         // forward: out[n, oc, :, :] = bias[oc] + ...
-        dbias_run(dbias, dout, N, (size_t)OC, ohw);
+        dbias_run(dbias, dout, NULL, DG_ACT_NONE, 0.0f, N, (size_t)OC, ohw);
     }
     return DG_STATUS_OK;
 }

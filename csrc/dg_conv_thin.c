@@ -54,6 +54,10 @@
  * summation: a chain of 4 * K products per output would be ~2.5x less accurate) */
 #define DG_THIN_CC 16
 
+/* Most floats of a small map's plane whose gradient through a fused activation
+ * dg_thin_dweight makes once per quad of channels (16 x 16; 12 KiB per quad) */
+#define DG_THIN_GQ 256
+
 /* Images split per round of dg_thin_dweight in the workspace the plans size. */
 #define DG_THIN_ROUND 64
 
@@ -103,12 +107,36 @@ typedef struct {
     int add, N, K, H, W, OH, OW;
     size_t split;   /* floats of one split image */
     int n0, nb;     /* dg_thin_dweight: the images of this round (split in ws) */
+    /* an activation fused after the small map: dg_thin_conv applies it to its
+     * output; dg_thin_convt and dg_thin_dweight take csmall as the gradient of
+     * its output and cy, its output, for its gradient (act DG_ACT_NONE: none) */
+    const float *cy;
+    int act;
+    float slope;
 } thin_job;
 
 /* The mask of the first n of 16 lanes (none for n <= 0, all for n >= 16): a row
  * of OW small-map pixels, or the halves [0, 16) and [16, W) of a large-map row. */
 static inline __mmask16 lanes(int n) {
     return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
+/* dg_act_value and dg_act_grad (dg_internal.h) on 16 lanes, s the slope in every
+ * lane: the same compares, so the same values. */
+DG_INLINE_AVX512 __m512 act16(__m512 v, int act, __m512 s) {
+    __m512 z = _mm512_setzero_ps();
+    if (act == DG_ACT_RELU) return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, z, _CMP_LT_OQ), z);
+    if (act == DG_ACT_LEAKY_RELU)
+        return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, z, _CMP_NGT_UQ), v, s);
+    return v;
+}
+
+DG_INLINE_AVX512 __m512 act_grad16(__m512 dy, __m512 y, int act, __m512 s) {
+    __m512 z = _mm512_setzero_ps();
+    if (act == DG_ACT_RELU) return _mm512_mask_mov_ps(dy, _mm512_cmp_ps_mask(y, z, _CMP_LE_OQ), z);
+    if (act == DG_ACT_LEAKY_RELU)
+        return _mm512_mask_mul_ps(dy, _mm512_cmp_ps_mask(y, z, _CMP_NGT_UQ), dy, s);
+    return dy;
 }
 
 /* sb ((H + 2) rows of DG_THIN_ROW floats) from the image x (H, W): row r holds
@@ -147,11 +175,13 @@ DG_AVX512 static void split_image(float *sb, const float *x, int H, int W) {
 }
 
 /* small rows oh of channels k0 .. k0 + KB - 1 of one image (+)= their taps:
- * v[t] the 16 tap vectors of row oh, w the channels' (KB, 16) weights. */
+ * v[t] the 16 tap vectors of row oh, w the channels' (KB, 16) weights; then
+ * the fused activation act (slope sv) of each sum. */
 #define THIN_CONV_BLOCK(KB)                                                              \
     DG_INLINE_AVX512 void thin_conv_block_##KB(float *so, size_t plane, __mmask16 mow,   \
                                                const __m512 v[16], const float *w,       \
-                                               const float *bias, int add) {             \
+                                               const float *bias, int add, int act,      \
+                                               __m512 sv) {                              \
         __m512 a[KB];                                                                    \
         _Pragma("GCC unroll 8") for (int i = 0; i < KB; i++) {                           \
             a[i] = add ? _mm512_maskz_loadu_ps(mow, so + (size_t)i * plane)              \
@@ -163,7 +193,7 @@ DG_AVX512 static void split_image(float *sb, const float *x, int H, int W) {
             }                                                                            \
         }                                                                                \
         _Pragma("GCC unroll 8") for (int i = 0; i < KB; i++) {                           \
-            _mm512_mask_storeu_ps(so + (size_t)i * plane, mow, a[i]);                    \
+            _mm512_mask_storeu_ps(so + (size_t)i * plane, mow, act16(a[i], act, sv));    \
         }                                                                                \
     }
 THIN_CONV_BLOCK(8)
@@ -174,6 +204,7 @@ DG_AVX512 static void thin_conv_images(const thin_job *j, size_t lo, size_t hi, 
     int K = j->K, H = j->H, W = j->W, OH = j->OH, OW = j->OW;
     size_t plane = (size_t)OH * OW;
     __mmask16 mow = lanes(OW);
+    __m512 sv = _mm512_set1_ps(j->slope);
     for (size_t n = lo; n < hi; n++) {
         split_image(sb, j->clarge + n * (size_t)H * W, H, W);
         float *sn = j->small + n * (size_t)K * plane;
@@ -187,12 +218,12 @@ DG_AVX512 static void thin_conv_images(const thin_job *j, size_t lo, size_t hi, 
             for (; k + 8 <= K; k += 8) {
                 thin_conv_block_8(sn + (size_t)k * plane + (size_t)oh * OW, plane, mow, v,
                                   j->weight + (size_t)k * 16,
-                                  j->bias != NULL ? j->bias + k : NULL, j->add);
+                                  j->bias != NULL ? j->bias + k : NULL, j->add, j->act, sv);
             }
             for (; k < K; k += 2) {   /* K is even */
                 thin_conv_block_2(sn + (size_t)k * plane + (size_t)oh * OW, plane, mow, v,
                                   j->weight + (size_t)k * 16,
-                                  j->bias != NULL ? j->bias + k : NULL, j->add);
+                                  j->bias != NULL ? j->bias + k : NULL, j->add, j->act, sv);
             }
         }
     }
@@ -213,6 +244,16 @@ DG_INLINE_AVX512 void thin_row3(__m512 s[3], const float *row, __mmask16 mow) {
     s[2] = _mm512_maskz_loadu_ps(mow >> 1, row + 1);
 }
 
+/* thin_row3 of the gradient of a fused activation's input: the row of dout
+ * `row`, through the activation's gradient at its output `yrow`. */
+DG_INLINE_AVX512 void thin_row3_act(__m512 s[3], const float *row, const float *yrow,
+                                    __mmask16 mow, int act, __m512 sv) {
+    __m512 y[3];
+    thin_row3(s, row, mow);
+    thin_row3(y, yrow, mow);
+    _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++) s[i] = act_grad16(s[i], y[i], act, sv);
+}
+
 /* Large rows 2*a0 .. 2*a0 + 2*P - 1 of one image, as their even (e) and odd (o)
  * columns, summed over the K channels of the small image si: large row y = 2a
  * takes kernel rows 1 (small row a) and 3 (a - 1), y = 2a + 1 rows 0 (a + 1) and
@@ -222,8 +263,9 @@ DG_INLINE_AVX512 void thin_row3(__m512 s[3], const float *row, __mmask16 mow) {
  * added to the total in order. */
 #define THIN_CONVT_ROWS(P)                                                               \
     DG_INLINE_AVX512 void thin_convt_rows_##P(__m512 e[2 * P], __m512 o[2 * P],          \
-                                              const float *si, const float *w, int K,    \
-                                              int OH, int OW, int a0) {                  \
+                                              const float *si, const float *yi,          \
+                                              const float *w, int K, int OH, int OW,     \
+                                              int a0, int act, __m512 sv) {              \
         size_t plane = (size_t)OH * OW;                                                  \
         __mmask16 mow = lanes(OW);                                                       \
         _Pragma("GCC unroll 4") for (int y = 0; y < 2 * P; y++) {                        \
@@ -249,7 +291,12 @@ DG_INLINE_AVX512 void thin_row3(__m512 s[3], const float *row, __mmask16 mow) {
                     int r = a0 - 1 + q;                                                  \
                     if (r < 0 || r >= OH) continue;                                      \
                     __m512 s[3];                                                         \
-                    thin_row3(s, sc + (size_t)r * OW, mow);                              \
+                    if (yi != NULL)                                                      \
+                        thin_row3_act(s, sc + (size_t)r * OW,                            \
+                                      yi + (size_t)c * plane + (size_t)r * OW, mow, act, \
+                                      sv);                                               \
+                    else                                                                 \
+                        thin_row3(s, sc + (size_t)r * OW, mow);                          \
                     _Pragma("GCC unroll 4") for (int kh = 0; kh < 4; kh++) {             \
                         int y = 2 * (q - 1) + kh - 1;   /* 2r + kh - 1 - 2*a0 */         \
                         if (y < 0 || y >= 2 * P) continue;                               \
@@ -292,19 +339,21 @@ DG_INLINE_AVX512 void thin_store_row(float *row, __m512 e, __m512 o, int W, int 
 /* dg_thin_convt of images [lo, hi). */
 DG_AVX512 static void thin_convt_images(const thin_job *j, size_t lo, size_t hi) {
     int K = j->K, H = j->H, W = j->W, OH = j->OH, OW = j->OW;
+    __m512 sv = _mm512_set1_ps(j->slope);
     for (size_t n = lo; n < hi; n++) {
         const float *si = j->csmall + n * (size_t)K * OH * OW;
+        const float *yi = j->cy != NULL ? j->cy + n * (size_t)K * OH * OW : NULL;
         float *ln = j->large + n * (size_t)H * W;
         int a0 = 0;
         for (; a0 + 2 <= OH; a0 += 2) {
             __m512 e[4], o[4];
-            thin_convt_rows_2(e, o, si, j->weight, K, OH, OW, a0);
+            thin_convt_rows_2(e, o, si, yi, j->weight, K, OH, OW, a0, j->act, sv);
             for (int y = 0; y < 4; y++)
                 thin_store_row(ln + (size_t)(2 * a0 + y) * W, e[y], o[y], W, j->add, j->bias);
         }
         if (a0 < OH) {
             __m512 e[2], o[2];
-            thin_convt_rows_1(e, o, si, j->weight, K, OH, OW, a0);
+            thin_convt_rows_1(e, o, si, yi, j->weight, K, OH, OW, a0, j->act, sv);
             for (int y = 0; y < 2; y++)
                 thin_store_row(ln + (size_t)(2 * a0 + y) * W, e[y], o[y], W, j->add, j->bias);
         }
@@ -335,10 +384,17 @@ DG_AVX512 static void thin_dw_units(const thin_job *j, size_t lo, size_t hi) {
     int K = j->K, OH = j->OH, OW = j->OW;
     size_t plane = (size_t)OH * OW;
     __mmask16 mow = lanes(OW);
+    __m512 sv = _mm512_set1_ps(j->slope);
+    /* with a fused activation, a quad's rows of dout through its gradient, made once
+     * for the quad's four units (planes of at most DG_THIN_GQ floats; larger ones
+     * take each row through it in every unit) */
+    float gq[4 * DG_THIN_GQ];
+    int own = j->cy != NULL && plane <= DG_THIN_GQ;
     for (int i = 0; i < j->nb; i++) {
         int n = j->n0 + i;
         const float *sb = j->ws + (size_t)i * j->split;
         const float *sn = j->csmall + (size_t)n * K * plane;
+        const float *yn = j->cy != NULL ? j->cy + (size_t)n * K * plane : NULL;
         for (size_t u = lo; u < hi; u++) {
             int k = (int)(u / 4) * 4, kh = (int)(u % 4);
             float *acc = j->acc + u * 256;
@@ -353,17 +409,34 @@ DG_AVX512 static void thin_dw_units(const thin_job *j, size_t lo, size_t hi) {
             /* the next quad's rows (4 * plane floats after dk, the next image's
              * first after the last; a prefetch never faults) on their way to L1
              * while this quad's first unit runs: 4 lines per row of the loop */
+            const float *yk = yn != NULL ? yn + (size_t)k * plane : NULL;
             const char *next = (const char *)(dk + 4 * plane);
+            const char *ynext = yk != NULL ? (const char *)(yk + 4 * plane) : NULL;
             size_t quad_bytes = 4 * plane * sizeof(float);
+            if (own && (u == lo || kh == 0)) {
+                for (size_t q = 0; q < 4 * plane; q += 16) {
+                    __mmask16 m = lanes((int)(4 * plane - q));
+                    _mm512_mask_storeu_ps(gq + q, m,
+                                          act_grad16(_mm512_maskz_loadu_ps(m, dk + q),
+                                                     _mm512_maskz_loadu_ps(m, yk + q), j->act,
+                                                     sv));
+                }
+            }
+            const float *src = own ? gq : dk;   /* the quad's rows of g */
             for (int oh = 0; oh < OH; oh++) {
-                for (size_t b = (size_t)oh * 256; kh == 0 && b < quad_bytes && b < (size_t)(oh + 1) * 256; b += 64)
+                for (size_t b = (size_t)oh * 256; kh == 0 && b < quad_bytes && b < (size_t)(oh + 1) * 256; b += 64) {
                     _mm_prefetch(next + b, _MM_HINT_T0);
+                    if (yk != NULL) _mm_prefetch(ynext + b, _MM_HINT_T0);
+                }
                 const float *vr = sb + (size_t)(2 * oh + kh) * DG_THIN_ROW;
                 __m512 v[4];
                 _Pragma("GCC unroll 4") for (int t = 0; t < 4; t++) v[t] =
                     _mm512_loadu_ps(vr + t * 16);
                 _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {
-                    __m512 d = _mm512_maskz_loadu_ps(mow, dk + (size_t)c * plane + (size_t)oh * OW);
+                    size_t at = (size_t)c * plane + (size_t)oh * OW;
+                    __m512 d = _mm512_maskz_loadu_ps(mow, src + at);
+                    if (yk != NULL && !own)
+                        d = act_grad16(d, _mm512_maskz_loadu_ps(mow, yk + at), j->act, sv);
                     _Pragma("GCC unroll 4") for (int t = 0; t < 4; t++) a[c][t] =
                         _mm512_fmadd_ps(d, v[t], a[c][t]);
                 }
@@ -406,39 +479,41 @@ static int thin_tasks(double flops, size_t items, size_t split, size_t room) {
 
 dg_status dg_thin_conv(float *small, int add, float *ws, size_t ws_floats,
                        const float *large, const float *weight, const float *bias, int N,
-                       int K, int H, int W) {
+                       int K, int H, int W, int act, float slope) {
 #if DG_HAVE_AVX2
     size_t split = split_floats(H);
     if (split > ws_floats) return DG_STATUS_ERR_SHAPE;
     thin_job j = {small, NULL, ws, NULL, NULL, NULL, large, weight, add ? NULL : bias, add, N,
-                  K, H, W, H / 2, W / 2, split, 0, N};
+                  K, H, W, H / 2, W / 2, split, 0, N, NULL, add ? DG_ACT_NONE : act, slope};
     dg_parallel(thin_conv_task, &j,
                 thin_tasks(32.0 * N * K * (H / 2) * (W / 2), (size_t)N, split, ws_floats));
     return DG_STATUS_OK;
 #else
     (void)small; (void)add; (void)ws; (void)ws_floats; (void)large; (void)weight;
+    (void)bias; (void)N; (void)K; (void)H; (void)W; (void)act; (void)slope;
+    return DG_STATUS_ERR_VALUE;
+#endif
+}
+
+dg_status dg_thin_convt(float *large, int add, const float *small, const float *y, int act,
+                        float slope, const float *weight, const float *bias, int N, int K,
+                        int H, int W) {
+#if DG_HAVE_AVX2
+    thin_job j = {NULL, large, NULL, NULL, NULL, small, NULL, weight, add ? NULL : bias, add,
+                  N, K, H, W, H / 2, W / 2, 0, 0, N, act != DG_ACT_NONE ? y : NULL, act, slope};
+    dg_parallel(thin_convt_task, &j,
+                thin_tasks(32.0 * N * K * (H / 2) * (W / 2), (size_t)N, 0, 0));
+    return DG_STATUS_OK;
+#else
+    (void)large; (void)add; (void)small; (void)y; (void)act; (void)slope; (void)weight;
     (void)bias; (void)N; (void)K; (void)H; (void)W;
     return DG_STATUS_ERR_VALUE;
 #endif
 }
 
-dg_status dg_thin_convt(float *large, int add, const float *small, const float *weight,
-                        const float *bias, int N, int K, int H, int W) {
-#if DG_HAVE_AVX2
-    thin_job j = {NULL, large, NULL, NULL, NULL, small, NULL, weight, add ? NULL : bias, add,
-                  N, K, H, W, H / 2, W / 2, 0, 0, N};
-    dg_parallel(thin_convt_task, &j,
-                thin_tasks(32.0 * N * K * (H / 2) * (W / 2), (size_t)N, 0, 0));
-    return DG_STATUS_OK;
-#else
-    (void)large; (void)add; (void)small; (void)weight; (void)bias; (void)N; (void)K; (void)H;
-    (void)W;
-    return DG_STATUS_ERR_VALUE;
-#endif
-}
-
 dg_status dg_thin_dweight(float *dweight, float *ws, size_t ws_floats, const float *small,
-                          const float *large, int N, int K, int H, int W) {
+                          const float *y, int act, float slope, const float *large, int N,
+                          int K, int H, int W) {
 #if DG_HAVE_AVX2
     size_t split = split_floats(H), sums = (size_t)K * 256;
     if (sums + split > ws_floats) return DG_STATUS_ERR_SHAPE;
@@ -447,7 +522,7 @@ dg_status dg_thin_dweight(float *dweight, float *ws, size_t ws_floats, const flo
     size_t room = (ws_floats - sums) / split;
     int chunk = room < (size_t)N ? (int)room : N;
     thin_job j = {NULL, NULL, ws + sums, dweight, ws, small, large, NULL, NULL, 0, N, K, H, W,
-                  H / 2, W / 2, split, 0, 0};
+                  H / 2, W / 2, split, 0, 0, act != DG_ACT_NONE ? y : NULL, act, slope};
     for (int n0 = 0; n0 < N; n0 += chunk) {
         j.n0 = n0;
         j.nb = N - n0 < chunk ? N - n0 : chunk;
@@ -457,8 +532,8 @@ dg_status dg_thin_dweight(float *dweight, float *ws, size_t ws_floats, const flo
     }
     return DG_STATUS_OK;
 #else
-    (void)dweight; (void)ws; (void)ws_floats; (void)small; (void)large; (void)N; (void)K;
-    (void)H; (void)W;
+    (void)dweight; (void)ws; (void)ws_floats; (void)small; (void)y; (void)act; (void)slope;
+    (void)large; (void)N; (void)K; (void)H; (void)W;
     return DG_STATUS_ERR_VALUE;
 #endif
 }

@@ -9,12 +9,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "distgan.h"
+
 /* One Philox4x32-10 block (Salmon et al. 2011, "Parallel random numbers: as
  * easy as 1, 2, 3", SC'11; the reference implementation is Random123's
  * philox4x32_R with R = 10). Defined in dg_rng.c, exposed so that the tests can
  * check it against Random123's known-answer vectors.
  * out is (4), ctr is (4), key is (2); out may alias ctr. */
 void dg_philox4x32_10(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);
+
+/* A ReLU or LeakyReLU fused after an op (DG_ACT_RELU, DG_ACT_LEAKY_RELU with
+ * slope >= 0): its value at v, and its input gradient for dout dy given its
+ * OUTPUT y, exactly as dg_act.c computes them from its input (y > 0 exactly when
+ * its input is, as the slope is >= 0; ReLU's NaN passes both ways). */
+static inline float dg_act_value(float v, int act, float slope) {
+    if (act == DG_ACT_RELU) return v < 0.0f ? 0.0f : v;
+    return v > 0.0f ? v : v * slope;
+}
+
+static inline float dg_act_grad(float dy, float y, int act, float slope) {
+    if (act == DG_ACT_RELU) return y <= 0.0f ? 0.0f : dy;
+    float ds = dy * slope;
+    return y > 0.0f ? dy : ds;
+}
+
+/* 1 unless act and slope are those of a fused activation: DG_ACT_NONE,
+ * DG_ACT_RELU, or DG_ACT_LEAKY_RELU with slope >= 0 (so that its output's sign
+ * is its input's). */
+static inline int dg_bad_act(int act, float slope) {
+    if (act == DG_ACT_NONE || act == DG_ACT_RELU) return 0;
+    return act != DG_ACT_LEAKY_RELU || slope < 0.0f;
+}
 
 /* ------------------------------------------------------------------------- */
 /* The thread pool (dg_thread.c)                                              */
@@ -128,19 +153,25 @@ size_t dg_thin_ws(int N, int K, int H, int W, int KH, int KW, int SH, int SW, in
  * with a workspace of ws_floats floats (at the current thread count). */
 int dg_thin_fits(int K, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
                  int OH, int OW, size_t ws_floats);
-/* small (N, K, H/2, W/2) = conv2d(large (N, 1, H, W), weight (K, 1, 4, 4)) + bias (or
- * NULL), or small += conv2d(...) when add (bias unused). */
+/* small (N, K, H/2, W/2) = act(conv2d(large (N, 1, H, W), weight (K, 1, 4, 4)) + bias
+ * (or NULL)), or small += conv2d(...) when add (bias and act unused); act a
+ * DG_ACT_* code and slope as dg_act_value's (DG_ACT_NONE: none). */
 dg_status dg_thin_conv(float *small, int add, float *ws, size_t ws_floats,
                        const float *large, const float *weight, const float *bias, int N,
-                       int K, int H, int W);
+                       int K, int H, int W, int act, float slope);
 /* large (N, 1, H, W) = conv_transpose2d(small (N, K, H/2, W/2), weight (K, 1, 4, 4)) +
- * bias (1 float, or NULL), or large += it when add (bias unused). */
-dg_status dg_thin_convt(float *large, int add, const float *small, const float *weight,
-                        const float *bias, int N, int K, int H, int W);
+ * bias (1 float, or NULL), or large += it when add (bias unused). With act (not
+ * DG_ACT_NONE), small is the gradient of a fused activation's output y (like
+ * small), and the kernel takes it through dg_act_grad first. */
+dg_status dg_thin_convt(float *large, int add, const float *small, const float *y, int act,
+                        float slope, const float *weight, const float *bias, int N, int K,
+                        int H, int W);
 /* dweight (K, 1, 4, 4) += sum over n, oh, ow of small[n, k, oh, ow] times the
- * window (kh, kw) of large[n] at (oh, ow). */
+ * window (kh, kw) of large[n] at (oh, ow); small through dg_act_grad at y first
+ * with act, as in dg_thin_convt. */
 dg_status dg_thin_dweight(float *dweight, float *ws, size_t ws_floats, const float *small,
-                          const float *large, int N, int K, int H, int W);
+                          const float *y, int act, float slope, const float *large, int N,
+                          int K, int H, int W);
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define DG_HAVE_AVX2 1

@@ -847,6 +847,19 @@ py_conv2d_direct(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 }
 
 static PyObject *
+py_conv2d_act_fits(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    conv_geom g;
+    size_t ws;
+    if (parse_conv_geom("_conv2d_act_fits", "iiiiiiiiiiiii:_conv2d_act_fits", 0, args, kwds,
+                        &g, &ws) < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(dg_conv2d_act_fits(g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH,
+                                              g.SW, g.PH, g.PW, g.OH, g.OW));
+}
+
+static PyObject *
 py_conv_transpose2d_workspace_size(PyObject *Py_UNUSED(self), PyObject *args,
                                    PyObject *kwds)
 {
@@ -906,6 +919,34 @@ conv_shapes(const char *op, int transposed, const dg_arg *inp, const dg_arg *wei
     return 0;
 }
 
+static int bn_act(const char *op, int act, float slope);
+static int bn_fused_out(const char *op, dg_arg *out, dg_arg *inp, int act);
+
+/* A fused activation (act, not DG_ACT_NONE) of _conv2d_forward / _conv2d_backward:
+ * where the core fuses it (dg_conv2d_act_fits), and not with a kept col. */
+static int
+conv_act(const char *op, int act, float slope, const dg_arg *col, const conv_geom *g)
+{
+    if (bn_act(op, act, slope) < 0) {
+        return -1;
+    }
+    if (act == DG_ACT_NONE) {
+        return 0;
+    }
+    if (col->arr != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s: act cannot be fused with a kept col", op);
+        return -1;
+    }
+    if (!dg_conv2d_act_fits(g->N, g->C, g->H, g->W, g->OC, g->KH, g->KW, g->SH, g->SW,
+                            g->PH, g->PW, g->OH, g->OW)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: act is fused only where _conv2d_act_fits is True for the "
+                     "geometry (one input channel, 4x4 stride-2 padding-1, AVX-512)", op);
+        return -1;
+    }
+    return 0;
+}
+
 typedef dg_status (*conv_fwd_fn)(float *, float *, const float *, const float *,
                                  const float *, int, int, int, int, int, int, int,
                                  int, int, int, int, int, int);
@@ -938,15 +979,18 @@ static PyObject *
 conv_forward_impl(const char *op, const char *fmt, int transposed, conv_fwd_fn fn,
                   PyObject *args, PyObject *kwds)
 {
-    /* col (conv2d only: fmt ends "|O&") keeps the im2col matrix for the backward */
+    /* col (conv2d only: fmt ends "|O&$if") keeps the im2col matrix for the backward;
+     * act and slope fuse an activation after it (dg_conv2d_act_forward) */
     static char *kwlist[] = {"out", "workspace", "inp", "weight", "bias",
-                             "SH", "SW", "PH", "PW", "col", NULL};
+                             "SH", "SW", "PH", "PW", "col", "act", "slope", NULL};
     static char *kwlist_t[] = {"out", "workspace", "inp", "weight", "bias",
                                "SH", "SW", "PH", "PW", NULL};
     dg_arg out = ARG("out"), workspace = ARG("workspace"), inp = ARG("inp"),
            weight = ARG("weight"), bias = ARG("bias"), col = ARG("col");
     dg_arg *all[] = {&out, &workspace, &inp, &weight, &bias, &col};
     conv_geom g;
+    int act = DG_ACT_NONE;
+    float slope = 0.0f;
     PyObject *ret = NULL;
     dg_status st;
 
@@ -954,15 +998,21 @@ conv_forward_impl(const char *op, const char *fmt, int transposed, conv_fwd_fn f
                                      conv_output, &out,
                                      conv_output, &workspace, conv_input, &inp,
                                      conv_input, &weight, conv_input_opt, &bias,
-                                     &g.SH, &g.SW, &g.PH, &g.PW, conv_output_opt, &col)) {
+                                     &g.SH, &g.SW, &g.PH, &g.PW, conv_output_opt, &col,
+                                     &act, &slope)) {
         goto exit;
     }
     if (conv_shapes(op, transposed, &inp, &weight, &bias, &out, &workspace, &g) < 0 ||
-        check_col(op, &col, &g) < 0 || check_overlap(op, all, NARGS(all), 0) < 0) {
+        check_col(op, &col, &g) < 0 || conv_act(op, act, slope, &col, &g) < 0 ||
+        check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }
     Py_BEGIN_ALLOW_THREADS
-    if (col.arr != NULL) {
+    if (act != DG_ACT_NONE) {
+        st = dg_conv2d_act_forward(F32(out), F32(workspace), CF32(inp), CF32(weight),
+                                   CF32(bias), g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH,
+                                   g.SW, g.PH, g.PW, g.OH, g.OW, act, slope);
+    } else if (col.arr != NULL) {
         st = dg_conv2d_forward_keep(F32(out), F32(col), F32(workspace), CF32(inp),
                                     CF32(weight), CF32(bias), g.N, g.C, g.H, g.W, g.OC,
                                     g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW);
@@ -990,17 +1040,22 @@ static PyObject *
 conv_backward_impl(const char *op, const char *fmt, int transposed, conv_bwd_fn fn,
                    PyObject *args, PyObject *kwds)
 {
-    /* col (conv2d only: fmt ends "|O&"): the matrix _conv2d_forward kept */
+    /* col (conv2d only: fmt ends "|O&$O&if"): the matrix _conv2d_forward kept; out,
+     * act and slope: the fused forward's output and activation (dout is the
+     * gradient of that output; dg_conv2d_act_backward) */
     static char *kwlist[] = {"dinp", "dweight", "dbias", "workspace", "dout", "inp",
-                             "weight", "SH", "SW", "PH", "PW", "col", NULL};
+                             "weight", "SH", "SW", "PH", "PW", "col", "out", "act", "slope",
+                             NULL};
     static char *kwlist_t[] = {"dinp", "dweight", "dbias", "workspace", "dout", "inp",
                                "weight", "SH", "SW", "PH", "PW", NULL};
     dg_arg dinp = ARG("dinp"), dweight = ARG("dweight"), dbias = ARG("dbias"),
            workspace = ARG("workspace"), dout = ARG("dout"), inp = ARG("inp"),
-           weight = ARG("weight"), col = ARG("col");
-    dg_arg *all[] = {&dinp, &dweight, &dbias, &workspace, &dout, &inp, &weight, &col};
+           weight = ARG("weight"), col = ARG("col"), out = ARG("out");
+    dg_arg *all[] = {&dinp, &dweight, &dbias, &workspace, &dout, &inp, &weight, &col, &out};
     npy_intp e_b[1];
     conv_geom g;
+    int act = DG_ACT_NONE;
+    float slope = 0.0f;
     PyObject *ret = NULL;
     dg_status st;
 
@@ -1009,11 +1064,13 @@ conv_backward_impl(const char *op, const char *fmt, int transposed, conv_bwd_fn 
                                      conv_output_opt, &dweight, conv_output_opt, &dbias,
                                      conv_output, &workspace, conv_input, &dout,
                                      conv_input, &inp, conv_input, &weight,
-                                     &g.SH, &g.SW, &g.PH, &g.PW, conv_input_opt, &col)) {
+                                     &g.SH, &g.SW, &g.PH, &g.PW, conv_input_opt, &col,
+                                     conv_input_opt, &out, &act, &slope)) {
         goto exit;
     }
     if (conv_shapes(op, transposed, &inp, &weight, NULL, &dout, &workspace, &g) < 0 ||
-        check_col(op, &col, &g) < 0) {
+        check_col(op, &col, &g) < 0 || conv_act(op, act, slope, &col, &g) < 0 ||
+        bn_fused_out(op, &out, &dout, act) < 0) {
         goto exit;
     }
     e_b[0] = g.OC;
@@ -1024,7 +1081,12 @@ conv_backward_impl(const char *op, const char *fmt, int transposed, conv_bwd_fn 
         goto exit;
     }
     Py_BEGIN_ALLOW_THREADS
-    if (col.arr != NULL) {
+    if (act != DG_ACT_NONE) {
+        st = dg_conv2d_act_backward(F32(dinp), F32(dweight), F32(dbias), F32(workspace),
+                                    CF32(dout), CF32(out), CF32(inp), CF32(weight), g.N, g.C,
+                                    g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH,
+                                    g.OW, act, slope);
+    } else if (col.arr != NULL) {
         st = dg_conv2d_backward_kept(F32(dinp), F32(dweight), F32(dbias), F32(workspace),
                                      CF32(col), CF32(dout), CF32(inp), CF32(weight), g.N,
                                      g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH,
@@ -1049,20 +1111,21 @@ exit:
     Py_XDECREF(inp.arr);
     Py_XDECREF(weight.arr);
     Py_XDECREF(col.arr);
+    Py_XDECREF(out.arr);
     return ret;
 }
 
 static PyObject *
 py_conv2d_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
-    return conv_forward_impl("_conv2d_forward", "O&O&O&O&O&iiii|O&:_conv2d_forward", 0,
+    return conv_forward_impl("_conv2d_forward", "O&O&O&O&O&iiii|O&$if:_conv2d_forward", 0,
                              dg_conv2d_forward, args, kwds);
 }
 
 static PyObject *
 py_conv2d_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
-    return conv_backward_impl("_conv2d_backward", "O&O&O&O&O&O&O&iiii|O&:_conv2d_backward",
+    return conv_backward_impl("_conv2d_backward", "O&O&O&O&O&O&O&iiii|O&$O&if:_conv2d_backward",
                               0, dg_conv2d_backward, args, kwds);
 }
 
@@ -2365,15 +2428,24 @@ static PyMethodDef dg_methods[] = {
               "($module, /, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW)",
               "True when the forward and the weight gradient of this conv2d run a direct "
               "kernel on this CPU (dg_conv2d_direct): no im2col matrix to keep."),
+    KW_METHOD(_conv2d_act_fits,
+              "($module, /, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW)",
+              "True when _conv2d_forward / _conv2d_backward fuse an activation (act) "
+              "for this geometry on this CPU (dg_conv2d_act_fits)."),
     KW_METHOD(_conv2d_forward,
-              "($module, /, out, workspace, inp, weight, bias, SH, SW, PH, PW, col=None)",
+              "($module, /, out, workspace, inp, weight, bias, SH, SW, PH, PW, col=None, *, "
+              "act=0, slope=0.0)",
               "out (N, OC, OH, OW) = conv2d(inp (N, C, H, W), weight (OC, C, KH, KW)) + bias; "
-              "col, when given, (C*KH*KW, N*OH*OW), receives the im2col matrix of inp."),
+              "col, when given, (C*KH*KW, N*OH*OW), receives the im2col matrix of inp. "
+              "act (ACT_RELU, ACT_LEAKY_RELU with slope >= 0) applies that activation to "
+              "out in the same pass, where _conv2d_act_fits."),
     KW_METHOD(_conv2d_backward,
               "($module, /, dinp, dweight, dbias, workspace, dout, inp, weight, SH, SW, PH, PW, "
-              "col=None)",
+              "col=None, *, out=None, act=0, slope=0.0)",
               "Accumulates dinp, dweight, dbias (each may be None); col: the matrix "
-              "_conv2d_forward kept for this inp, which the weight gradient then reuses."),
+              "_conv2d_forward kept for this inp, which the weight gradient then reuses. "
+              "With act (as the fused forward's), dout is the gradient of the activation's "
+              "output out, the fused forward's."),
     KW_METHOD(_conv_transpose2d_workspace_size,
               "($module, /, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW)",
               "Floats of workspace _conv_transpose2d_forward/_backward need."),

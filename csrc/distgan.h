@@ -148,6 +148,27 @@ dg_status dg_conv2d_backward_kept(float *dinp, float *dweight, float *dbias,
                                   const float *weight, int N, int C, int H, int W,
                                   int OC, int KH, int KW, int SH, int SW, int PH,
                                   int PW, int OH, int OW);
+/* conv2d with a ReLU or LeakyReLU fused after it (act and slope as in
+ * dg_batchnorm_act_forward below; DG_ACT_NONE: the plain op): out =
+ * act(conv2d(inp, weight) + bias), the same values as dg_conv2d_forward then
+ * the activation op, in one pass. The backward takes the fused forward's OUTPUT
+ * out, dout being the gradient of that output, and gives the same gradients as
+ * the activation's backward then dg_conv2d_backward (up to the sign of zeros),
+ * without the intermediate gradient. Fused only where dg_conv2d_act_fits says
+ * (one input channel, the kernels of a DCGAN critic's first layer, on an
+ * AVX-512 CPU); elsewhere an act other than DG_ACT_NONE is
+ * DG_STATUS_ERR_VALUE. */
+int dg_conv2d_act_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                       int PH, int PW, int OH, int OW);
+dg_status dg_conv2d_act_forward(float *out, float *workspace, const float *inp,
+                                const float *weight, const float *bias, int N, int C, int H,
+                                int W, int OC, int KH, int KW, int SH, int SW, int PH, int PW,
+                                int OH, int OW, int act, float slope);
+dg_status dg_conv2d_act_backward(float *dinp, float *dweight, float *dbias, float *workspace,
+                                 const float *dout, const float *out, const float *inp,
+                                 const float *weight, int N, int C, int H, int W, int OC,
+                                 int KH, int KW, int SH, int SW, int PH, int PW, int OH,
+                                 int OW, int act, float slope);
 
 size_t dg_conv_transpose2d_workspace_size(int N, int C, int H, int W, int OC,
                                           int KH, int KW, int SH, int SW,

@@ -200,3 +200,64 @@ def test_losses_stable_at_extreme_logits(impl, torch):
     check("sigmoid grad", impl.sigmoid_backward(np.ones_like(x), x),
           torch.autograd.grad(torch.sigmoid(xt).sum(), xt)[0])
     check("tanh", impl.tanh(x), torch.tanh(xt))
+
+
+@pytest.mark.parametrize("N,OC,H", [(5, 8, 16), (3, 12, 28), (2, 4, 32), (64, 64, 28)])
+@pytest.mark.parametrize("act,slope", [(1, 0.0), (2, 0.2), (2, 0.0)])
+def test_conv2d_fused_activation_vs_torch(core, torch, rng, N, OC, H, act, slope):
+    """``_conv2d_forward(..., act=)`` (a ReLU or LeakyReLU fused into a one-channel
+    conv2d, the first layer of a DCGAN critic) against F.conv2d then the activation,
+    and ``_conv2d_backward(..., out=, act=)``, whose dout is the gradient of the
+    activation's output, against autograd through both (accumulating onto 0.5)."""
+    g = (N, 1, H, H, OC, 4, 4, 2, 2, 1, 1, H // 2, H // 2)
+    if not core._conv2d_act_fits(*g):
+        pytest.skip("the fused kernels need AVX-512")
+    F = torch.nn.functional
+    x = rng.normal(size=(N, 1, H, H)).astype(np.float32)
+    w = (rng.normal(size=(OC, 1, 4, 4)) / 4).astype(np.float32)
+    b = rng.normal(size=OC).astype(np.float32)
+    ws = np.empty(core._conv2d_workspace_size(*g), np.float32)
+    y = np.empty((N, OC, H // 2, H // 2), np.float32)
+    core._conv2d_forward(y, ws, x, w, b, 2, 2, 1, 1, act=act, slope=slope)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    zt = F.conv2d(xt, wt, bt, stride=2, padding=1)
+    yt = F.relu(zt) if act == 1 else F.leaky_relu(zt, slope)
+    assert rel_err(y, yt.detach().double().numpy()) <= FWD_TOL
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    grads = torch.autograd.grad(yt, (xt, wt, bt), torch.tensor(dy))
+    mine = [np.full(a.shape, 0.5, np.float32) for a in (x, w, b)]
+    core._conv2d_backward(*mine, ws, dy, x, w, 2, 2, 1, 1, out=y, act=act, slope=slope)
+    for name, got, want in zip(("dx", "dweight", "dbias"), mine, grads):
+        err = rel_err(got - 0.5, want.double().numpy())
+        assert err <= BWD_TOL, (name, err)
+
+
+def test_conv2d_fused_activation_errors(core):
+    """act is fused only where _conv2d_act_fits (else a ValueError, not a silently plain
+    conv), never with a kept col, with a valid code and slope, and the fused backward
+    needs the forward's output."""
+    x = np.ones((2, 3, 8, 8), np.float32)
+    w = np.ones((4, 3, 4, 4), np.float32)
+    g = (2, 3, 8, 8, 4, 4, 4, 2, 2, 1, 1, 4, 4)
+    ws = np.empty(core._conv2d_workspace_size(*g), np.float32)
+    y = np.empty((2, 4, 4, 4), np.float32)
+    assert not core._conv2d_act_fits(*g)
+    with pytest.raises(ValueError, match="act is fused only where _conv2d_act_fits"):
+        core._conv2d_forward(y, ws, x, w, None, 2, 2, 1, 1, act=2, slope=0.2)
+    with pytest.raises(ValueError, match="act is fused only where _conv2d_act_fits"):
+        core._conv2d_backward(None, np.zeros_like(w), None, ws, y, x, w, 2, 2, 1, 1, out=y,
+                              act=1)
+    x1, w1 = np.ones((2, 1, 8, 8), np.float32), np.ones((4, 1, 4, 4), np.float32)
+    g1 = (2, 1, 8, 8, 4, 4, 4, 2, 2, 1, 1, 4, 4)
+    ws1 = np.empty(core._conv2d_workspace_size(*g1), np.float32)
+    with pytest.raises(ValueError, match="act must be 0"):
+        core._conv2d_forward(y, ws1, x1, w1, None, 2, 2, 1, 1, act=3)
+    with pytest.raises(ValueError, match="slope must be >= 0"):
+        core._conv2d_forward(y, ws1, x1, w1, None, 2, 2, 1, 1, act=2, slope=-0.1)
+    if core._conv2d_act_fits(*g1):
+        with pytest.raises(ValueError, match="act cannot be fused with a kept col"):
+            core._conv2d_forward(y, ws1, x1, w1, None, 2, 2, 1, 1,
+                                 col=np.empty((16, 32), np.float32), act=1)
+        with pytest.raises(ValueError, match="out .the fused forward's output. is required"):
+            core._conv2d_backward(None, np.zeros_like(w1), None, ws1, y, x1, w1, 2, 2, 1, 1,
+                                  act=1)

@@ -1073,9 +1073,12 @@ static void test_conv_thin(void) {
             float *lg = frandn(nl), *sm = frandn(ns), *ws = fnan(ws_size(&c2d, 0));
             float *d1 = falloc((size_t)K * 16), *d2 = falloc((size_t)K * 16);
             for (int i = 0; i < K * 16; i++) d1[i] = d2[i] = 0.5f;
-            int ok = dg_thin_dweight(d1, ws, ws_size(&c2d, 0), sm, lg, N, K, H, W) == DG_STATUS_OK &&
-                     dg_thin_dweight(d2, ws, small_ws, sm, lg, N, K, H, W) == DG_STATUS_OK &&
-                     dg_thin_dweight(d2, ws, small_ws - 1, sm, lg, N, K, H, W) == DG_STATUS_ERR_SHAPE;
+            int ok = dg_thin_dweight(d1, ws, ws_size(&c2d, 0), sm, NULL, DG_ACT_NONE, 0.0f, lg,
+                                     N, K, H, W) == DG_STATUS_OK &&
+                     dg_thin_dweight(d2, ws, small_ws, sm, NULL, DG_ACT_NONE, 0.0f, lg, N, K,
+                                     H, W) == DG_STATUS_OK &&
+                     dg_thin_dweight(d2, ws, small_ws - 1, sm, NULL, DG_ACT_NONE, 0.0f, lg, N,
+                                     K, H, W) == DG_STATUS_ERR_SHAPE;
             CHECK(ok && same_floats(d1, d2, (size_t)K * 16),
                   "thin weight gradient N=%d K=%d %dx%d: one image per round gives the same "
                   "bits, and less workspace is a shape error", N, K, H, W);
@@ -1237,6 +1240,82 @@ static void test_batchnorm_act(void) {
                                             1e-5f, DG_ACT_RELU, 0.0f) == DG_STATUS_ERR_NULL;
     CHECK(ok, "batch norm with act: act 3 and a negative LeakyReLU slope -> value error; no "
           "forward output for the backward -> null error");
+}
+
+/* conv2d with a ReLU or LeakyReLU fused after it (dg_conv2d_act_*), where it fits
+ * (a one-channel conv2d on an AVX-512 CPU), against dg_conv2d_forward then the
+ * activation op, and the activation's backward into zeros then dg_conv2d_backward:
+ * the same values, forward and every gradient (accumulated). Where it does not
+ * fit, and for a bad act, the fused ops are errors that write nothing. */
+static void test_conv2d_act(void) {
+    printf("# conv2d with a fused activation\n");
+    /* N, OC, H, W: DCGAN's critic at batch 64, a round of images and a few more, and a
+     * small map of more than DG_THIN_GQ pixels (its rows through the gradient per unit) */
+    static const int shapes[][4] = {{64, 64, 28, 28}, {3, 8, 16, 16}, {70, 4, 32, 32},
+                                    {1, 12, 8, 8}, {3, 8, 68, 16}};
+    static const int acts[] = {DG_ACT_RELU, DG_ACT_LEAKY_RELU, DG_ACT_LEAKY_RELU};
+    static const float slopes[] = {0.0f, 0.2f, 0.0f};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        conv_geom g = {shapes[k][0], 1, shapes[k][2], shapes[k][3], shapes[k][1], 4, 4, 2, 2,
+                       1, 1, shapes[k][2] / 2, shapes[k][3] / 2};
+        if (!dg_conv2d_act_fits(g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
+                                g.OH, g.OW)) {
+            printf("# skipped N=%d OC=%d %dx%d: not fused on this CPU\n", g.N, g.OC, g.H, g.W);
+            continue;
+        }
+        size_t nx = (size_t)g.N * g.H * g.W, ny = (size_t)g.N * g.OC * g.OH * g.OW;
+        size_t nw = (size_t)g.OC * 16;
+        for (int a = 0; a < 3; a++) {
+            int act = acts[a];
+            float slope = slopes[a];
+            float *x = frandn(nx), *w = frandn(nw), *b = frandn((size_t)g.OC), *dy = frandn(ny);
+            float *ws = fnan(ws_size(&g, 0)), *z = falloc(ny), *y1 = falloc(ny), *y2 = falloc(ny);
+            float *gz = falloc(ny), *d1 = falloc(nx + nw + g.OC), *d2 = falloc(nx + nw + g.OC);
+            for (size_t i = 0; i < nx + nw + (size_t)g.OC; i++) d1[i] = d2[i] = 0.5f;
+            memset(gz, 0, ny * sizeof(float));
+            int ok = conv_fwd(&g, 0, z, ws, x, w, b) == DG_STATUS_OK &&
+                     (act == DG_ACT_RELU ? dg_relu_forward(y1, z, ny)
+                                         : dg_leaky_relu_forward(y1, z, slope, ny)) == DG_STATUS_OK &&
+                     dg_conv2d_act_forward(y2, ws, x, w, b, g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW,
+                                           g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, act,
+                                           slope) == DG_STATUS_OK &&
+                     (act == DG_ACT_RELU ? dg_relu_backward(gz, dy, z, ny)
+                                         : dg_leaky_relu_backward(gz, dy, z, slope, ny)) ==
+                         DG_STATUS_OK &&
+                     dg_conv2d_backward(d1, d1 + nx, d1 + nx + nw, ws, gz, x, w, g.N, g.C, g.H,
+                                        g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH,
+                                        g.OW) == DG_STATUS_OK &&
+                     dg_conv2d_act_backward(d2, d2 + nx, d2 + nx + nw, ws, dy, y2, x, w, g.N, g.C,
+                                            g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
+                                            g.OH, g.OW, act, slope) == DG_STATUS_OK;
+            CHECK(ok && same_floats(y1, y2, ny) && same_values(d1, d2, nx + nw + g.OC),
+                  "N=%d OC=%d %dx%d, %s slope %g: fused forward and backward the same values "
+                  "as conv2d and the activation op in turn", g.N, g.OC, g.H, g.W,
+                  act == DG_ACT_RELU ? "relu" : "leaky relu", (double)slope);
+            free(x); free(w); free(b); free(dy); free(ws); free(z); free(y1); free(y2);
+            free(gz); free(d1); free(d2);
+        }
+    }
+    /* three input channels: not fused, an error before anything is written */
+    conv_geom g = {2, 3, 8, 8, 4, 4, 4, 2, 2, 1, 1, 4, 4};
+    float *x = frandn(2 * 3 * 64), *w = frandn(4 * 3 * 16), *ws = fnan(ws_size(&g, 0));
+    float *y = falloc(2 * 4 * 16), *dw = falloc(4 * 3 * 16);
+    for (int i = 0; i < 2 * 4 * 16; i++) y[i] = 0.5f;
+    for (int i = 0; i < 4 * 3 * 16; i++) dw[i] = 0.5f;
+    int ok = !dg_conv2d_act_fits(2, 3, 8, 8, 4, 4, 4, 2, 2, 1, 1, 4, 4) &&
+             dg_conv2d_act_forward(y, ws, x, w, NULL, 2, 3, 8, 8, 4, 4, 4, 2, 2, 1, 1, 4, 4,
+                                   DG_ACT_RELU, 0.0f) == DG_STATUS_ERR_VALUE &&
+             dg_conv2d_act_backward(NULL, dw, NULL, ws, y, y, x, w, 2, 3, 8, 8, 4, 4, 4, 2, 2, 1,
+                                    1, 4, 4, DG_ACT_RELU, 0.0f) == DG_STATUS_ERR_VALUE &&
+             dg_conv2d_act_forward(y, ws, x, w, NULL, 2, 3, 8, 8, 4, 4, 4, 2, 2, 1, 1, 4, 4, 3,
+                                   0.0f) == DG_STATUS_ERR_VALUE &&
+             dg_conv2d_act_forward(y, ws, x, w, NULL, 2, 3, 8, 8, 4, 4, 4, 2, 2, 1, 1, 4, 4,
+                                   DG_ACT_LEAKY_RELU, -0.1f) == DG_STATUS_ERR_VALUE;
+    for (int i = 0; i < 2 * 4 * 16; i++) ok &= y[i] == 0.5f;
+    for (int i = 0; i < 4 * 3 * 16; i++) ok &= dw[i] == 0.5f;
+    CHECK(ok, "conv2d with act: three input channels, act 3 and a negative slope -> value "
+          "error, nothing written");
+    free(x); free(w); free(ws); free(y); free(dw);
 }
 
 /* Batch norm and the activations built for AVX2 against their baseline build
@@ -1737,6 +1816,7 @@ int main(void) {
     test_conv_thin();
     test_simd_elementwise();
     test_batchnorm_act();
+    test_conv2d_act();
     test_batchnorm();
     test_threads();
     int misc_fail = test_act() + test_embed() + test_loss() + test_adam() + test_rng();
