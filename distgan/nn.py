@@ -28,9 +28,10 @@ _F32 = np.float32
 # 12.8 MB for DCGAN's 64 -> 128 convolution at batch 64); a larger one is rebuilt.
 _COL_KEEP_MAX = 1 << 24
 
-# activation layer type -> the core's code for it fused after a batch norm
+# activation layer type -> the core's code for it fused after a batch norm (or a
+# conv2d the core fuses it into: _core._conv2d_act_fits)
 _ACT_CODES = {"relu": _core.ACT_RELU, "leaky_relu": _core.ACT_LEAKY_RELU}
-# False runs every batch norm and activation as ops of their own (for comparisons)
+# False runs every batch norm, conv2d and activation as ops of their own (for comparisons)
 _FUSE = True
 
 
@@ -239,6 +240,10 @@ class Conv2d(_Weighted):
         return _core._conv2d_workspace_size(n, C, H, W, self.spec["out_channels"],
                                             kh, kw, sh, sw, ph, pw, oh, ow)
 
+    # the activation fused after this layer in the last forward (Network.forward sets
+    # it, where act_fits): None, or the ReLU / LeakyReLU layer whose work the core did
+    _act = None
+
     def forward(self, net, x, train):
         C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(x.shape[1:])
         out = net.buf(self, "out", (x.shape[0], self.spec["out_channels"], oh, ow))
@@ -248,10 +253,25 @@ class Conv2d(_Weighted):
         rows, cols = C * kh * kw, x.shape[0] * oh * ow
         keep = train and rows * cols <= _COL_KEEP_MAX and not self._direct(x.shape)
         col = net.buf(self, "col", (rows, cols)) if keep else None
+        act = self._act
+        self._fused_args = (dict(act=_ACT_CODES[act.type], slope=act.slope)
+                            if act is not None else {})
         _core._conv2d_forward(out, net.workspace, x, self.weight(train), self.p.get("bias"),
-                              sh, sw, ph, pw, col=col)
-        self._x, self._col = x, col
+                              sh, sw, ph, pw, col=col, **self._fused_args)
+        self._x, self._col, self._out = x, col, out
         return out
+
+    def act_fits(self, shape):
+        """Whether the core fuses a ReLU / LeakyReLU into this layer for a batch of
+        input shape ``shape`` (``_core._conv2d_act_fits``: one input channel, the
+        kernels of a DCGAN critic's first layer), memoised per shape."""
+        key = ("act", shape)
+        d = self._direct_memo.get(key)
+        if d is None:
+            C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(shape[1:])
+            d = self._direct_memo[key] = _core._conv2d_act_fits(
+                shape[0], C, H, W, self.spec["out_channels"], kh, kw, sh, sw, ph, pw, oh, ow)
+        return d
 
     def _direct(self, shape):
         """Whether the core runs this batch's forward and weight gradient directly
@@ -266,10 +286,13 @@ class Conv2d(_Weighted):
     def backward(self, net, dy, need_dx, param_grads):
         C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(self._x.shape[1:])
         dx = net.buf(self, "dx", self._x.shape, zero=True) if need_dx else None
+        # dy is the gradient of the fused activation's output when there was one
+        fused = dict(self._fused_args, out=self._out) if self._fused_args else {}
         _core._conv2d_backward(dx, self.weight_grad(param_grads),
                                self.g.get("bias") if param_grads else None, net.workspace,
                                dy, self._x, self._w_eff if self.sn else self.p["weight"],
-                               sh, sw, ph, pw, col=self._col if param_grads else None)
+                               sh, sw, ph, pw, col=self._col if param_grads else None,
+                               **fused)
         self.finish_weight_grad(param_grads)
         return dx
 
@@ -415,11 +438,11 @@ class _PiecewiseLinear(_Act):
     :meth:`Network.frozen_activations` holds the gains of the last forward, so that
     the network is affine in its input around that point (used by the R1 penalty)."""
     _frozen = None     # (gain, input) of the forward the gains were taken from
-    _fused = False     # computed by the batch norm before it in the last forward
+    _fused = False     # computed by the layer before it in the last forward
     slope = 0.0
 
     def forward_fused(self, x):
-        """The forward when the batch norm before this layer computed it (x is its
+        """The forward when the layer before this one computed it (x is its
         output, already activated): nothing to do. Its sign is the input's (slope
         >= 0), which is all that :meth:`freeze` and the backward use of ``_x``."""
         self._x = x
@@ -450,7 +473,7 @@ class ReLU(_PiecewiseLinear):
 
     def backward(self, net, dy, need_dx, param_grads):
         if self._fused:
-            return dy   # the batch norm before it takes dy through the activation
+            return dy   # the layer before it takes dy through the activation
         dx = net.buf(self, "dx", dy.shape, zero=True)
         _core._relu_backward(dx, dy, self._x)
         return dx
@@ -473,7 +496,7 @@ class LeakyReLU(_PiecewiseLinear):
 
     def backward(self, net, dy, need_dx, param_grads):
         if self._fused:
-            return dy   # the batch norm before it takes dy through the activation
+            return dy   # the layer before it takes dy through the activation
         dx = net.buf(self, "dx", dy.shape, zero=True)
         _core._leaky_relu_backward(dx, dy, self._x, self.slope)
         return dx
@@ -702,7 +725,7 @@ class Network:
         self.track_stats = True
         self.labels = None
         self._bufs = {}
-        self._fused = set()   # batch norms fused with their activation (_fusions)
+        self._fused = set()   # layers fused with their activation (_fusions)
         self.workspace = np.zeros(0, _F32)
         self._ws_batch = None
         self.reset_parameters(init, seed)
@@ -800,7 +823,7 @@ class Network:
                 raise ValueError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
         self.labels = labels
         self._ensure_workspace(x.shape[0])
-        fused = self._fusions(taps)
+        fused = self._fusions(taps, x.shape[0])
         feats = []
         for i, l in enumerate(self.layers):
             if i - 1 in fused:
@@ -811,19 +834,23 @@ class Network:
                 feats.append(x)
         return (x, feats) if taps is not None else x
 
-    def _fusions(self, taps):
-        """The indices i of batch norms that compute the ReLU / LeakyReLU at i + 1 in
-        this forward (``_core`` fused ops: one pass, no intermediate tensor, forward
-        and backward), and each layer told whether it is fused. Not where the batch
-        norm's own output is a tap (the features before the activation), nor while
-        the activations are frozen (:meth:`frozen_activations`)."""
+    def _fusions(self, taps, n):
+        """The indices i of batch norms, or of conv2d layers the core fuses an
+        activation into (:meth:`Conv2d.act_fits`), that compute the ReLU / LeakyReLU
+        at i + 1 in this forward of n samples (``_core`` fused ops: one pass, no
+        intermediate tensor, forward and backward), and each layer told whether it
+        is fused. Not where the layer's own output is a tap (the features before
+        the activation), nor while the activations are frozen
+        (:meth:`frozen_activations`)."""
         fused = set()
         for i, l in enumerate(self.layers):
             nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
-            ok = (_FUSE and isinstance(l, BatchNorm) and isinstance(nxt, _PiecewiseLinear)
+            ok = (_FUSE and isinstance(nxt, _PiecewiseLinear)
                   and nxt.type in _ACT_CODES and nxt._frozen is None and nxt.slope >= 0
-                  and not (taps is not None and i in taps))
-            if isinstance(l, BatchNorm):
+                  and not (taps is not None and i in taps)
+                  and (isinstance(l, BatchNorm) or
+                       (isinstance(l, Conv2d) and l.act_fits((n,) + self.shapes[i]))))
+            if isinstance(l, (BatchNorm, Conv2d)):
                 l._act = nxt if ok else None
             if isinstance(l, _PiecewiseLinear):
                 l._fused = i - 1 in fused
@@ -851,7 +878,7 @@ class Network:
         for i in range(n - 1, -1, -1):
             if tap_grads and i in tap_grads:
                 if i in self._fused:
-                    raise ValueError(f"tap_grads has layer {i}, a batch norm whose output the "
+                    raise ValueError(f"tap_grads has layer {i}, a layer whose output the "
                                      f"forward did not keep (taps did not include {i})")
                 dy = dy + tap_grads[i]
             dy = np.ascontiguousarray(dy, dtype=_F32)

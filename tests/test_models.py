@@ -415,6 +415,42 @@ def test_batchnorm_fused_with_activation(act, train, rng):
         net.backward(dout, tap_grads={1: np.zeros((6, 8, 5, 5), np.float32)})
 
 
+@pytest.mark.parametrize("act", [{"type": "relu"}, {"type": "leaky_relu", "negative_slope": 0.2}])
+@pytest.mark.parametrize("train", [True, False])
+def test_conv2d_fused_with_activation(act, train, rng):
+    """A one-channel conv2d followed by a ReLU or LeakyReLU (a DCGAN critic's first
+    layer) runs as one fused core op where ``_core._conv2d_act_fits`` (AVX-512),
+    unless its own output is a tap or the activations are frozen: the same output,
+    input gradient and parameter gradients, to the bit, as with the fusion off."""
+    from distgan import _core
+    from distgan.nn import Network
+    layers = [{"type": "conv2d", "in_channels": 1, "out_channels": 8, "kernel_size": 4,
+               "stride": 2, "padding": 1, "bias": True}, dict(act),
+              {"type": "flatten"}, {"type": "linear", "in_features": 8 * 64, "out_features": 3}]
+    x = rng.standard_normal((6, 1, 16, 16)).astype(np.float32)
+    dout = rng.standard_normal((6, 3)).astype(np.float32)
+    fits = _core._conv2d_act_fits(6, 1, 16, 16, 8, 4, 4, 2, 2, 1, 1, 8, 8)
+    res = []
+    for taps in (None, [0]):          # fused (where it fits), then unfused (the conv tapped)
+        net = Network(layers, (1, 16, 16), seed=0)
+        out = net.forward(x, train=train, taps=taps)
+        out = (out[0] if taps else out).copy()
+        assert net._fused == ({0} if taps is None and fits else set())
+        net.zero_grad()
+        dx = net.backward(dout).copy()
+        res.append((out, dx, net.grads.copy()))
+    for a, b in zip(*res):
+        assert np.array_equal(a, b)
+    net.forward(x, train=train)
+    with net.frozen_activations():
+        assert np.array_equal(net.forward(x, train=train), res[0][0])
+        assert net._fused == set()
+    if fits:
+        with pytest.raises(ValueError, match="tap_grads has layer 0"):
+            net.forward(x, train=train)
+            net.backward(dout, tap_grads={0: np.zeros((6, 8, 8, 8), np.float32)})
+
+
 def test_batchnorm_fused_activation_errors():
     """The fused ops' arguments: act must be 0, 1 or 2, a LeakyReLU slope >= 0, and the
     backward of a fused activation needs the forward's output."""
