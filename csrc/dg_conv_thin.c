@@ -35,6 +35,13 @@
  * rows around it (no padding read: rows outside the small map are skipped) and
  * interleaves them once at the end.
  *
+ * A ReLU or LeakyReLU after the small map can be fused (dg_conv2d_act_*, for a
+ * DCGAN critic's first layer): dg_thin_conv applies it as it stores, and
+ * dg_thin_convt and dg_thin_dweight take dout through its gradient at the fused
+ * output as they load it (dg_thin_dweight once per quad of channels into a
+ * buffer, not once per kernel-row unit), the same values as the activation op's
+ * backward into a zeroed buffer then the plain kernel.
+ *
  * Numbers: FMA, one rounding per multiply-add, in a fixed order per output
  * (taps in order (kh, kw) for dg_thin_conv; input channels, then taps, in
  * chunks of DG_THIN_CC channels summed apart, then the chunks, for
@@ -55,7 +62,8 @@
 #define DG_THIN_CC 16
 
 /* Most floats of a small map's plane whose gradient through a fused activation
- * dg_thin_dweight makes once per quad of channels (16 x 16; 12 KiB per quad) */
+ * dg_thin_dweight makes once per quad of channels (16 x 16: 4 KiB per quad, on
+ * the stack) */
 #define DG_THIN_GQ 256
 
 /* Images split per round of dg_thin_dweight in the workspace the plans size. */
@@ -125,7 +133,8 @@ static inline __mmask16 lanes(int n) {
  * lane: the same compares, so the same values. */
 DG_INLINE_AVX512 __m512 act16(__m512 v, int act, __m512 s) {
     __m512 z = _mm512_setzero_ps();
-    if (act == DG_ACT_RELU) return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, z, _CMP_LT_OQ), z);
+    if (act == DG_ACT_RELU)
+        return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, z, _CMP_LT_OQ), z);
     if (act == DG_ACT_LEAKY_RELU)
         return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, z, _CMP_NGT_UQ), v, s);
     return v;
@@ -133,7 +142,8 @@ DG_INLINE_AVX512 __m512 act16(__m512 v, int act, __m512 s) {
 
 DG_INLINE_AVX512 __m512 act_grad16(__m512 dy, __m512 y, int act, __m512 s) {
     __m512 z = _mm512_setzero_ps();
-    if (act == DG_ACT_RELU) return _mm512_mask_mov_ps(dy, _mm512_cmp_ps_mask(y, z, _CMP_LE_OQ), z);
+    if (act == DG_ACT_RELU)
+        return _mm512_mask_mov_ps(dy, _mm512_cmp_ps_mask(y, z, _CMP_LE_OQ), z);
     if (act == DG_ACT_LEAKY_RELU)
         return _mm512_mask_mul_ps(dy, _mm512_cmp_ps_mask(y, z, _CMP_NGT_UQ), dy, s);
     return dy;
@@ -424,7 +434,8 @@ DG_AVX512 static void thin_dw_units(const thin_job *j, size_t lo, size_t hi) {
             }
             const float *src = own ? gq : dk;   /* the quad's rows of g */
             for (int oh = 0; oh < OH; oh++) {
-                for (size_t b = (size_t)oh * 256; kh == 0 && b < quad_bytes && b < (size_t)(oh + 1) * 256; b += 64) {
+                for (size_t b = (size_t)oh * 256;
+                     kh == 0 && b < quad_bytes && b < (size_t)(oh + 1) * 256; b += 64) {
                     _mm_prefetch(next + b, _MM_HINT_T0);
                     if (yk != NULL) _mm_prefetch(ynext + b, _MM_HINT_T0);
                 }

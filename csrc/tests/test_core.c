@@ -1275,7 +1275,8 @@ static void test_conv2d_act(void) {
             memset(gz, 0, ny * sizeof(float));
             int ok = conv_fwd(&g, 0, z, ws, x, w, b) == DG_STATUS_OK &&
                      (act == DG_ACT_RELU ? dg_relu_forward(y1, z, ny)
-                                         : dg_leaky_relu_forward(y1, z, slope, ny)) == DG_STATUS_OK &&
+                                         : dg_leaky_relu_forward(y1, z, slope, ny)) ==
+                         DG_STATUS_OK &&
                      dg_conv2d_act_forward(y2, ws, x, w, b, g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW,
                                            g.SH, g.SW, g.PH, g.PW, g.OH, g.OW, act,
                                            slope) == DG_STATUS_OK &&
