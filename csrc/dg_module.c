@@ -833,30 +833,36 @@ py_conv2d_workspace_size(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kw
                                     "iiiiiiiiiiiii:_conv2d_workspace_size", 0, args, kwds);
 }
 
+/* A yes/no question about a conv2d geometry (dg_conv2d_direct, dg_conv2d_act_fits),
+ * the geometry checked as the ops check it. */
+typedef int (*conv_query_fn)(int, int, int, int, int, int, int, int, int, int, int, int,
+                             int);
+
 static PyObject *
-py_conv2d_direct(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+conv_query_impl(const char *op, const char *fmt, conv_query_fn fn, PyObject *args,
+                PyObject *kwds)
 {
     conv_geom g;
     size_t ws;
-    if (parse_conv_geom("_conv2d_direct", "iiiiiiiiiiiii:_conv2d_direct", 0, args, kwds,
-                        &g, &ws) < 0) {
+    if (parse_conv_geom(op, fmt, 0, args, kwds, &g, &ws) < 0) {
         return NULL;
     }
-    return PyBool_FromLong(dg_conv2d_direct(g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH,
-                                            g.SW, g.PH, g.PW, g.OH, g.OW));
+    return PyBool_FromLong(fn(g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW,
+                              g.OH, g.OW));
+}
+
+static PyObject *
+py_conv2d_direct(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    return conv_query_impl("_conv2d_direct", "iiiiiiiiiiiii:_conv2d_direct",
+                           dg_conv2d_direct, args, kwds);
 }
 
 static PyObject *
 py_conv2d_act_fits(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
-    conv_geom g;
-    size_t ws;
-    if (parse_conv_geom("_conv2d_act_fits", "iiiiiiiiiiiii:_conv2d_act_fits", 0, args, kwds,
-                        &g, &ws) < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(dg_conv2d_act_fits(g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH,
-                                              g.SW, g.PH, g.PW, g.OH, g.OW));
+    return conv_query_impl("_conv2d_act_fits", "iiiiiiiiiiiii:_conv2d_act_fits",
+                           dg_conv2d_act_fits, args, kwds);
 }
 
 static PyObject *

@@ -93,7 +93,7 @@ class _Weighted(_Layer):
         self._dw_eff = None
         self._sigma = 1.0
         self._geom_memo = {}     # per-sample input shape -> geometry (conv layers)
-        self._direct_memo = {}   # batch input shape -> direct kernels (Conv2d._direct)
+        self._direct_memo = {}   # (core question, batch input shape) -> answer (Conv2d._query)
 
     def _geom(self, s):
         """The layer's geometry for a per-sample input shape, computed once per shape
@@ -265,21 +265,20 @@ class Conv2d(_Weighted):
         """Whether the core fuses a ReLU / LeakyReLU into this layer for a batch of
         input shape ``shape`` (``_core._conv2d_act_fits``: one input channel, the
         kernels of a DCGAN critic's first layer), memoised per shape."""
-        key = ("act", shape)
-        d = self._direct_memo.get(key)
-        if d is None:
-            C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(shape[1:])
-            d = self._direct_memo[key] = _core._conv2d_act_fits(
-                shape[0], C, H, W, self.spec["out_channels"], kh, kw, sh, sw, ph, pw, oh, ow)
-        return d
+        return self._query(_core._conv2d_act_fits, shape)
 
     def _direct(self, shape):
         """Whether the core runs this batch's forward and weight gradient directly
         (``_core._conv2d_direct``), memoised per input shape."""
-        d = self._direct_memo.get(shape)
+        return self._query(_core._conv2d_direct, shape)
+
+    def _query(self, fn, shape):
+        """``fn`` (a ``_core`` question about a conv2d geometry) for a batch of input
+        shape ``shape``, memoised per question and shape."""
+        d = self._direct_memo.get((fn.__name__, shape))
         if d is None:
             C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(shape[1:])
-            d = self._direct_memo[shape] = _core._conv2d_direct(
+            d = self._direct_memo[(fn.__name__, shape)] = fn(
                 shape[0], C, H, W, self.spec["out_channels"], kh, kw, sh, sw, ph, pw, oh, ow)
         return d
 

@@ -377,6 +377,27 @@ def test_specs_compare_by_value():
     assert models.scale(128, 0.25) == 32 and models.scale(3, 0.1) == 1
 
 
+def _fused_as_unfused(layers, x, dout, taps, fused, train, prepare=lambda net: None):
+    """Runs the network of ``layers`` forward and backward twice, as it fuses (its
+    ``_fused`` must then be ``fused``) and with the fused layers tapped (nothing
+    fused), and asserts the same output, input gradient and parameter gradients to
+    the bit. Returns the last network."""
+    from distgan.nn import Network
+    res = []
+    for t in (None, taps):
+        net = Network(layers, x.shape[1:], seed=0)
+        prepare(net)
+        out = net.forward(x, train=train, taps=t)
+        out = (out[0] if t else out).copy()
+        assert net._fused == (fused if t is None else set())
+        net.zero_grad()
+        dx = net.backward(dout).copy()
+        res.append((out, dx, net.grads.copy()))
+    for a, b in zip(*res):
+        assert np.array_equal(a, b)
+    return net
+
+
 @pytest.mark.parametrize("act", [{"type": "relu"}, {"type": "leaky_relu", "negative_slope": 0.2}])
 @pytest.mark.parametrize("train", [True, False])
 def test_batchnorm_fused_with_activation(act, train, rng):
@@ -385,7 +406,6 @@ def test_batchnorm_fused_with_activation(act, train, rng):
     tap: the fused network gives the same output, input gradient and parameter
     gradients as the same network with the fusion off (the batch norm tapped), and
     tap gradients at a fused batch norm are refused."""
-    from distgan.nn import Network
     layers = [{"type": "conv2d", "in_channels": 3, "out_channels": 8, "kernel_size": 3,
                "padding": 1, "bias": False},
               {"type": "batch_norm", "num_features": 8}, dict(act),
@@ -393,23 +413,16 @@ def test_batchnorm_fused_with_activation(act, train, rng):
               {"type": "batch_norm", "num_features": 4}, dict(act)]
     x = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
     dout = rng.standard_normal((6, 4)).astype(np.float32)
-    res = []
-    for taps in (None, [1, 5]):       # fused, then unfused (the batch norms tapped)
-        net = Network(layers, (3, 5, 5), seed=0)
+
+    def running_stats(net):
         if not train:
             srng = np.random.default_rng(7)   # the same running statistics for both
             for l in net.layers:
                 if "running_var" in l.b:
                     l.b["running_mean"][...] = srng.standard_normal(l.b["running_mean"].shape)
                     l.b["running_var"][...] = 1.5
-        out = net.forward(x, train=train, taps=taps)
-        out = (out[0] if taps else out).copy()
-        assert net._fused == ({1, 5} if taps is None else set())
-        net.zero_grad()
-        dx = net.backward(dout).copy()
-        res.append((out, dx, net.grads.copy()))
-    for a, b in zip(*res):
-        assert np.array_equal(a, b)
+
+    net = _fused_as_unfused(layers, x, dout, [1, 5], {1, 5}, train, running_stats)
     net.forward(x, train=train)
     with pytest.raises(ValueError, match="tap_grads has layer 1"):
         net.backward(dout, tap_grads={1: np.zeros((6, 8, 5, 5), np.float32)})
@@ -423,27 +436,16 @@ def test_conv2d_fused_with_activation(act, train, rng):
     unless its own output is a tap or the activations are frozen: the same output,
     input gradient and parameter gradients, to the bit, as with the fusion off."""
     from distgan import _core
-    from distgan.nn import Network
     layers = [{"type": "conv2d", "in_channels": 1, "out_channels": 8, "kernel_size": 4,
                "stride": 2, "padding": 1, "bias": True}, dict(act),
               {"type": "flatten"}, {"type": "linear", "in_features": 8 * 64, "out_features": 3}]
     x = rng.standard_normal((6, 1, 16, 16)).astype(np.float32)
     dout = rng.standard_normal((6, 3)).astype(np.float32)
     fits = _core._conv2d_act_fits(6, 1, 16, 16, 8, 4, 4, 2, 2, 1, 1, 8, 8)
-    res = []
-    for taps in (None, [0]):          # fused (where it fits), then unfused (the conv tapped)
-        net = Network(layers, (1, 16, 16), seed=0)
-        out = net.forward(x, train=train, taps=taps)
-        out = (out[0] if taps else out).copy()
-        assert net._fused == ({0} if taps is None and fits else set())
-        net.zero_grad()
-        dx = net.backward(dout).copy()
-        res.append((out, dx, net.grads.copy()))
-    for a, b in zip(*res):
-        assert np.array_equal(a, b)
-    net.forward(x, train=train)
+    net = _fused_as_unfused(layers, x, dout, [0], {0} if fits else set(), train)
+    out = net.forward(x, train=train).copy()
     with net.frozen_activations():
-        assert np.array_equal(net.forward(x, train=train), res[0][0])
+        assert np.array_equal(net.forward(x, train=train), out)
         assert net._fused == set()
     if fits:
         with pytest.raises(ValueError, match="tap_grads has layer 0"):
