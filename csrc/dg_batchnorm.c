@@ -72,11 +72,6 @@ static void expand_f(float *e, const float *v, int cb, size_t hw) {
 
 enum { BN_SUM, BN_SQDEV, BN_DOTDEV };
 
-/* The fused activation's value and gradient: dg_act_value and dg_act_grad
- * (dg_internal.h). */
-#define bn_act dg_act_value
-#define bn_act_grad dg_act_grad
-
 /* The element loops below are written once, as macros of ACT_x (the fused
  * activation of a value) or GRAD_x (dout at position k through its gradient; y,
  * the fused output, is read only with an activation), and expanded once per
@@ -85,11 +80,11 @@ enum { BN_SUM, BN_SQDEV, BN_DOTDEV };
  * backward compiled to a branch per element, ~10x slower). Without one, the code
  * is the plain batch norm's, expression for expression. */
 #define ACT_NONE(v) (v)
-#define ACT_RELU(v) bn_act(v, DG_ACT_RELU, slope)
-#define ACT_LEAKY(v) bn_act(v, DG_ACT_LEAKY_RELU, slope)
+#define ACT_RELU(v) dg_act_value(v, DG_ACT_RELU, slope)
+#define ACT_LEAKY(v) dg_act_value(v, DG_ACT_LEAKY_RELU, slope)
 #define GRAD_NONE(k) (dy[k])
-#define GRAD_RELU(k) bn_act_grad(dy[k], y[k], DG_ACT_RELU, slope)
-#define GRAD_LEAKY(k) bn_act_grad(dy[k], y[k], DG_ACT_LEAKY_RELU, slope)
+#define GRAD_RELU(k) dg_act_grad(dy[k], y[k], DG_ACT_RELU, slope)
+#define GRAD_LEAKY(k) dg_act_grad(dy[k], y[k], DG_ACT_LEAKY_RELU, slope)
 #define BN_PER_ACT(LOOP, NONE, RELU, LEAKY)                                             \
     if (act == DG_ACT_RELU) {                                                           \
         LOOP(RELU)                                                                      \

@@ -925,15 +925,42 @@ conv_shapes(const char *op, int transposed, const dg_arg *inp, const dg_arg *wei
     return 0;
 }
 
-static int bn_act(const char *op, int act, float slope);
-static int bn_fused_out(const char *op, dg_arg *out, dg_arg *inp, int act);
+/* act and slope of a fused activation (dg_batchnorm_act_*, dg_conv2d_act_*) */
+static int
+check_act(const char *op, int act, float slope)
+{
+    if (act != DG_ACT_NONE && act != DG_ACT_RELU && act != DG_ACT_LEAKY_RELU) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: act must be 0 (none), 1 (relu) or 2 (leaky_relu), got %d", op, act);
+        return -1;
+    }
+    if (act == DG_ACT_LEAKY_RELU && slope < 0.0f) {
+        return bad_scalar(op, "slope", ">= 0 (the output's sign must be the input's)", slope);
+    }
+    return 0;
+}
+
+/* The fused forward's output, which the backward of a fused activation needs. */
+static int
+check_fused_out(const char *op, dg_arg *out, dg_arg *inp, int act)
+{
+    if (act == DG_ACT_NONE) {
+        return 0;
+    }
+    if (out->arr == NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: out (the fused forward's output) is required when act is set", op);
+        return -1;
+    }
+    return check_like(out, inp);
+}
 
 /* A fused activation (act, not DG_ACT_NONE) of _conv2d_forward / _conv2d_backward:
  * where the core fuses it (dg_conv2d_act_fits), and not with a kept col. */
 static int
 conv_act(const char *op, int act, float slope, const dg_arg *col, const conv_geom *g)
 {
-    if (bn_act(op, act, slope) < 0) {
+    if (check_act(op, act, slope) < 0) {
         return -1;
     }
     if (act == DG_ACT_NONE) {
@@ -1076,7 +1103,7 @@ conv_backward_impl(const char *op, const char *fmt, int transposed, conv_bwd_fn 
     }
     if (conv_shapes(op, transposed, &inp, &weight, NULL, &dout, &workspace, &g) < 0 ||
         check_col(op, &col, &g) < 0 || conv_act(op, act, slope, &col, &g) < 0 ||
-        bn_fused_out(op, &out, &dout, act) < 0) {
+        check_fused_out(op, &out, &dout, act) < 0) {
         goto exit;
     }
     e_b[0] = g.OC;
@@ -1205,36 +1232,6 @@ bn_eps(const char *op, float eps)
     return 0;
 }
 
-/* act and slope of a fused activation (dg_batchnorm_act_*) */
-static int
-bn_act(const char *op, int act, float slope)
-{
-    if (act != DG_ACT_NONE && act != DG_ACT_RELU && act != DG_ACT_LEAKY_RELU) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: act must be 0 (none), 1 (relu) or 2 (leaky_relu), got %d", op, act);
-        return -1;
-    }
-    if (act == DG_ACT_LEAKY_RELU && slope < 0.0f) {
-        return bad_scalar(op, "slope", ">= 0 (the output's sign must be the input's)", slope);
-    }
-    return 0;
-}
-
-/* The fused forward's output, which the backward of a fused activation needs. */
-static int
-bn_fused_out(const char *op, dg_arg *out, dg_arg *inp, int act)
-{
-    if (act == DG_ACT_NONE) {
-        return 0;
-    }
-    if (out->arr == NULL) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s: out (the fused forward's output) is required when act is set", op);
-        return -1;
-    }
-    return check_like(out, inp);
-}
-
 static PyObject *
 py_batchnorm_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
@@ -1261,7 +1258,7 @@ py_batchnorm_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
     }
     if (bn_sizes(op, &inp, &N, &C, &HW) < 0 || check_like(&out, &inp) < 0 ||
         bn_vectors(vec, NARGS(vec), C) < 0 || bn_eps(op, eps) < 0 ||
-        bn_act(op, act, slope) < 0) {
+        check_act(op, act, slope) < 0) {
         goto exit;
     }
     if (!(momentum >= 0.0f && momentum <= 1.0f)) {
@@ -1323,7 +1320,7 @@ py_batchnorm_forward_eval(PyObject *Py_UNUSED(self), PyObject *args, PyObject *k
     }
     if (bn_sizes(op, &inp, &N, &C, &HW) < 0 || check_like(&out, &inp) < 0 ||
         bn_vectors(vec, NARGS(vec), C) < 0 || bn_eps(op, eps) < 0 ||
-        bn_act(op, act, slope) < 0 || check_overlap(op, all, NARGS(all), 0) < 0) {
+        check_act(op, act, slope) < 0 || check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }
     Py_BEGIN_ALLOW_THREADS
@@ -1372,8 +1369,8 @@ py_batchnorm_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
     }
     if (bn_sizes(op, &inp, &N, &C, &HW) < 0 || check_like(&dout, &inp) < 0 ||
         (dinp.arr != NULL && check_like(&dinp, &inp) < 0) ||
-        bn_vectors(vec, NARGS(vec), C) < 0 || bn_act(op, act, slope) < 0 ||
-        bn_fused_out(op, &out, &inp, act) < 0 || check_overlap(op, all, NARGS(all), 0) < 0) {
+        bn_vectors(vec, NARGS(vec), C) < 0 || check_act(op, act, slope) < 0 ||
+        check_fused_out(op, &out, &inp, act) < 0 || check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }
     Py_BEGIN_ALLOW_THREADS
@@ -1428,7 +1425,7 @@ py_batchnorm_backward_eval(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
     if (bn_sizes(op, &inp, &N, &C, &HW) < 0 || check_like(&dout, &inp) < 0 ||
         (dinp.arr != NULL && check_like(&dinp, &inp) < 0) ||
         bn_vectors(vec, NARGS(vec), C) < 0 || bn_eps(op, eps) < 0 ||
-        bn_act(op, act, slope) < 0 || bn_fused_out(op, &out, &inp, act) < 0 ||
+        check_act(op, act, slope) < 0 || check_fused_out(op, &out, &inp, act) < 0 ||
         check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }

@@ -35,6 +35,12 @@ _ACT_CODES = {"relu": _core.ACT_RELU, "leaky_relu": _core.ACT_LEAKY_RELU}
 _FUSE = True
 
 
+def _act_args(act):
+    """The ``_core`` keywords (act, slope) of the activation layer ``act`` fused
+    into the op before it, or none when ``act`` is None."""
+    return dict(act=_ACT_CODES[act.type], slope=act.slope) if act is not None else {}
+
+
 class _Layer:
     """Base layer: per-sample shape logic, parameter and buffer declarations."""
 
@@ -93,7 +99,7 @@ class _Weighted(_Layer):
         self._dw_eff = None
         self._sigma = 1.0
         self._geom_memo = {}     # per-sample input shape -> geometry (conv layers)
-        self._direct_memo = {}   # (core question, batch input shape) -> answer (Conv2d._query)
+        self._query_memo = {}   # (core question, batch input shape) -> answer (Conv2d._query)
 
     def _geom(self, s):
         """The layer's geometry for a per-sample input shape, computed once per shape
@@ -253,9 +259,7 @@ class Conv2d(_Weighted):
         rows, cols = C * kh * kw, x.shape[0] * oh * ow
         keep = train and rows * cols <= _COL_KEEP_MAX and not self._direct(x.shape)
         col = net.buf(self, "col", (rows, cols)) if keep else None
-        act = self._act
-        self._fused_args = (dict(act=_ACT_CODES[act.type], slope=act.slope)
-                            if act is not None else {})
+        self._fused_args = _act_args(self._act)
         _core._conv2d_forward(out, net.workspace, x, self.weight(train), self.p.get("bias"),
                               sh, sw, ph, pw, col=col, **self._fused_args)
         self._x, self._col, self._out = x, col, out
@@ -275,10 +279,10 @@ class Conv2d(_Weighted):
     def _query(self, fn, shape):
         """``fn`` (a ``_core`` question about a conv2d geometry) for a batch of input
         shape ``shape``, memoised per question and shape."""
-        d = self._direct_memo.get((fn.__name__, shape))
+        d = self._query_memo.get((fn.__name__, shape))
         if d is None:
             C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(shape[1:])
-            d = self._direct_memo[(fn.__name__, shape)] = fn(
+            d = self._query_memo[(fn.__name__, shape)] = fn(
                 shape[0], C, H, W, self.spec["out_channels"], kh, kw, sh, sw, ph, pw, oh, ow)
         return d
 
@@ -396,8 +400,7 @@ class BatchNorm(_Layer):
         self._x = x
         self._train = train
         self._out = out
-        act = self._act
-        fused = dict(act=_ACT_CODES[act.type], slope=act.slope) if act is not None else {}
+        fused = _act_args(self._act)
         if train:
             c = self.spec["num_features"]
             self._mean = net.buf(self, "mean", (c,))
