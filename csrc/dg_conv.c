@@ -1567,6 +1567,14 @@ dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
         if (st != DG_STATUS_OK) return st;
         dinp = NULL;
     }
+    if (dweight != NULL &&
+        dg_direct_dweight_fits(N, OC, OH, OW, C, KH, KW, SH, SW, PH, PW, H, W, p.ws)) {
+        // dweight (C, OC, KH, KW) += the weight gradient of the same adjoint conv2d,
+        // inp taking the place of its output gradient (dg_conv_direct.c)
+        st = dg_direct_conv_dweight(dweight, workspace, p.ws, inp, dout, N, OC, OH, OW, C);
+        if (st != DG_STATUS_OK) return st;
+        dweight = NULL;
+    }
     if (dinp != NULL || dweight != NULL) {
         for (int n0 = 0; n0 < N; n0 += p.nb) {
             int nb = N - n0 < p.nb ? N - n0 : p.nb;

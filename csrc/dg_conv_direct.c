@@ -657,11 +657,11 @@ static void convt_few_task(void *ctx, int t, int nt) {
 
 /* dweight (OC, C, 4, 4) += sum over images n and output pixels (oh, ow) of
  * dout[n, oc, oh, ow] * padded inp[n, c, 2*oh + kh, 2*ow + kw]. First, in the
- * workspace: every image padded (N, C, H+2, W+2), and dout transposed to
- * pixel-major dyT (N, OH*OW, OC); then the sums (dw_units), in a buffer of
- * OC*C*16 floats, added to dweight at the end. */
+ * workspace: every image padded (N, C, H+2, W+2), and dout transposed to blocks
+ * of 32 channels, pixel-major, dyT (OC/32, N, OH*OW, 32); then the sums
+ * (dw_units), each unit's in registers over all images, added to dweight. */
 typedef struct {
-    float *dweight, *xp, *dyt, *acc;
+    float *dweight, *xp, *dyt;
     const float *dout, *inp;
     int N, C, H, W, OC, OH, OW;
 } dw_job;
@@ -670,14 +670,14 @@ static void dw_prep_task(void *ctx, int t, int nt) {
     const dw_job *j = (const dw_job *)ctx;
     size_t lo, hi;
     dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
-    int C = j->C, H = j->H, W = j->W, OC = j->OC;
+    int C = j->C, H = j->H, W = j->W, OC = j->OC, B = DG_DIRECT_OCB;
     size_t plane = (size_t)(H + 2) * (W + 2), ohw = (size_t)j->OH * j->OW;
     for (size_t n = lo; n < hi; n++) {
         pad_image(j->xp + n * C * plane, j->inp + n * C * (size_t)H * W, C, H, W);
-        float *dyt = j->dyt + n * ohw * OC;
         const float *dy = j->dout + n * ohw * OC;
         for (int oc = 0; oc < OC; oc++) {
-            for (size_t k = 0; k < ohw; k++) dyt[k * OC + oc] = dy[(size_t)oc * ohw + k];
+            float *dyt = j->dyt + ((size_t)(oc / B) * j->N + n) * ohw * B + oc % B;
+            for (size_t k = 0; k < ohw; k++) dyt[k * B] = dy[(size_t)oc * ohw + k];
         }
     }
 }
@@ -722,12 +722,12 @@ DG_INLINE_AVX512 void dw_shift(__m512 x[2][4]) {
     }
 }
 
-/* One output row of OW pixels (dr: its dout, pixel-major; xr: its window's first
- * input row): the first pixel's column 0 and the last one's column 3 read the
- * padding (OW = W/2), and are left out. Neighbouring pixels' windows share two
+/* One output row of OW pixels (dr: its dout, pixel-major, pixels ld floats
+ * apart; xr: its window's first input row): the first pixel's column 0 and the
+ * last one's column 3 read the padding (OW = W/2), and are left out. Neighbouring pixels' windows share two
  * columns, broadcast once. */
 DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *xr, int OW,
-                             int OC, int WP, int t0, int t1) {
+                             int ld, int WP, int t0, int t1) {
     __m512 x[2][4];
     _Pragma("GCC unroll 2") for (int r = 0; r < 2; r++) {
         x[r][0] = _mm512_setzero_ps();   /* padding, never multiplied */
@@ -742,59 +742,51 @@ DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *xr, i
     for (int ow = 1; ow < OW - 1; ow++) {
         dw_shift(x);
         dw_window(x, xr, WP, ow);
-        dw_pixel(a, dr + (size_t)ow * OC, x, t0, t1, 0, 0);
+        dw_pixel(a, dr + (size_t)ow * ld, x, t0, t1, 0, 0);
     }
     dw_shift(x);
     dw_window(x, xr, WP, OW - 1);
-    dw_pixel(a, dr + (size_t)(OW - 1) * OC, x, t0, t1, 0, 1);
+    dw_pixel(a, dr + (size_t)(OW - 1) * ld, x, t0, t1, 0, 1);
 }
 
 /* Units [lo, hi) (unit u: block u / (2C) of 32 output channels, input channel
- * u / 2 % C, kernel rows 2*(u % 2) and the next): their sums, image after image,
- * then dweight += the sums. Per image and unit the unit's 8 taps x 32 channels
- * come into zmm from the sums buffer (zero for the first image), take one FMA
- * per tap and vector for every pixel, and go back: an image's pixel-major dout
- * block (OH*OW x 32) stays in L1 over the units of its block. Each weight's sum
- * runs over images, then pixels, in order, in one task, whatever the thread
- * count. */
+ * u / 2 % C, kernel rows 2*(u % 2) and the next): each unit's 8 taps x 32
+ * channels sum in zmm over every image and pixel, then go to dweight. Units of
+ * one block follow each other, so the block's dout (N x OH*OW x 32) stays in L2
+ * over them. Each weight's sum runs over images, then pixels, in order, in one
+ * task, whatever the thread count. */
 DG_AVX512 static void dw_units(const dw_job *j, size_t lo, size_t hi) {
-    int C = j->C, H = j->H, W = j->W, WP = W + 2, OC = j->OC, OH = j->OH, OW = j->OW;
+    int C = j->C, H = j->H, W = j->W, WP = W + 2, OH = j->OH, OW = j->OW, B = DG_DIRECT_OCB;
     size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW;
-    for (int n = 0; n < j->N; n++) {
-        for (size_t u = lo; u < hi; u++) {
-            int ob, c, half;
-            unit_of(u, C, &ob, &c, &half);
+    for (size_t u = lo; u < hi; u++) {
+        int ob, c, half;
+        unit_of(u, C, &ob, &c, &half);
+        __m512 a[8][2];
+        _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
+            a[t][0] = _mm512_setzero_ps();
+            a[t][1] = _mm512_setzero_ps();
+        }
+        for (int n = 0; n < j->N; n++) {
             const float *xc = j->xp + ((size_t)n * C + c) * plane + (size_t)(2 * half) * WP;
-            const float *dyn = j->dyt + (size_t)n * ohw * OC + ob;
-            float *acc = j->acc + u * 8 * DG_DIRECT_OCB;
-            __m512 a[8][2];
-            _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
-                a[t][0] = n == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + t * 32);
-                a[t][1] = n == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + t * 32 + 16);
-            }
+            const float *dyn = j->dyt + ((size_t)(ob / B) * j->N + n) * ohw * B;
             /* the unit's first kernel row falls in the top padding for oh = 0 and
              * its second in the bottom padding for oh = OH - 1 (OH = H/2) */
             for (int oh = 0; oh < OH; oh++) {
                 const float *xr = xc + (size_t)(2 * oh) * WP;
-                const float *dr = dyn + (size_t)oh * OW * OC;
+                const float *dr = dyn + (size_t)oh * OW * B;
                 if (half == 0 && oh == 0)
-                    dw_row(a, dr, xr, OW, OC, WP, 4, 8);
+                    dw_row(a, dr, xr, OW, B, WP, 4, 8);
                 else if (half == 1 && oh == OH - 1)
-                    dw_row(a, dr, xr, OW, OC, WP, 0, 4);
+                    dw_row(a, dr, xr, OW, B, WP, 0, 4);
                 else
-                    dw_row(a, dr, xr, OW, OC, WP, 0, 8);
-            }
-            _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
-                _mm512_storeu_ps(acc + t * 32, a[t][0]);
-                _mm512_storeu_ps(acc + t * 32 + 16, a[t][1]);
+                    dw_row(a, dr, xr, OW, B, WP, 0, 8);
             }
         }
-    }
-    /* dweight += the sums */
-    for (size_t u = lo; u < hi; u++) {
-        int ob, c, half;
-        unit_of(u, C, &ob, &c, &half);
-        const float *acc = j->acc + u * 8 * DG_DIRECT_OCB;
+        float acc[8 * DG_DIRECT_OCB];
+        _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
+            _mm512_storeu_ps(acc + t * 32, a[t][0]);
+            _mm512_storeu_ps(acc + t * 32 + 16, a[t][1]);
+        }
         for (int i = 0; i < DG_DIRECT_OCB; i++) {
             float *dw = j->dweight + ((size_t)(ob + i) * C + c) * 16 + 8 * half;
             for (int t = 0; t < 8; t++) dw[t] += acc[t * 32 + i];
@@ -810,8 +802,7 @@ static void dw_task(void *ctx, int t, int nt) {
 }
 
 static size_t dw_floats(int N, int C, int H, int W, int OC) {
-    return (size_t)N * C * (H + 2) * (W + 2) + (size_t)N * (H / 2) * (W / 2) * OC +
-           (size_t)OC * C * 16;
+    return (size_t)N * C * (H + 2) * (W + 2) + (size_t)N * (H / 2) * (W / 2) * OC;
 }
 #endif
 
@@ -833,8 +824,7 @@ dg_status dg_direct_conv_dweight(float *dweight, float *ws, size_t ws_floats,
 #if DG_HAVE_AVX2
     if (dw_floats(N, C, H, W, OC) > ws_floats) return DG_STATUS_ERR_SHAPE;
     float *dyt = ws + (size_t)N * C * (H + 2) * (W + 2);
-    dw_job j = {dweight, ws, dyt, dyt + (size_t)N * (H / 2) * (W / 2) * OC, dout, inp,
-                N, C, H, W, OC, H / 2, W / 2};
+    dw_job j = {dweight, ws, dyt, dout, inp, N, C, H, W, OC, H / 2, W / 2};
     dg_parallel(dw_prep_task, &j, dg_threads_for((double)N * C * H * W, 65536.0));
     double flops = 2.0 * N * (double)OC * C * 16.0 * (H / 2) * (W / 2);
     int nt = dg_threads_for(flops, DG_DIRECT_GRAIN);

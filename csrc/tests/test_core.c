@@ -982,7 +982,7 @@ static int adjoint_cases(const int (*shapes)[5], size_t n, t_fits_fn fits) {
 
 /* The direct AVX-512 kernels (dg_conv_direct.c) of 4x4, stride-2, padding-1
  * convolutions: conv2d forwards and weight gradients and the transposed
- * convolutions' input gradients (dg_direct_conv, dg_direct_conv_dweight), and
+ * convolutions' input and weight gradients (dg_direct_conv, dg_direct_conv_dweight), and
  * transposed-convolution forwards and conv2d input gradients (dg_direct_convt),
  * on shapes they take (>= 8 images and channels, the 32- and 16-channel blocks,
  * rows of 1 to 8 input pixels) and some they do not. Each case:
@@ -1003,9 +1003,22 @@ static void test_conv_direct(void) {
         {8, 16, 12, 12, 8}, {8, 16, 8, 8, 9},
     };
     int t_kernel = adjoint_cases(shapes, sizeof shapes / sizeof shapes[0], dg_direct_t_fits);
+    /* the weight-gradient kernel, on the conv2d and on its adjoint (whose dout
+     * and inp trade places), each with its op's workspace */
+    int dw_kernel = 0;
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        conv_geom c2d, ct;
+        k4s2_geoms(shapes[k], &c2d, &ct);
+        dw_kernel += dg_direct_dweight_fits(c2d.N, c2d.C, c2d.H, c2d.W, c2d.OC, 4, 4, 2, 2,
+                                            1, 1, c2d.OH, c2d.OW, ws_size(&c2d, 0)) &&
+                     dg_direct_dweight_fits(ct.N, ct.OC, ct.OH, ct.OW, ct.C, 4, 4, 2, 2, 1,
+                                            1, ct.H, ct.W, ws_size(&ct, 1));
+    }
     if (dg_avx512()) {
         CHECK(t_kernel == 7, "the transposed kernel runs on %d of the shapes (7 expected: "
               "16k output channels)", t_kernel);
+        CHECK(dw_kernel == 9, "the weight-gradient kernel runs on %d of the shapes, both "
+              "ways (9 expected: 32k output channels of the conv2d)", dw_kernel);
     }
 }
 
