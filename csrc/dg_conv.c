@@ -820,19 +820,28 @@ static void col2im_t_planes(float *restrict img, const float *restrict colt, siz
 
 /* dbias[r] += sum over n and p of g[n, r, p], g = dout (N, R, P), or with y
  * (an activation fused after the op: dout the gradient of its output y) g =
- * dg_act_grad(dout, y). Double sums, for the channels r in [r0, r1). */
+ * dg_act_grad(dout, y). Double sums, for the channels r in [r0, r1): per image,
+ * DG_BIAS_CHAINS chains (position p in chain p % DG_BIAS_CHAINS, which the
+ * compiler keeps in vector registers; with 4 chains the adds' latency bound the
+ * pass), added pairwise, then onto the channel's sum. */
+#define DG_BIAS_CHAINS 16
+/* Channels whose sums are kept at a time: the images are read in order, a block
+ * of channels each (reading channel by channel over the images, one short run
+ * per image and channel, waited on the cache misses of every run) */
+#define DG_BIAS_BLOCK 256
 #define BIAS_SUMS(G)                                                                    \
     do {                                                                                \
-        double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;                                  \
+        double a[DG_BIAS_CHAINS] = {0.0};                                               \
         size_t p = 0;                                                                   \
-        for (; p + 4 <= P; p += 4) {                                                    \
-            a0 += G(p);                                                                 \
-            a1 += G(p + 1);                                                             \
-            a2 += G(p + 2);                                                             \
-            a3 += G(p + 3);                                                             \
+        for (; p + DG_BIAS_CHAINS <= P; p += DG_BIAS_CHAINS) {                          \
+            _Pragma("GCC unroll 16") for (int i = 0; i < DG_BIAS_CHAINS; i++)           \
+                a[i] += G(p + i);                                                       \
         }                                                                               \
-        for (; p < P; p++) a0 += G(p);                                                  \
-        acc += (a0 + a1) + (a2 + a3);                                                   \
+        for (int i = 0; p < P; p++, i++) a[i] += G(p);                                  \
+        for (int w = DG_BIAS_CHAINS / 2; w >= 1; w /= 2) {                              \
+            for (int i = 0; i < w; i++) a[i] += a[i + w];                               \
+        }                                                                               \
+        acc += a[0];                                                                    \
     } while (0)
 /* one expansion per activation (a constant act), so that each is a select the
  * compiler keeps branch-free: with act tested per element it branched on the
@@ -843,21 +852,27 @@ static void col2im_t_planes(float *restrict img, const float *restrict colt, siz
 
 static void bias_backward(float *dbias, const float *dout, const float *y, int act,
                           float slope, int N, size_t R, size_t P, size_t r0, size_t r1) {
-    for (size_t r = r0; r < r1; r++) {
-        double acc = 0.0;
+    double sums[DG_BIAS_BLOCK];
+    for (size_t rb = r0; rb < r1; rb += DG_BIAS_BLOCK) {
+        size_t re = r1 - rb < DG_BIAS_BLOCK ? r1 : rb + DG_BIAS_BLOCK;
+        for (size_t r = rb; r < re; r++) sums[r - rb] = 0.0;
         for (int n = 0; n < N; n++) {
-            const float *d = dout + ((size_t)n * R + r) * P;
-            if (y == NULL) {
-                BIAS_SUMS(BIAS_PLAIN);
-            } else if (act == DG_ACT_RELU) {
-                const float *yv = y + ((size_t)n * R + r) * P;
-                BIAS_SUMS(BIAS_RELU);
-            } else {
-                const float *yv = y + ((size_t)n * R + r) * P;
-                BIAS_SUMS(BIAS_LEAKY);
+            for (size_t r = rb; r < re; r++) {
+                const float *d = dout + ((size_t)n * R + r) * P;
+                double acc = 0.0;
+                if (y == NULL) {
+                    BIAS_SUMS(BIAS_PLAIN);
+                } else if (act == DG_ACT_RELU) {
+                    const float *yv = y + ((size_t)n * R + r) * P;
+                    BIAS_SUMS(BIAS_RELU);
+                } else {
+                    const float *yv = y + ((size_t)n * R + r) * P;
+                    BIAS_SUMS(BIAS_LEAKY);
+                }
+                sums[r - rb] += acc;
             }
         }
-        dbias[r] = (float)(dbias[r] + acc);
+        for (size_t r = rb; r < re; r++) dbias[r] = (float)(dbias[r] + sums[r - rb]);
     }
 }
 
@@ -870,7 +885,7 @@ static void bias_backward(float *dbias, const float *dout, const float *y, int a
 /* Floats moved per task at least, before a helper is split over threads. */
 #define DG_CONV_GRAIN 32768.0
 
-enum { J_IM2COL, J_COL2IM, J_COL2IM_BIAS, J_COL2IMT_BIAS, J_GATHER, J_SCATTER_BIAS, J_SCATTER_ADD, J_FILL_BIAS, J_DBIAS };
+enum { J_IM2COL, J_COL2IM, J_COL2IM_BIAS, J_COL2IMT_BIAS, J_GATHER, J_SCATTER_BIAS, J_SCATTER_ADD, J_FILL_BIAS };
 
 typedef struct {
     int kind;
@@ -878,9 +893,6 @@ typedef struct {
     const float *src, *bias;
     size_t ld, R, P, count;
     int nb, CI, IH, IW, KH, KW, SH, SW, PH, PW, GH, GW;
-    const float *y;   /* J_DBIAS: a fused activation's output (src its gradient), or NULL */
-    int act;
-    float slope;
 } conv_job;
 
 static void conv_task(void *ctx, int t, int nt) {
@@ -943,9 +955,6 @@ static void conv_task(void *ctx, int t, int nt) {
         break;
     case J_FILL_BIAS:
         fill_bias(j->dst, j->bias, j->R, j->P, lo, hi);
-        break;
-    case J_DBIAS:
-        bias_backward(j->dst, j->src, j->y, j->act, j->slope, j->nb, j->R, j->P, lo, hi);
         break;
     }
 }
@@ -1012,11 +1021,33 @@ static void col2im_t_bias(float *img, const float *colt, size_t ldt, const float
 }
 
 /* dbias (R) += sums of dout (N, R, P) over n and p. */
+/* bias_backward over the channels, split in contiguous ranges (every sum in the
+ * same order whatever the thread count); its AVX2 build where the CPU has it. */
+typedef struct {
+    float *dbias;
+    const float *dout, *y;
+    int act, N;
+    float slope;
+    size_t R, P;
+} dbias_job;
+
+static void dbias_task(void *ctx, int t, int nt) {
+    const dbias_job *j = (const dbias_job *)ctx;
+    size_t lo, hi;
+    dg_split(j->R, 1, t, nt, &lo, &hi);
+    if (lo < hi) {
+        bias_backward(j->dbias, j->dout, j->y, j->act, j->slope, j->N, j->R, j->P, lo, hi);
+    }
+}
+
+/* dbias_task built for AVX2 (dg_internal.h): the same values */
+DG_AVX2_TASK(dbias_task)
+
 static void dbias_run(float *dbias, const float *dout, const float *y, int act, float slope,
                       int N, size_t R, size_t P) {
-    conv_job j = {.kind = J_DBIAS, .dst = dbias, .src = dout, .R = R, .P = P, .nb = N,
-                  .count = R, .y = act != DG_ACT_NONE ? y : NULL, .act = act, .slope = slope};
-    conv_run(&j, (double)N * P);
+    dbias_job j = {dbias, dout, act != DG_ACT_NONE ? y : NULL, act, N, slope, R, P};
+    dg_parallel(DG_FOR_CPU(dbias_task), &j,
+                dg_threads_for((double)R * N * (double)P, DG_CONV_GRAIN));
 }
 
 /* ------------------------------------------------------------------------- */
