@@ -283,19 +283,29 @@ CONV_ROW(7)
 CONV_ROW(8)
 
 /* out (ocb, npix): channel i = buf[:, i] of a (npix, ocb) row buffer, added
- * (add), or assigned plus bias[i] (bias != NULL) or alone. */
-static void scatter_block(float *out, const float *buf, int ocb, size_t npix, int add,
-                          const float *bias) {
+ * (add), or assigned plus bias[i] (bias != NULL) or alone; 16 pixels of a
+ * channel at a time, gathered (one float at a time, it was 1.5-2 % of a DCGAN
+ * training step). The same sums as one float at a time. */
+DG_AVX512 static void scatter_block(float *out, const float *buf, int ocb, size_t npix,
+                                    int add, const float *bias) {
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(ocb));
     for (int i = 0; i < ocb; i++) {
         float *o = out + (size_t)i * npix;
         const float *s = buf + i;
-        if (add) {
-            for (size_t q = 0; q < npix; q++) o[q] += s[q * ocb];
-        } else if (bias != NULL) {
-            float b = bias[i];
-            for (size_t q = 0; q < npix; q++) o[q] = s[q * ocb] + b;
-        } else {
-            for (size_t q = 0; q < npix; q++) o[q] = s[q * ocb];
+        __m512 b = _mm512_set1_ps(bias != NULL ? bias[i] : 0.0f);
+        for (size_t q = 0; q < npix; q += 16) {
+            __mmask16 m = npix - q >= 16 ? (__mmask16)0xFFFF
+                                         : (__mmask16)((1u << (npix - q)) - 1u);
+            __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx,
+                                                s + q * (size_t)ocb, 4);
+            if (add) {
+                v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o + q), v);
+            } else if (bias != NULL) {
+                v = _mm512_add_ps(v, b);
+            }
+            _mm512_mask_storeu_ps(o + q, m, v);
         }
     }
 }
