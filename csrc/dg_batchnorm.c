@@ -63,7 +63,7 @@ static dg_status bn_check_sizes(int N, int C, int HW) {
  * are a few hundred floats, one image's tensor apart: too short for the
  * hardware prefetcher to be ahead of the first reads of each), in tensors of
  * more than DG_BN_PREFETCH_MIN floats (smaller ones, such as DCGAN's critic's
- * 1.6 MB, are still in L2 from the op before: prefetching them cost ~4 %). */
+ * 1.6 MB, are still in L2 from the op before; PERFORMANCE.md, log 64). */
 #define DG_BN_AHEAD 2
 #define DG_BN_PREFETCH_MIN ((size_t)1 << 19)
 
@@ -332,7 +332,9 @@ static void bn_apply(float *y, const float *x, const float *mh, const float *ml,
             /* a flat (N, C) batch: the per-channel values are per position */
             for (int n = 0; n < N; n++) {
                 size_t off = (size_t)n * chw + (size_t)c0;
-                if (pf && n + DG_BN_AHEAD < N) bn_prefetch_w(y + off + DG_BN_AHEAD * chw, (size_t)cb);
+                if (pf && n + DG_BN_AHEAD < N) {
+                    bn_prefetch_w(y + off + DG_BN_AHEAD * chw, (size_t)cb);
+                }
                 apply_run(y + off, x + off, mh, ml, s, t, (size_t)cb, act, slope);
             }
             return;
@@ -368,7 +370,9 @@ static void bn_dx(float *dx, const float *dy, const float *x, const float *kd,
         if (hw == 1) {
             for (int n = 0; n < N; n++) {
                 size_t off = (size_t)n * chw + (size_t)c0;
-                if (pf && n + DG_BN_AHEAD < N) bn_prefetch_w(dx + off + DG_BN_AHEAD * chw, (size_t)cb);
+                if (pf && n + DG_BN_AHEAD < N) {
+                    bn_prefetch_w(dx + off + DG_BN_AHEAD * chw, (size_t)cb);
+                }
                 dx_run(dx + off, dy + off, x + off, kd, md, kx, m, (size_t)cb, y != NULL ? y + off : NULL,
                        act, slope);
             }

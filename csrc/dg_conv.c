@@ -1020,9 +1020,10 @@ static void col2im_t_bias(float *img, const float *colt, size_t ldt, const float
     conv_run(&j, (double)nb * KH * KW * GH * GW);
 }
 
-/* dbias (R) += sums of dout (N, R, P) over n and p. */
-/* bias_backward over the channels, split in contiguous ranges (every sum in the
- * same order whatever the thread count); its AVX2 build where the CPU has it. */
+/* dbias (R) += sums of dout (N, R, P) over n and p (through the fused act's
+ * gradient at y): bias_backward over the channels, split in contiguous ranges
+ * (every sum in the same order whatever the thread count), in its AVX2 build
+ * where the CPU has it. */
 typedef struct {
     float *dbias;
     const float *dout, *y;

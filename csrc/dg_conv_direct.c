@@ -741,8 +741,8 @@ DG_INLINE_AVX512 void dw_shift(__m512 x[2][4]) {
 
 /* One output row of OW pixels (dr: its dout, pixel-major, pixels ld floats
  * apart; xr: its window's first input row): the first pixel's column 0 and the
- * last one's column 3 read the padding (OW = W/2), and are left out. Neighbouring pixels' windows share two
- * columns, broadcast once. */
+ * last one's column 3 read the padding (OW = W/2), and are left out.
+ * Neighbouring pixels' windows share two columns, broadcast once. */
 DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *xr, int OW,
                              int ld, int WP, int t0, int t1) {
     __m512 x[2][4];
