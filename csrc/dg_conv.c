@@ -55,7 +55,7 @@
  *
  * On an AVX-512 CPU, a conv2d forward that keeps no im2col matrix, a conv2d weight
  * gradient without a kept matrix, conv2d's input gradient, and the transposed
- * convolution's forward and input gradient, of 4x4 stride-2 padding-1 kernels
+ * convolution's forward and both its gradients, of 4x4 stride-2 padding-1 kernels
  * between maps at most 8 and 16 wide, run direct kernels instead
  * (dg_conv_direct.c), where dg_direct_fits / dg_direct_dweight_fits /
  * dg_direct_t_fits say they apply.

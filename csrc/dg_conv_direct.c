@@ -13,7 +13,7 @@
  * forward that keeps no im2col matrix, and for the input gradient of the
  * transposed convolution (7x7 -> 14x14), which is the conv2d of dout with the
  * same weights; and dg_direct_conv_dweight for a conv2d weight gradient with no
- * kept matrix. Where both apply (dg_conv2d_direct), nn.Conv2d keeps none in
+ * kept matrix and for the transposed convolution's. Where both apply (dg_conv2d_direct), nn.Conv2d keeps none in
  * training. The weight-gradient kernel is described above dw_units.
  * dg_direct_convt (assigning plus bias, or adding) runs the transposed
  * convolution's forward (7x7 -> 14x14) and conv2d's input gradient, which is the
@@ -54,8 +54,10 @@
  * the op's workspace for the panels and each task's padded image and row buffer;
  * dg_direct_t_fits the same for the transposed kernel, with rows of at most 8
  * input pixels and OC a multiple of 16. The transposed convolution's weight
- * gradient was tried with dg_direct_conv_dweight and kept the GEMM path, as it
- * was no faster in place (PERFORMANCE.md, log 37).
+ * gradient is dg_direct_conv_dweight's too (dg_conv.c calls it with dout and inp
+ * trading places), since its sums stay in registers over all images
+ * (PERFORMANCE.md, log 62; with a sums buffer it was no faster than the GEMM
+ * path, logs 37 and 47).
  */
 #include "distgan.h"
 #include "dg_internal.h"
