@@ -360,10 +360,13 @@ def test_transposed_direct_kernel_accuracy(threads, rng):
     """The transposed convolution's forward (the generator's 256 -> 128, 7x7 -> 14x14)
     and conv2d's input gradient (the critic's 128 -> 64, 7x7 -> 14x14), which run the
     direct AVX-512 kernel on a CPU that has it (dg_direct_convt: 16k output channels,
-    >= 8 images and input channels): against a float64 reference, as accurate as
-    float32 convolutions are (measured: 2e-7 to 4e-7 normwise for both, and for
-    PyTorch's float32 ones; a sum over all 4C products in one chain, the kernel's first
-    version, was at 6e-7), and the same bits at 1 and 2 threads."""
+    >= 8 images and input channels), and the transposed convolution's weight gradient
+    (dg_direct_conv_dweight, dout and inp trading places): against a float64
+    reference, as accurate as float32 convolutions are (measured: 2e-7 to 4e-7
+    normwise for the first two, and for PyTorch's float32 ones; a sum over all 4C
+    products in one chain, the kernel's first version, was at 6e-7; the weight
+    gradient 3.6e-7, where one chain over all images' products had PyTorch's 1.2e-6),
+    and the same bits at 1 and 2 threads."""
     torch = pytest.importorskip("torch")
     from conftest import rel_err
     N = 16
@@ -378,6 +381,11 @@ def test_transposed_direct_kernel_accuracy(threads, rng):
                                  torch.from_numpy(b).double(), 2, 1).numpy()
     ref_dx = torch.nn.grad.conv2d_input(x2.shape, torch.from_numpy(w2).double(),
                                         torch.from_numpy(dy).double(), 2, 1).numpy()
+    dyt = rng.standard_normal((N, 128, 14, 14)).astype(np.float32)
+    wt = torch.from_numpy(w).double().requires_grad_()
+    F.conv_transpose2d(torch.from_numpy(x).double(), wt, None, 2, 1).backward(
+        torch.from_numpy(dyt).double())
+    ref_dw = wt.grad.numpy()
     before = distgan.get_num_threads()
     try:
         res = {}
@@ -391,13 +399,16 @@ def test_transposed_direct_kernel_accuracy(threads, rng):
                                                         7, 7), np.float32)
             dx = np.full(x2.shape, 0.5, np.float32)       # backward accumulates
             _core._conv2d_backward(dx, None, None, ws2, dy, x2, w2, 2, 2, 1, 1)
-            res[t] = (out, dx - np.float32(0.5))
+            dw = np.zeros_like(w)                          # accumulates onto zeros
+            _core._conv_transpose2d_backward(None, dw, None, ws, dyt, x, w, 2, 2, 1, 1)
+            res[t] = (out, dx - np.float32(0.5), dw)
     finally:
         distgan.set_num_threads(before)
-    out, dx = res[1]
+    out, dx, dw = res[1]
     assert rel_err(out, ref_out) < 1e-6, rel_err(out, ref_out)
     assert rel_err(dx, ref_dx) < 1e-6, rel_err(dx, ref_dx)
-    assert np.array_equal(res[threads][0], out) and np.array_equal(res[threads][1], dx)
+    assert rel_err(dw, ref_dw) < 1e-6, rel_err(dw, ref_dw)
+    assert all(np.array_equal(a, b) for a, b in zip(res[threads], res[1]))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
