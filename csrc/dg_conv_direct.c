@@ -94,6 +94,13 @@
 /* Input channels per chunk of the few-image kernel: 64 x 4 x 16 x 4 bytes =
  * 16 KiB of a block's weights, in L1 over the block's input rows. */
 #define DG_FEW_CC 64
+/* The few-image kernel sums only the nonzero inputs (few_lists,
+ * convt_sparse_row_*) when at most this share of a call's inputs is nonzero
+ * (dg_direct_few_sparse changes it, for the tests). At half, as after a ReLU,
+ * that took 0.85-0.9 of the dense rows' time; at 0.6 as long (PERFORMANCE.md,
+ * log 68). */
+#define DG_FEW_SPARSE 0.55
+static double few_sparse_max = DG_FEW_SPARSE;
 
 /* A call of either image kernel (dg_direct_conv, dg_direct_convt): the packed
  * weights first in ws (wp_floats), then each task's `group` image slots of
@@ -105,6 +112,8 @@ typedef struct {
     int N, C, H, W, OC, OH, OW;
     size_t wp_floats, task_floats;   /* task_floats: one image's slot */
     int group;                       /* images per weight chunk (dg_direct_conv) */
+    size_t lists;                    /* dg_direct_convt_few: the slot's last floats for
+                                      * few_lists (0: the dense rows only) */
 } direct_job;
 
 /* Workspace floats of each task: the padded image, then the row buffer
@@ -131,6 +140,14 @@ static int direct_tasks(size_t items, int N, int C, int OC, int pixels) {
 static size_t few_task_floats(int N, int OC, int OH, int OW, int nt) {
     size_t blocks = (size_t)(OC / DG_FEW_OCB), per = ((size_t)N * blocks + nt - 1) / nt;
     return (per < blocks ? per : blocks) * DG_FEW_OCB * (size_t)(OH + 2) * (OW + 2);
+}
+
+/* Floats of few_lists' lists of one image of C channels of HW pixels: per chunk
+ * of DG_FEW_CC channels and pixel, DG_FEW_CC offsets, DG_FEW_CC values and a
+ * count, a multiple of 16 floats. */
+static size_t few_list_floats(int C, int HW) {
+    size_t slots = (size_t)((C + DG_FEW_CC - 1) / DG_FEW_CC) * HW;
+    return (slots * (2 * DG_FEW_CC + 1) + 15) & ~(size_t)15;
 }
 
 /* The CPU and the geometry the kernels take, as a conv2d (N, C, H, W) -> (N, OC,
@@ -545,6 +562,15 @@ static void convt_image_task(void *ctx, int t, int nt) {
  * is summed over a chunk's channels in increasing order, the chunks then added
  * onto the plane in increasing order, input row by input row.
  *
+ * When at most few_sparse_max of the inputs are nonzero (a ReLU's output is
+ * about half zero), each pixel sums only its nonzero channels instead, from
+ * lists made per image (few_lists, convt_sparse_row_*): half the FMAs, at two
+ * loads per FMA where the dense rows take 0.4 (each weight vector serves every
+ * pixel of a row there), so 0.85-0.9 of the time at half nonzero (log 68). An
+ * FMA with a zero input leaves a finite sum as it is, so the two give the same
+ * bits, but an inf or NaN weight met only by zero inputs makes NaN in the
+ * dense rows and not in the sparse ones.
+ *
  * Padded row d, lanes m (+)= row K of a row of patches: lane group K (sel = K *
  * 0x55) of the even pixels' e[0..3] at columns 0, 4, 8, 12, plus that of the odd
  * ones' o[0..3] at 2, 6, 10 (o[3], beyond the row, is zero). One add per padded
@@ -561,6 +587,26 @@ static void convt_image_task(void *ctx, int t, int nt) {
         _mm512_mask_storeu_ps((d), (m),                                                 \
                               _mm512_add_ps(_mm512_maskz_loadu_ps((m), (d)),            \
                                             _mm512_add_ps(ev_, od_)));                  \
+    } while (0)
+
+/* Pixel p's accumulators a[p][0..3] (its 4x4 patches of four output channels)
+ * added onto those channels' padded planes (pad + v * pplane): padded rows 0-3
+ * of the patch row, columns 2p .. 2p + 3. */
+#define FEW_PATCHES(NP, a, pad, ldp, pplane)                                            \
+    do {                                                                                \
+        __mmask16 m_ = (__mmask16)((1u << (2 * NP + 2)) - 1);                           \
+        _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++) {                           \
+            __m512 e[4], o[4], z = _mm512_setzero_ps();                                 \
+            _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {                       \
+                e[q] = 2 * q < NP ? a[2 * q < NP ? 2 * q : 0][v] : z;                   \
+                o[q] = 2 * q + 1 < NP ? a[2 * q + 1 < NP ? 2 * q + 1 : 0][v] : z;       \
+            }                                                                           \
+            float *d = (pad) + (size_t)v * (pplane);                                    \
+            FEW_PATCH_ROW(d, m_, e, o, 0x00);                                           \
+            FEW_PATCH_ROW(d + (ldp), m_, e, o, 0x55);                                   \
+            FEW_PATCH_ROW(d + 2 * (ldp), m_, e, o, 0xaa);                               \
+            FEW_PATCH_ROW(d + 3 * (ldp), m_, e, o, 0xff);                               \
+        }                                                                               \
     } while (0)
 
 #define CONVT_FEW_ROW(NP)                                                               \
@@ -584,20 +630,56 @@ static void convt_image_task(void *ctx, int t, int nt) {
                 a[p][3] = _mm512_fmadd_ps(w3, b, a[p][3]);                              \
             }                                                                           \
         }                                                                               \
-        /* pixel p's patch: padded rows kh, columns 2p .. 2p + 3 */                     \
-        __mmask16 m = (__mmask16)((1u << (2 * NP + 2)) - 1);                            \
-        _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++) {                  \
-            __m512 e[4], o[4], z = _mm512_setzero_ps();                                 \
-            _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {                       \
-                e[q] = 2 * q < NP ? a[2 * q < NP ? 2 * q : 0][v] : z;                   \
-                o[q] = 2 * q + 1 < NP ? a[2 * q + 1 < NP ? 2 * q + 1 : 0][v] : z;       \
+        FEW_PATCHES(NP, a, pad, ldp, pplane);                                           \
+    }
+
+/* Sums over a pixel's listed channels: one listed channel's 4 vectors of
+ * weights (at w + o) times its value v, FMAs onto s[0..3]. */
+#define SPARSE_STEP(s, w, o, v)                                                         \
+    do {                                                                                \
+        const float *u_ = (w) + (o);                                                    \
+        __m512 b_ = _mm512_set1_ps(v);                                                  \
+        s[0] = _mm512_fmadd_ps(_mm512_loadu_ps(u_), b_, s[0]);                          \
+        s[1] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 16), b_, s[1]);                     \
+        s[2] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 32), b_, s[2]);                     \
+        s[3] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 48), b_, s[3]);                     \
+    } while (0)
+
+/* The same row from lists of each pixel's nonzero inputs of the chunk (off:
+ * the channel's offset in w, (c - c0) * 64; val: its value; len: how many; as
+ * few_lists writes them). Each pixel's accumulators take its listed channels in
+ * increasing order, one FMA chain per vector as in the dense row, so the sums
+ * are the dense row's to the bit (an FMA with a zero input leaves a sum that is
+ * not -0 as it was; the sums start at +0 and no FMA makes -0 of them). Pixels
+ * go in pairs, the pair's lists in step up to the shorter one's end (eight
+ * chains), then the rest of the longer one alone. */
+#define CONVT_SPARSE_ROW(NP)                                                            \
+    DG_AVX512 static void convt_sparse_row_##NP(float *pad, int ldp, size_t pplane,     \
+                                                const int32_t *off, const float *val,   \
+                                                const int32_t *len, const float *w) {   \
+        __m512 a[NP][DG_FEW_OCB];                                                       \
+        for (int p = 0; p < NP; p += 2) {                                               \
+            int q = p + 1 < NP ? p + 1 : p;                                             \
+            const int32_t *op = off + (size_t)p * DG_FEW_CC;                            \
+            const int32_t *oq = off + (size_t)q * DG_FEW_CC;                            \
+            const float *vp = val + (size_t)p * DG_FEW_CC;                              \
+            const float *vq = val + (size_t)q * DG_FEW_CC;                              \
+            int np = len[p], nq = q != p ? len[q] : 0, m = np < nq ? np : nq, i = 0;    \
+            __m512 s[DG_FEW_OCB], t[DG_FEW_OCB];                                        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
+                s[v] = t[v] = _mm512_setzero_ps();                                      \
+            for (; i < m; i++) {                                                        \
+                SPARSE_STEP(s, w, op[i], vp[i]);                                        \
+                SPARSE_STEP(t, w, oq[i], vq[i]);                                        \
             }                                                                           \
-            float *d = pad + (size_t)v * pplane;                                        \
-            FEW_PATCH_ROW(d, m, e, o, 0x00);                                            \
-            FEW_PATCH_ROW(d + ldp, m, e, o, 0x55);                                      \
-            FEW_PATCH_ROW(d + 2 * ldp, m, e, o, 0xaa);                                  \
-            FEW_PATCH_ROW(d + 3 * ldp, m, e, o, 0xff);                                  \
+            for (int k = i; k < np; k++) SPARSE_STEP(s, w, op[k], vp[k]);               \
+            for (int k = i; k < nq; k++) SPARSE_STEP(t, w, oq[k], vq[k]);               \
+            _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++) {              \
+                a[p][v] = s[v];                                                         \
+                if (q != p) a[q][v] = t[v];                                             \
+            }                                                                           \
         }                                                                               \
+        FEW_PATCHES(NP, a, pad, ldp, pplane);                                           \
     }
 
 CONVT_FEW_ROW(1)
@@ -607,27 +689,93 @@ CONVT_FEW_ROW(4)
 CONVT_FEW_ROW(5)
 CONVT_FEW_ROW(6)
 CONVT_FEW_ROW(7)
+CONVT_SPARSE_ROW(1)
+CONVT_SPARSE_ROW(2)
+CONVT_SPARSE_ROW(3)
+CONVT_SPARSE_ROW(4)
+CONVT_SPARSE_ROW(5)
+CONVT_SPARSE_ROW(6)
+CONVT_SPARSE_ROW(7)
 
 typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
                              int);
 static const convt_few_fn convt_few_rows[DG_FEW_MAXW + 1] = {
     NULL, convt_few_row_1, convt_few_row_2, convt_few_row_3, convt_few_row_4,
     convt_few_row_5, convt_few_row_6, convt_few_row_7};
+typedef void (*convt_sparse_fn)(float *, int, size_t, const int32_t *, const float *,
+                                const int32_t *, const float *);
+static const convt_sparse_fn convt_sparse_rows[DG_FEW_MAXW + 1] = {
+    NULL, convt_sparse_row_1, convt_sparse_row_2, convt_sparse_row_3, convt_sparse_row_4,
+    convt_sparse_row_5, convt_sparse_row_6, convt_sparse_row_7};
+
+/* Lists of the nonzero inputs of one image x (C, HW), chunk by chunk of
+ * DG_FEW_CC channels: for chunk k (channels c0 = k * DG_FEW_CC on) and pixel p,
+ * at (k * HW + p) * DG_FEW_CC in off and val, the chunk's channels c with x[c, p]
+ * != 0 (NaN included) in increasing order, off = (c - c0) * 16 * DG_FEW_OCB
+ * (that channel's place in a block's copied weights, pk) and val = x[c, p];
+ * len[k * HW + p] how many. Each group of 16 channels: one gather, one
+ * compare, two compresses, stored whole (the stores end within the slot: at
+ * most g entries precede group g). */
+DG_AVX512 static void few_lists(const float *x, int C, int HW, int32_t *off, float *val,
+                                  int32_t *len) {
+    const __m512i lane =
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(HW), place = _mm512_set1_epi32(16 * DG_FEW_OCB);
+    for (int c0 = 0, k = 0; c0 < C; c0 += DG_FEW_CC, k++) {
+        int cc = C - c0 < DG_FEW_CC ? C - c0 : DG_FEW_CC;
+        const float *xc = x + (size_t)c0 * HW;
+        for (int p = 0; p < HW; p++) {
+            size_t s = ((size_t)k * HW + p) * DG_FEW_CC;
+            int n = 0;
+            for (int g = 0; g < cc; g += 16) {
+                __mmask16 in = (__mmask16)(cc - g >= 16 ? 0xffffu : (1u << (cc - g)) - 1);
+                __m512i ch = _mm512_add_epi32(lane, _mm512_set1_epi32(g));
+                __m512i at = _mm512_mullo_epi32(ch, step);
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, at, xc + p, 4);
+                __mmask16 nz =
+                    _mm512_mask_cmp_ps_mask(in, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                _mm512_storeu_ps(val + s + n, _mm512_maskz_compress_ps(nz, v));
+                __m512i o = _mm512_maskz_compress_epi32(nz, _mm512_mullo_epi32(ch, place));
+                _mm512_storeu_si512((void *)(off + s + n), o);
+                n += __builtin_popcount(nz);
+            }
+            len[(size_t)k * HW + p] = n;
+        }
+    }
+}
+
+/* How many of x[0 .. n) are nonzero (NaN included). */
+DG_AVX512 static size_t few_nonzeros(const float *x, size_t n) {
+    size_t count = 0, i = 0;
+    for (; i + 16 <= n; i += 16)
+        count += (size_t)__builtin_popcount(
+            _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), _mm512_setzero_ps(), _CMP_NEQ_UQ));
+    for (; i < n; i++) count += x[i] != 0.0f;
+    return count;
+}
 
 /* Units (image, block of 4 output channels) [lo, hi) of the task, one image's
  * run of blocks at a time: their padded planes (in the task's slot of ws)
- * zeroed; for each chunk of DG_FEW_CC input channels and each block, the
- * block's weights of the chunk copied together (pk, on the stack: 16 KiB, which
- * stay in L1 over the block's input rows), then every input row's patches
- * added on; then the interiors to out (assigned plus bias, or added). */
+ * zeroed; when sparse (j->lists != 0), the image's nonzeros listed (few_lists,
+ * at the slot's end); for each chunk of DG_FEW_CC input channels and each
+ * block, the block's weights of the chunk copied together (pk, on the stack:
+ * 16 KiB, which stay in L1 over the block's input rows), then every input
+ * row's patches added on, while the next block's weights are fetched (rows 8 KB
+ * apart, which the hardware did not fetch ahead: 1.06-1.09x with the weights in
+ * L3, log 68); then the interiors to out (assigned plus bias, or added). */
 static void convt_few_task(void *ctx, int t, int nt) {
     const direct_job *j = (const direct_job *)ctx;
-    int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;
-    int ldp = OW + 2, blocks = OC / DG_FEW_OCB;
-    size_t pplane = (size_t)(OH + 2) * ldp, xplane = (size_t)H * W, ohw = (size_t)OH * OW;
+    int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW, hw = H * W;
+    int sparse = j->lists != 0, ldp = OW + 2, blocks = OC / DG_FEW_OCB;
+    size_t pplane = (size_t)(OH + 2) * ldp, xplane = (size_t)hw, ohw = (size_t)OH * OW;
     /* a weight row; a block's weights of one input channel */
     size_t ldw = (size_t)OC * 16, bw = 16 * DG_FEW_OCB;
     float *pad = j->ws + (size_t)t * j->task_floats;
+    /* the lists at the slot's end: offsets, values, counts (few_lists) */
+    size_t slots = (size_t)((C + DG_FEW_CC - 1) / DG_FEW_CC) * hw;
+    float *lists = pad + j->task_floats - j->lists;
+    int32_t *off = (int32_t *)lists, *len = (int32_t *)(lists + 2 * slots * DG_FEW_CC);
+    float *val = lists + slots * DG_FEW_CC;
     float pk[DG_FEW_CC * 16 * DG_FEW_OCB] __attribute__((aligned(64)));
     size_t lo, hi;
     dg_split((size_t)j->N * blocks, 1, t, nt, &lo, &hi);
@@ -636,32 +784,53 @@ static void convt_few_task(void *ctx, int t, int nt) {
         int b0 = (int)(u % blocks);
         int b1 = (n + 1) * blocks <= hi ? blocks : (int)(hi - n * blocks);
         const float *x = j->inp + n * C * xplane;
+        if (sparse) few_lists(x, C, hw, off, val, len);
         memset(pad, 0, sizeof(float) * (size_t)(b1 - b0) * DG_FEW_OCB * pplane);
         for (int c0 = 0; c0 < C; c0 += DG_FEW_CC) {
             int cc = C - c0 < DG_FEW_CC ? C - c0 : DG_FEW_CC;
+            size_t s = (size_t)(c0 / DG_FEW_CC) * hw;   /* the chunk's first slot */
             for (int b = b0; b < b1; b++) {
                 const float *wb = j->weight + (size_t)c0 * ldw + (size_t)b * bw;
                 for (int c = 0; c < cc; c++)
                     memcpy(pk + (size_t)c * bw, wb + (size_t)c * ldw, sizeof(float) * bw);
                 float *pb = pad + (size_t)(b - b0) * DG_FEW_OCB * pplane;
-                for (int y = 0; y < H; y++)
-                    convt_few_rows[W](pb + (size_t)(2 * y) * ldp, ldp, pplane,
-                                      x + (size_t)c0 * xplane + (size_t)y * W, xplane, pk,
-                                      cc);
+                /* the next piece of weights: the next block's, or the next chunk's first */
+                const float *nw = NULL;
+                int ncc = 0;
+                if (b + 1 < b1) nw = wb + bw, ncc = cc;
+                else if (c0 + DG_FEW_CC < C)
+                    nw = j->weight + (size_t)(c0 + DG_FEW_CC) * ldw + (size_t)b0 * bw,
+                    ncc = C - c0 - DG_FEW_CC < DG_FEW_CC ? C - c0 - DG_FEW_CC : DG_FEW_CC;
+                for (int y = 0; y < H; y++) {
+                    /* its rows fetched while this block computes, a share per input row */
+                    if (nw != NULL)
+                        for (int c = y * ncc / H; c < (y + 1) * ncc / H; c++)
+                            for (int l = 0; l < DG_FEW_OCB; l++)   /* its 64-byte lines */
+                                __builtin_prefetch(nw + (size_t)c * ldw + 16 * l, 0, 3);
+                    float *row = pb + (size_t)(2 * y) * ldp;
+                    size_t sy = s + (size_t)y * W;
+                    if (sparse)
+                        convt_sparse_rows[W](row, ldp, pplane, off + sy * DG_FEW_CC,
+                                             val + sy * DG_FEW_CC, len + sy, pk);
+                    else
+                        convt_few_rows[W](row, ldp, pplane,
+                                          x + (size_t)c0 * xplane + (size_t)y * W, xplane,
+                                          pk, cc);
+                }
             }
         }
         for (int b = b0; b < b1; b++) {
             for (int v = 0; v < DG_FEW_OCB; v++) {
                 int oc = b * DG_FEW_OCB + v;
                 float *o = j->out + (n * OC + oc) * ohw;
-                const float *s =
+                const float *sp =
                     pad + ((size_t)(b - b0) * DG_FEW_OCB + v) * pplane + ldp + 1;
                 float bv = j->bias != NULL ? j->bias[oc] : 0.0f;
-                for (int oy = 0; oy < OH; oy++, o += OW, s += ldp) {
+                for (int oy = 0; oy < OH; oy++, o += OW, sp += ldp) {
                     if (j->add) {
-                        for (int ox = 0; ox < OW; ox++) o[ox] += s[ox];
+                        for (int ox = 0; ox < OW; ox++) o[ox] += sp[ox];
                     } else {
-                        for (int ox = 0; ox < OW; ox++) o[ox] = s[ox] + bv;
+                        for (int ox = 0; ox < OW; ox++) o[ox] = sp[ox] + bv;
                     }
                 }
             }
@@ -901,7 +1070,7 @@ dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const
 #if DG_HAVE_AVX2
     int OH = H / 2, OW = W / 2;
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, OH, OW,
-                    (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW), DG_DIRECT_GROUP};
+                    (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW), DG_DIRECT_GROUP, 0};
     return direct_run(&j, ws_floats, OH, OW, pack_task, image_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
@@ -916,7 +1085,7 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
 #if DG_HAVE_AVX2
     /* one image per slot: its (2H*2W, 16) row buffer */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
-                    2 * W, (size_t)C * 16 * OC, (size_t)4 * H * W * DG_DIRECT_T_OCB, 1};
+                    2 * W, (size_t)C * 16 * OC, (size_t)4 * H * W * DG_DIRECT_T_OCB, 1, 0};
     return direct_run(&j, ws_floats, H, W, convt_pack_task, convt_image_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
@@ -925,17 +1094,32 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
 #endif
 }
 
+double dg_direct_few_sparse(double share) {
+    double before = few_sparse_max;
+    few_sparse_max = share;
+    return before;
+}
+
 dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
                               const float *inp, const float *weight, const float *bias, int N,
                               int C, int H, int W, int OC) {
 #if DG_HAVE_AVX2
     /* each task's slot: the padded planes of its blocks of one image */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
-                    2 * W, 0, 0, 1};
+                    2 * W, 0, 0, 1, 0};
     int nt = direct_tasks((size_t)N * (OC / DG_FEW_OCB), N, C, OC, H * W);
     while (nt > 1 && (size_t)nt * few_task_floats(N, OC, 2 * H, 2 * W, nt) > ws_floats) nt--;
     j.task_floats = few_task_floats(N, OC, 2 * H, 2 * W, nt);
     if ((size_t)nt * j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
+    /* the sparse rows, when few enough inputs are nonzero and the slots have room
+     * for the lists too */
+    size_t sp = j.task_floats + few_list_floats(C, H * W);
+    size_t total = (size_t)N * C * H * W;
+    if ((size_t)nt * sp <= ws_floats &&
+        (double)few_nonzeros(inp, total) <= few_sparse_max * (double)total) {
+        j.lists = few_list_floats(C, H * W);
+        j.task_floats = sp;
+    }
     dg_parallel(convt_few_task, &j, nt);
     return DG_STATUS_OK;
 #else

@@ -129,6 +129,10 @@ int dg_direct_tfew_fits(int N, int C, int H, int W, int OC, int KH, int KW, int 
 dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
                               const float *inp, const float *weight, const float *bias, int N,
                               int C, int H, int W, int OC);
+/* The share of nonzero inputs up to which dg_direct_convt_few sums only the
+ * nonzero ones (the same bits as summing all); returns the one before. For the
+ * tests, between calls (not thread-safe): 0 turns it off, 1 always on. */
+double dg_direct_few_sparse(double share);
 /* 1 when dg_direct_conv_dweight takes this conv2d geometry on this CPU, with a
  * workspace of ws_floats floats. */
 int dg_direct_dweight_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,

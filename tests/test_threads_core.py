@@ -412,6 +412,50 @@ def test_transposed_direct_kernel_accuracy(threads, rng):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+def test_few_image_transposed_kernel_sparse_inputs(threads, rng):
+    """Sampling's transposed convolution (the generator's 256 -> 128, 7x7 -> 14x14 at
+    1 and 3 images), which on an AVX-512 CPU runs the few-image kernel and, when at
+    most 55 % of its inputs are nonzero (a ReLU's output is about half zero), sums only
+    the nonzero ones: on a ReLU's output, all zeros, a dense input and a ReLU's output
+    with a NaN, against a float64 reference (normwise < 1e-6; NaN where it has NaN)
+    and the same bits at 1 and 2 threads. (That the sparse sums are the dense sums to
+    the bit is checked in the C test, which can force either.)"""
+    torch = pytest.importorskip("torch")
+    from conftest import rel_err
+    w = (0.05 * rng.standard_normal((256, 128, 4, 4))).astype(np.float32)
+    b = rng.standard_normal(128).astype(np.float32)
+    cases = []
+    for N in (1, 3):
+        relu = np.maximum(rng.standard_normal((N, 256, 7, 7)), 0).astype(np.float32)
+        nan = relu.copy()
+        nan[N - 1, 200, 3, 4] = np.nan
+        cases += [relu, np.zeros_like(relu), rng.standard_normal(relu.shape).astype(np.float32),
+                  nan]
+    before = distgan.get_num_threads()
+    try:
+        for x in cases:
+            N = x.shape[0]
+            ref = torch.nn.functional.conv_transpose2d(
+                torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                torch.from_numpy(b).double(), 2, 1).numpy()
+            res = {}
+            for t in (1, threads):
+                distgan.set_num_threads(t)
+                ws = np.empty(_core._conv_transpose2d_workspace_size(
+                    N, 256, 7, 7, 128, 4, 4, 2, 2, 1, 1, 14, 14), np.float32)
+                out = np.empty((N, 128, 14, 14), np.float32)
+                _core._conv_transpose2d_forward(out, ws, x, w, b, 2, 2, 1, 1)
+                res[t] = out
+            out = res[1]
+            assert np.array_equal(np.isnan(out), np.isnan(ref))
+            ok = ~np.isnan(ref)
+            assert rel_err(out[ok], ref[ok]) < 1e-6, rel_err(out[ok], ref[ok])
+            assert np.array_equal(res[threads], out, equal_nan=True)
+    finally:
+        distgan.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_one_channel_kernels_accuracy(threads, rng):
     """The critic's first layer (1 -> 64, 28x28 -> 14x14) and the generator's last
     (128 -> 1, 14x14 -> 28x28), all six passes, which run the one-channel AVX-512

@@ -782,6 +782,15 @@ static void test_conv(void) {
     conv_error_cases();
 }
 
+/* The share of conv_simd_run's inputs and output gradients that are zero (as
+ * after a ReLU): which ones is fixed by their index. */
+static double conv_zero_share = 0.0;
+
+static void zero_some(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if ((double)((i * 2654435761u) % 1000u) < conv_zero_share * 1000.0) p[i] = 0.0f;
+}
+
 /* Forward (with and without bias) and backward (accumulating into gradients
  * that start random, with a -0, an inf and a NaN) of one case; the results one
  * after the other in res, which must hold conv_simd_floats(g). */
@@ -797,6 +806,8 @@ static void conv_simd_run(const conv_geom *g, int transposed, float *res) {
     uint64_t seed = rng_state;
     float *x = frandn(nx), *w = frandn(nw), *b = frandn(g->OC), *dy = frandn(ny);
     float *ws = fnan(nws);
+    zero_some(x, nx);
+    zero_some(dy, ny);
     float *out = res, *out0 = res + ny, *dx = res + 2 * ny, *dw = dx + nx, *db = dw + nw;
     for (size_t i = 0; i < nx; i++) dx[i] = frand();
     for (size_t i = 0; i < nw; i++) dw[i] = frand();
@@ -872,6 +883,8 @@ static void conv_simd_truth(const conv_geom *g, int transposed, double *t) {
     uint64_t seed = rng_state;
     float *x = frandn(nx), *w = frandn(nw), *b = frandn(g->OC), *dy = frandn(ny);
     double *out = t, *out0 = t + ny, *dx = t + 2 * ny, *dw = dx + nx, *db = dw + nw;
+    zero_some(x, nx);
+    zero_some(dy, ny);
     for (size_t i = 0; i < nx; i++) dx[i] = frand();
     for (size_t i = 0; i < nw; i++) dw[i] = frand();
     for (int i = 0; i < g->OC; i++) db[i] = frand();
@@ -1046,6 +1059,38 @@ static void test_conv_direct_few(void) {
         CHECK(taken == 6, "the few-image transposed kernel runs on %d of the shapes (6 "
               "expected)", taken);
     }
+    /* Its sparse rows (the nonzero inputs listed), forced on, against its dense
+     * rows, forced on: the same bits, with none, half and all of the inputs and
+     * output gradients zero (the transposed forward reads the input, conv2d's
+     * input gradient the output gradient); and each as above (threads, float64). */
+    static const double zeros[] = {0.0, 0.5, 1.0};
+    int before = dg_get_num_threads();
+    for (size_t z = 0; z < sizeof zeros / sizeof zeros[0]; z++) {
+        conv_zero_share = zeros[z];
+        for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+            conv_geom c2d, ct;
+            k4s2_geoms(shapes[k], &c2d, &ct);
+            for (int transposed = 0; transposed < 2; transposed++) {
+                const conv_geom *g = transposed ? &ct : &c2d;
+                size_t m = conv_simd_floats(g);
+                float *dense = falloc(m), *sparse = falloc(m);
+                double share = dg_direct_few_sparse(0.0);
+                conv_simd_run(g, transposed, dense);
+                dg_direct_few_sparse(1.0);
+                conv_simd_run(g, transposed, sparse);
+                kernel_case(g, transposed);
+                dg_direct_few_sparse(share);
+                CHECK(same_floats(dense, sparse, m),
+                      "%s N=%d C=%d %dx%d OC=%d, %.0f %% zeros: the few-image kernel's "
+                      "sparse rows give its dense rows' bits",
+                      transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W,
+                      g->OC, 100.0 * zeros[z]);
+                free(dense); free(sparse);
+            }
+        }
+    }
+    conv_zero_share = 0.0;
+    dg_set_num_threads(before);
 }
 
 /* The AVX-512 kernels of 4x4, stride-2, padding-1 layers with a one-channel
