@@ -97,7 +97,7 @@
 /* The few-image kernel sums only the nonzero inputs (few_lists,
  * convt_sparse_row_*) when at most this share of a call's inputs is nonzero
  * (dg_direct_few_sparse changes it, for the tests). At half, as after a ReLU,
- * that took 0.85-0.9 of the dense rows' time; at 0.6 as long (PERFORMANCE.md,
+ * that took 0.85-0.95 of the dense rows' time; at 0.6 as long (PERFORMANCE.md,
  * log 68). */
 #define DG_FEW_SPARSE 0.55
 static double few_sparse_max = DG_FEW_SPARSE;
@@ -564,9 +564,9 @@ static void convt_image_task(void *ctx, int t, int nt) {
  *
  * When at most few_sparse_max of the inputs are nonzero (a ReLU's output is
  * about half zero), each pixel sums only its nonzero channels instead, from
- * lists made per image (few_lists, convt_sparse_row_*): half the FMAs, at two
+ * lists made per image (few_lists, convt_sparse_row_*): half the FMAs, at 1.5
  * loads per FMA where the dense rows take 0.4 (each weight vector serves every
- * pixel of a row there), so 0.85-0.9 of the time at half nonzero (log 68). An
+ * pixel of a row there), so 0.85-0.95 of the time at half nonzero (log 68). An
  * FMA with a zero input leaves a finite sum as it is, so the two give the same
  * bits, but an inf or NaN weight met only by zero inputs makes NaN in the
  * dense rows and not in the sparse ones.
