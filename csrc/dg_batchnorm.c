@@ -37,6 +37,8 @@
 #define DG_BN_MAX_BLOCK 256
 /* Positions of a block's run expanded to per-position values (small-HW path). */
 #define DG_BN_RUN 512
+/* Images at least for bn_apply to expand (fewer: channel by channel). */
+#define DG_BN_EXPAND_MIN_N 4
 /* Floats of one channel block aimed at (256 KiB), so the passes hit cache. */
 #define DG_BN_BLOCK_FLOATS ((size_t)1 << 16)
 
@@ -319,13 +321,17 @@ static void dx_run1(float *dx, const float *dy, const float *x, float kd,
 }
 
 /* y = ((x - mh[c]) - ml[c]) * s[c] + t[c] for the channels [c0, c0 + cb);
- * mh, ml, s, t are (cb). */
+ * mh, ml, s, t are (cb). Small maps run a block's channels as one run of
+ * per-position values, expanded once for all N images; fewer than
+ * DG_BN_EXPAND_MIN_N images go channel by channel, the same arithmetic (a
+ * sample's (1, 128, 14, 14) spent four writes per value expanding them: 10.8 ->
+ * 5.3 us; PERFORMANCE.md log 69). */
 static void bn_apply(float *y, const float *x, const float *mh, const float *ml,
                      const float *s, const float *t, int N, int C, int HW,
                      int c0, int cb, int act, float slope) {
     size_t hw = (size_t)HW, chw = (size_t)C * hw;
     int pf = (size_t)N * chw > DG_BN_PREFETCH_MIN;
-    if (hw <= DG_BN_RUN) {
+    if (hw <= DG_BN_RUN && (hw == 1 || N >= DG_BN_EXPAND_MIN_N)) {
         float emh[DG_BN_RUN], eml[DG_BN_RUN], es[DG_BN_RUN], et[DG_BN_RUN];
         size_t run = (size_t)cb * hw;
         if (hw == 1) {

@@ -271,6 +271,7 @@ _batch_norm_case((3, 2, 4, 4), True, running=False)
 _batch_norm_case((16, 3, 5, 5), True, loc=300.0)
 _batch_norm_case((1, 5), False)                                   # eval allows batch 1
 _batch_norm_case((3, 2, 4, 5), False, eps=1e-3)
+_batch_norm_case((1, 6, 7, 7), False)            # sampling one image: channel by channel
 _batch_norm_case((4, 3, 2, 3), False, affine=False)
 
 
