@@ -13,8 +13,8 @@
  * forward that keeps no im2col matrix, and for the input gradient of the
  * transposed convolution (7x7 -> 14x14), which is the conv2d of dout with the
  * same weights; and dg_direct_conv_dweight for a conv2d weight gradient with no
- * kept matrix and for the transposed convolution's. Where both apply (dg_conv2d_direct), nn.Conv2d keeps none in
- * training. The weight-gradient kernel is described above dw_units.
+ * kept matrix and for the transposed convolution's. Where both apply
+ * (dg_conv2d_direct), nn.Conv2d keeps none in training. The weight-gradient kernel is described above dw_units.
  * dg_direct_convt (assigning plus bias, or adding) runs the transposed
  * convolution's forward (7x7 -> 14x14) and conv2d's input gradient, which is the
  * transposed convolution of dout with the same weights; it is described above
@@ -112,8 +112,8 @@ typedef struct {
     int N, C, H, W, OC, OH, OW;
     size_t wp_floats, task_floats;   /* task_floats: one image's slot */
     int group;                       /* images per weight chunk (dg_direct_conv) */
-    size_t lists;                    /* dg_direct_convt_few: the slot's last floats for
-                                      * few_lists (0: the dense rows only) */
+    float *lists;                    /* dg_direct_convt_few: every image's few_lists,
+                                      * few_list_floats apart (NULL: the dense rows) */
 } direct_job;
 
 /* Workspace floats of each task: the padded image, then the row buffer
@@ -148,6 +148,16 @@ static size_t few_task_floats(int N, int OC, int OH, int OW, int nt) {
 static size_t few_list_floats(int C, int HW) {
     size_t slots = (size_t)((C + DG_FEW_CC - 1) / DG_FEW_CC) * HW;
     return (slots * (2 * DG_FEW_CC + 1) + 15) & ~(size_t)15;
+}
+
+/* The parts of one image's lists at l (few_list_floats of them): the offsets,
+ * the values and the counts. */
+static void few_list_parts(float *l, int C, int HW, int32_t **off, float **val,
+                           int32_t **len) {
+    size_t slots = (size_t)((C + DG_FEW_CC - 1) / DG_FEW_CC) * HW;
+    *off = (int32_t *)l;
+    *val = l + slots * DG_FEW_CC;
+    *len = (int32_t *)(l + 2 * slots * DG_FEW_CC);
 }
 
 /* The CPU and the geometry the kernels take, as a conv2d (N, C, H, W) -> (N, OC,
@@ -595,7 +605,7 @@ static void convt_image_task(void *ctx, int t, int nt) {
 #define FEW_PATCHES(NP, a, pad, ldp, pplane)                                            \
     do {                                                                                \
         __mmask16 m_ = (__mmask16)((1u << (2 * NP + 2)) - 1);                           \
-        _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++) {                           \
+        _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++) {                  \
             __m512 e[4], o[4], z = _mm512_setzero_ps();                                 \
             _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {                       \
                 e[q] = 2 * q < NP ? a[2 * q < NP ? 2 * q : 0][v] : z;                   \
@@ -756,26 +766,22 @@ DG_AVX512 static size_t few_nonzeros(const float *x, size_t n) {
 
 /* Units (image, block of 4 output channels) [lo, hi) of the task, one image's
  * run of blocks at a time: their padded planes (in the task's slot of ws)
- * zeroed; when sparse (j->lists != 0), the image's nonzeros listed (few_lists,
- * at the slot's end); for each chunk of DG_FEW_CC input channels and each
+ * zeroed; for each chunk of DG_FEW_CC input channels and each
  * block, the block's weights of the chunk copied together (pk, on the stack:
  * 16 KiB, which stay in L1 over the block's input rows), then every input
- * row's patches added on, while the next block's weights are fetched (rows 8 KB
- * apart, which the hardware did not fetch ahead: 1.06-1.09x with the weights in
- * L3, log 68); then the interiors to out (assigned plus bias, or added). */
+ * row's patches added on (from the image's lists of nonzeros when j->lists is
+ * set), while the next block's weights are fetched (rows 8 KB apart, which the
+ * hardware did not fetch ahead: 1.06-1.09x with the weights in L3, log 68);
+ * then the interiors to out (assigned plus bias, or added). */
 static void convt_few_task(void *ctx, int t, int nt) {
     const direct_job *j = (const direct_job *)ctx;
     int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW, hw = H * W;
-    int sparse = j->lists != 0, ldp = OW + 2, blocks = OC / DG_FEW_OCB;
+    int ldp = OW + 2, blocks = OC / DG_FEW_OCB;
     size_t pplane = (size_t)(OH + 2) * ldp, xplane = (size_t)hw, ohw = (size_t)OH * OW;
     /* a weight row; a block's weights of one input channel */
     size_t ldw = (size_t)OC * 16, bw = 16 * DG_FEW_OCB;
     float *pad = j->ws + (size_t)t * j->task_floats;
-    /* the lists at the slot's end: offsets, values, counts (few_lists) */
-    size_t slots = (size_t)((C + DG_FEW_CC - 1) / DG_FEW_CC) * hw;
-    float *lists = pad + j->task_floats - j->lists;
-    int32_t *off = (int32_t *)lists, *len = (int32_t *)(lists + 2 * slots * DG_FEW_CC);
-    float *val = lists + slots * DG_FEW_CC;
+    size_t lf = few_list_floats(C, hw);   /* an image's lists (few_lists) */
     float pk[DG_FEW_CC * 16 * DG_FEW_OCB] __attribute__((aligned(64)));
     size_t lo, hi;
     dg_split((size_t)j->N * blocks, 1, t, nt, &lo, &hi);
@@ -784,7 +790,9 @@ static void convt_few_task(void *ctx, int t, int nt) {
         int b0 = (int)(u % blocks);
         int b1 = (n + 1) * blocks <= hi ? blocks : (int)(hi - n * blocks);
         const float *x = j->inp + n * C * xplane;
-        if (sparse) few_lists(x, C, hw, off, val, len);
+        int32_t *off = NULL, *len = NULL;
+        float *val = NULL;
+        if (j->lists != NULL) few_list_parts(j->lists + n * lf, C, hw, &off, &val, &len);
         memset(pad, 0, sizeof(float) * (size_t)(b1 - b0) * DG_FEW_OCB * pplane);
         for (int c0 = 0; c0 < C; c0 += DG_FEW_CC) {
             int cc = C - c0 < DG_FEW_CC ? C - c0 : DG_FEW_CC;
@@ -809,7 +817,7 @@ static void convt_few_task(void *ctx, int t, int nt) {
                                 __builtin_prefetch(nw + (size_t)c * ldw + 16 * l, 0, 3);
                     float *row = pb + (size_t)(2 * y) * ldp;
                     size_t sy = s + (size_t)y * W;
-                    if (sparse)
+                    if (off != NULL)
                         convt_sparse_rows[W](row, ldp, pplane, off + sy * DG_FEW_CC,
                                              val + sy * DG_FEW_CC, len + sy, pk);
                     else
@@ -1070,7 +1078,8 @@ dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const
 #if DG_HAVE_AVX2
     int OH = H / 2, OW = W / 2;
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, OH, OW,
-                    (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW), DG_DIRECT_GROUP, 0};
+                    (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW), DG_DIRECT_GROUP,
+                    NULL};
     return direct_run(&j, ws_floats, OH, OW, pack_task, image_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
@@ -1085,7 +1094,8 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
 #if DG_HAVE_AVX2
     /* one image per slot: its (2H*2W, 16) row buffer */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
-                    2 * W, (size_t)C * 16 * OC, (size_t)4 * H * W * DG_DIRECT_T_OCB, 1, 0};
+                    2 * W, (size_t)C * 16 * OC, (size_t)4 * H * W * DG_DIRECT_T_OCB, 1,
+                    NULL};
     return direct_run(&j, ws_floats, H, W, convt_pack_task, convt_image_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
@@ -1106,19 +1116,24 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
 #if DG_HAVE_AVX2
     /* each task's slot: the padded planes of its blocks of one image */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
-                    2 * W, 0, 0, 1, 0};
+                    2 * W, 0, 0, 1, NULL};
     int nt = direct_tasks((size_t)N * (OC / DG_FEW_OCB), N, C, OC, H * W);
     while (nt > 1 && (size_t)nt * few_task_floats(N, OC, 2 * H, 2 * W, nt) > ws_floats) nt--;
     j.task_floats = few_task_floats(N, OC, 2 * H, 2 * W, nt);
     if ((size_t)nt * j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
-    /* the sparse rows, when few enough inputs are nonzero and the slots have room
-     * for the lists too */
-    size_t sp = j.task_floats + few_list_floats(C, H * W);
+    /* the sparse rows, when few enough inputs are nonzero and the workspace has
+     * room after the tasks' slots for every image's lists, made once here */
+    size_t lf = few_list_floats(C, H * W), slots_end = (size_t)nt * j.task_floats;
     size_t total = (size_t)N * C * H * W;
-    if ((size_t)nt * sp <= ws_floats &&
+    if (slots_end + (size_t)N * lf <= ws_floats &&
         (double)few_nonzeros(inp, total) <= few_sparse_max * (double)total) {
-        j.lists = few_list_floats(C, H * W);
-        j.task_floats = sp;
+        j.lists = ws + slots_end;
+        for (int n = 0; n < N; n++) {
+            int32_t *off, *len;
+            float *val;
+            few_list_parts(j.lists + (size_t)n * lf, C, H * W, &off, &val, &len);
+            few_lists(inp + (size_t)n * C * H * W, C, H * W, off, val, len);
+        }
     }
     dg_parallel(convt_few_task, &j, nt);
     return DG_STATUS_OK;
