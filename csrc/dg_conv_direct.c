@@ -224,8 +224,6 @@ int dg_direct_tfew_fits(int N, int C, int H, int W, int OC, int KH, int KW, int 
 #if DG_HAVE_AVX2
 #include <immintrin.h>
 
-#define DG_AVX512 __attribute__((target("avx512f")))
-
 /* xp (C, H+2, W+2) = the image x (C, H, W) with a border of zeros. */
 static void pad_image(float *xp, const float *x, int C, int H, int W) {
     int WP = W + 2;

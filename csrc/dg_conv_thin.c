@@ -105,7 +105,6 @@ int dg_thin_fits(int K, int H, int W, int KH, int KW, int SH, int SW, int PH, in
 #if DG_HAVE_AVX2
 #include <immintrin.h>
 
-#define DG_AVX512 __attribute__((target("avx512f")))
 #define DG_INLINE_AVX512 __attribute__((always_inline, target("avx512f"))) static inline
 
 typedef struct {

@@ -3,7 +3,9 @@
  *
  * out = inp @ weight^T + bias, as torch.nn.functional.linear, with PyTorch's
  * weight layout (OUT, IN). Both passes are GEMMs through dg_sgemm; the
- * backward GEMMs accumulate (beta = 1) into the caller's gradients.
+ * backward GEMMs accumulate (beta = 1) into the caller's gradients. The forward
+ * of one image on an AVX-512 CPU is a matrix-vector kernel of its own instead
+ * (linear_one_rows), whose rows' bits do not depend on how the rows are split.
  *
  * Dimension letters:
  *   N  = batch size
@@ -50,11 +52,111 @@ static void dbias_task(void *ctx, int t, int nt) {
 /* dbias_task built for AVX2 (dg_internal.h): the same values */
 DG_AVX2_TASK(dbias_task)
 
+#if DG_HAVE_AVX2
+#include <immintrin.h>
+
+
+/* Work (weights) per task at least in linear_one_task; rows summed together. */
+#define DG_DENSE_ONE_GRAIN 65536.0
+#define DG_DENSE_ONE_ROWS 16
+
+typedef struct {
+    float *out;
+    const float *inp, *weight, *bias;
+    int C, OC;
+} one_job;
+
+/* The sums of the lanes of a[0..15], r[i] = a[i][0] + ... + a[i][15], by a fixed
+ * tree: pairs of lanes within each 128-bit quarter, then the pairs' sums, then
+ * the quarters (45 instructions for 16 rows, where one reduction per row took
+ * 10 and a dependent chain of them). */
+DG_AVX512 static inline __m512 sum_lanes16(const __m512 *a) {
+    __m512 b[8], c[4];
+    for (int i = 0; i < 8; i++)
+        b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                             _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 4; i++)
+        c[i] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * i], b[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], 0xee));
+    /* c[i]: per quarter q, the sums over q's lanes of rows 4i .. 4i + 3 */
+    __m512 f0 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x88),
+                              _mm512_shuffle_f32x4(c[0], c[1], 0xdd));
+    __m512 f1 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], 0x88),
+                              _mm512_shuffle_f32x4(c[2], c[3], 0xdd));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(f0, f1, 0x88),
+                         _mm512_shuffle_f32x4(f0, f1, 0xdd));
+}
+
+/* out[o] = sum_c weight[o, c] * inp[c] (+ bias[o]) for one image, rows
+ * [o0, o1): 16 rows at a time (fewer at the end, the missing rows' sums left at
+ * zero), each row summed in one 16-lane accumulator (lane l takes c = l mod 16,
+ * in increasing c, by FMA), then across its lanes (sum_lanes16), plus the bias.
+ * A row's bits do not depend on the rows around it, so not on the split into
+ * tasks or into calls on parts of the rows either (dg_direct_convt_few_head
+ * makes a layer's rows a piece at a time). */
+DG_AVX512 static void linear_one_rows(const one_job *j, size_t o0, size_t o1) {
+    int C = j->C, full = C / 16;
+    __mmask16 tail = (__mmask16)((1u << (C % 16)) - 1);
+    for (size_t o = o0; o < o1; o += DG_DENSE_ONE_ROWS) {
+        int nr = o1 - o < DG_DENSE_ONE_ROWS ? (int)(o1 - o) : DG_DENSE_ONE_ROWS;
+        const float *w = j->weight + o * (size_t)C;
+        __m512 a[DG_DENSE_ONE_ROWS];
+        for (int r = 0; r < DG_DENSE_ONE_ROWS; r++) a[r] = _mm512_setzero_ps();
+        if (nr == DG_DENSE_ONE_ROWS) {
+            for (int k = 0; k < full; k++) {
+                __m512 xv = _mm512_loadu_ps(j->inp + 16 * k);
+                for (int r = 0; r < DG_DENSE_ONE_ROWS; r++)
+                    a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + (size_t)r * C + 16 * k), xv,
+                                           a[r]);
+            }
+            if (tail) {
+                __m512 xv = _mm512_maskz_loadu_ps(tail, j->inp + 16 * full);
+                for (int r = 0; r < DG_DENSE_ONE_ROWS; r++)
+                    a[r] = _mm512_fmadd_ps(
+                        _mm512_maskz_loadu_ps(tail, w + (size_t)r * C + 16 * full), xv, a[r]);
+            }
+        } else {
+            for (int r = 0; r < nr; r++) {
+                for (int k = 0; k < full; k++)
+                    a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + (size_t)r * C + 16 * k),
+                                           _mm512_loadu_ps(j->inp + 16 * k), a[r]);
+                if (tail)
+                    a[r] = _mm512_fmadd_ps(
+                        _mm512_maskz_loadu_ps(tail, w + (size_t)r * C + 16 * full),
+                        _mm512_maskz_loadu_ps(tail, j->inp + 16 * full), a[r]);
+            }
+        }
+        __mmask16 m = (__mmask16)((1u << nr) - 1);
+        __m512 v = sum_lanes16(a);
+        if (j->bias != NULL) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, j->bias + o));
+        _mm512_mask_storeu_ps(j->out + o, m, v);
+    }
+}
+
+static void linear_one_task(void *ctx, int t, int nt) {
+    const one_job *j = (const one_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->OC, DG_DENSE_ONE_ROWS, t, nt, &lo, &hi);
+    if (lo < hi) linear_one_rows(j, lo, hi);
+}
+#endif
+
 dg_status dg_linear_forward(float *out, const float *inp, const float *weight,
                             const float *bias, int N, int C, int OC) {
     // out is (N, OC), inp is (N, C), weight is (OC, C), bias is (OC) or NULL
     if (N <= 0 || C <= 0 || OC <= 0) return DG_STATUS_ERR_SHAPE;
     if (out == NULL || inp == NULL || weight == NULL) return DG_STATUS_ERR_NULL;
+#if DG_HAVE_AVX2
+    if (N == 1 && dg_avx512()) {
+        /* one image: a matrix-vector product, in a kernel of its own (1.3x
+         * OpenBLAS's sgemv with the weights in L2, as fast from L3; and its rows'
+         * bits independent of the split, PERFORMANCE.md log 70) */
+        one_job j = {out, inp, weight, bias, C, OC};
+        dg_parallel(linear_one_task, &j,
+                    dg_threads_for((double)OC * (double)C, DG_DENSE_ONE_GRAIN));
+        return DG_STATUS_OK;
+    }
+#endif
     float beta = 0.0f;
     if (bias != NULL) {
         /* start every row at the bias, then let the GEMM add onto it */

@@ -366,6 +366,64 @@ static void test_linear(void) {
     free(eb1); free(eb2); free(dw_only);
 }
 
+/* One image through a linear layer, which on an AVX-512 CPU runs a kernel of its
+ * own (16 rows at a time, each row's sum in one accumulator): against the naive
+ * sum within float32 rounding, with and without bias, on widths that leave a tail
+ * of lanes (C % 16) and heights that leave a tail of rows (OC % 16); the same bits
+ * at 1, 2 and 3 threads, and rows [a, b) computed alone (weight rows a on, OC =
+ * b - a) the same bits as in the whole layer, which dg_linear_bn_convt_forward
+ * relies on; with the SIMD paths off, the GEMM path, within rounding. */
+static void test_linear_one(void) {
+    printf("# linear: one image\n");
+    static const int Cs[] = {1, 15, 16, 17, 100, 300}, OCs[] = {1, 5, 16, 37, 200};
+    int before = dg_get_num_threads();
+    for (size_t i = 0; i < sizeof Cs / sizeof Cs[0]; i++) {
+        for (size_t k = 0; k < sizeof OCs / sizeof OCs[0]; k++) {
+            int C = Cs[i], OC = OCs[k];
+            float *x = frandn((size_t)C), *w = frandn((size_t)OC * C), *b = frandn(OC);
+            double *want = dzeros(OC), *want_nb = dzeros(OC);
+            for (int o = 0; o < OC; o++) {
+                for (int c = 0; c < C; c++) want_nb[o] += (double)x[c] * w[(size_t)o * C + c];
+                want[o] = want_nb[o] + b[o];
+            }
+            float *out = fnan(OC), *out_nb = fnan(OC), *t = fnan(OC), *part = fnan(OC);
+            dg_set_num_threads(1);
+            CHECK(dg_linear_forward(out, x, w, b, 1, C, OC) == DG_STATUS_OK &&
+                      dg_linear_forward(out_nb, x, w, NULL, 1, C, OC) == DG_STATUS_OK,
+                  "linear of one image C=%d OC=%d: status ok", C, OC);
+            CHECK_CLOSE(out, want, (size_t)OC, 1e-5, "linear of one image C=%d OC=%d vs naive",
+                        C, OC);
+            CHECK_CLOSE(out_nb, want_nb, (size_t)OC, 1e-5,
+                        "linear of one image C=%d OC=%d without bias vs naive", C, OC);
+            int same = 1;
+            for (int th = 2; th <= 3; th++) {
+                dg_set_num_threads(th);
+                fill_nan(t, OC);
+                dg_linear_forward(t, x, w, b, 1, C, OC);
+                same &= same_floats(t, out, OC);
+            }
+            dg_set_num_threads(1);
+            int a = OC / 3, e = OC - OC / 4;   /* rows [a, e) alone, then the rest */
+            dg_linear_forward(part, x, w, b, 1, C, a > 0 ? a : 1);
+            if (e > a) dg_linear_forward(part + a, x, w + (size_t)a * C, b + a, 1, C, e - a);
+            if (OC > e) dg_linear_forward(part + e, x, w + (size_t)e * C, b + e, 1, C, OC - e);
+            CHECK(same && same_floats(part, out, OC),
+                  "linear of one image C=%d OC=%d: the same bits at 1-3 threads and in parts",
+                  C, OC);
+            dg_set_simd(0);
+            fill_nan(t, OC);
+            dg_linear_forward(t, x, w, b, 1, C, OC);
+            dg_set_simd(1);
+            CHECK_CLOSE(t, want, (size_t)OC, 1e-5,
+                        "linear of one image C=%d OC=%d, SIMD off (the GEMM path) vs naive", C,
+                        OC);
+            free(x); free(w); free(b); free(want); free(want_nb);
+            free(out); free(out_nb); free(t); free(part);
+        }
+    }
+    dg_set_num_threads(before);
+}
+
 /* The bias gradient of a wide layer (several blocks of columns, split over the
  * threads): each column's sum over n in double, in order, then added to dbias
  * and rounded once, which the reference computes the same way, so equal bits; at
@@ -1866,6 +1924,7 @@ extern int tm_checks_run;
 int main(void) {
     test_gemm();
     test_linear();
+    test_linear_one();
     test_linear_dbias_wide();
     test_conv();
     test_conv_keep();
