@@ -72,6 +72,7 @@
 #include "distgan.h"
 #include "dg_internal.h"
 
+#include <float.h>
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -1553,6 +1554,47 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
     }
     return images_run(R_CONVT_FWD, &p, out, workspace, NULL, inp, weight, bias, N, C, H, W,
                       OC, KH, KW, SH, SW, PH, PW, OH, OW);
+}
+
+dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *workspace,
+                                     const float *z, const float *lweight,
+                                     const float *lbias, const float *running_mean,
+                                     const float *running_var, const float *gamma,
+                                     const float *beta, float eps, int act, float slope,
+                                     const float *weight, const float *bias, int N, int K,
+                                     int C, int H, int W, int OC, int KH, int KW, int SH,
+                                     int SW, int PH, int PW, int OH, int OW) {
+    // lin and hid are (N, C*H*W), z is (N, K), lweight is (C*H*W, K), lbias and the
+    // batch norm's vectors are (C*H*W) (lbias, gamma, beta may be NULL); out,
+    // workspace, weight and bias as dg_conv_transpose2d_forward's
+    conv_plan p;
+    dg_status st = conv_transpose2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
+    if (st != DG_STATUS_OK) return st;
+    if (K <= 0) return DG_STATUS_ERR_SHAPE;
+    if ((long long)C * H * W > INT_MAX) return DG_STATUS_ERR_SHAPE;
+    if (out == NULL || lin == NULL || hid == NULL || workspace == NULL || z == NULL ||
+        lweight == NULL || running_mean == NULL || running_var == NULL || weight == NULL) {
+        return DG_STATUS_ERR_NULL;
+    }
+    if (!(eps > 0.0f && eps <= FLT_MAX) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    int F = C * H * W;
+    if (N == 1 && dg_avx512() &&
+        dg_direct_tfew_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws) &&
+        dg_direct_tfew_tasks(N, C, H, W, OC) == 1) {
+        // one image in one task: chunk by chunk of input channels (dg_conv_direct.c;
+        // its linear rows are dg_linear_forward's kernel of one image, the whole
+        // layer's bits; more images would take the GEMM there)
+        dg_few_head h = {lin, hid, z, lweight, lbias, K, running_mean, running_var, gamma,
+                         beta, eps, act, slope};
+        return dg_direct_convt_few_head(out, workspace, p.ws, &h, weight, bias, C, H, W, OC);
+    }
+    st = dg_linear_forward(lin, z, lweight, lbias, N, K, F);
+    if (st != DG_STATUS_OK) return st;
+    st = dg_batchnorm_act_forward_eval(hid, lin, running_mean, running_var, gamma, beta, N, F,
+                                       1, eps, act, slope);
+    if (st != DG_STATUS_OK) return st;
+    return dg_conv_transpose2d_forward(out, workspace, hid, weight, bias, N, C, H, W, OC, KH,
+                                       KW, SH, SW, PH, PW, OH, OW);
 }
 
 dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,

@@ -20,7 +20,10 @@
  * transposed convolution of dout with the same weights; it is described above
  * convt_row_1. dg_direct_convt_few runs the same two for fewer images than the
  * others take (sampling one), without packing the whole weights; it is described
- * above FEW_PATCH_ROW.
+ * above FEW_PATCH_ROW. dg_direct_convt_few_head runs its forward for one image
+ * while making its input, chunk of channels by chunk, from the linear layer,
+ * batch norm and activation before it (a generator's head, sampling one image
+ * on one thread; dg_linear_bn_convt_forward).
  *
  * Why: on an AVX-512 CPU, im2col + OpenBLAS spends ~40 % of such a layer outside
  * the GEMM kernel (writing the col matrix, packing it, col2im, zeroing C for
@@ -617,15 +620,31 @@ static void convt_image_task(void *ctx, int t, int nt) {
         }                                                                               \
     } while (0)
 
+/* Lines to fetch into L2 while a row computes, one per step of its loop over
+ * channels (or pairs of listed channels) while p < end: spread, not in bursts,
+ * which stalled on the line fill buffers (dg_direct_convt_few_head). */
+typedef struct {
+    const char *p, *end;
+} far_stream;
+
+#define FAR_STEP(f)                                                                     \
+    do {                                                                                \
+        if ((f)->p < (f)->end) {                                                        \
+            __builtin_prefetch((f)->p, 0, 2);                                           \
+            (f)->p += 64;                                                               \
+        }                                                                               \
+    } while (0)
+
 #define CONVT_FEW_ROW(NP)                                                               \
     DG_AVX512 static void convt_few_row_##NP(float *pad, int ldp, size_t pplane,        \
                                              const float *x, size_t xplane,            \
-                                             const float *w, int C) {                   \
+                                             const float *w, int C, far_stream *fs) {   \
         __m512 a[NP][DG_FEW_OCB];                                                       \
         _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++)                            \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
                 a[p][v] = _mm512_setzero_ps();                                          \
         for (int c = 0; c < C; c++) {                                                   \
+            FAR_STEP(fs);                                                               \
             const float *wc = w + (size_t)c * 16 * DG_FEW_OCB;                          \
             const float *xc = x + (size_t)c * xplane;                                   \
             __m512 w0 = _mm512_loadu_ps(wc), w1 = _mm512_loadu_ps(wc + 16);             \
@@ -664,7 +683,8 @@ static void convt_image_task(void *ctx, int t, int nt) {
 #define CONVT_SPARSE_ROW(NP)                                                            \
     DG_AVX512 static void convt_sparse_row_##NP(float *pad, int ldp, size_t pplane,     \
                                                 const int32_t *off, const float *val,   \
-                                                const int32_t *len, const float *w) {   \
+                                                const int32_t *len, const float *w,     \
+                                                far_stream *fs) {                       \
         __m512 a[NP][DG_FEW_OCB];                                                       \
         for (int p = 0; p < NP; p += 2) {                                               \
             int q = p + 1 < NP ? p + 1 : p;                                             \
@@ -677,6 +697,7 @@ static void convt_image_task(void *ctx, int t, int nt) {
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
                 s[v] = t[v] = _mm512_setzero_ps();                                      \
             for (; i < m; i++) {                                                        \
+                FAR_STEP(fs);                                                           \
                 SPARSE_STEP(s, w, op[i], vp[i]);                                        \
                 SPARSE_STEP(t, w, oq[i], vq[i]);                                        \
             }                                                                           \
@@ -706,12 +727,12 @@ CONVT_SPARSE_ROW(6)
 CONVT_SPARSE_ROW(7)
 
 typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
-                             int);
+                             int, far_stream *);
 static const convt_few_fn convt_few_rows[DG_FEW_MAXW + 1] = {
     NULL, convt_few_row_1, convt_few_row_2, convt_few_row_3, convt_few_row_4,
     convt_few_row_5, convt_few_row_6, convt_few_row_7};
 typedef void (*convt_sparse_fn)(float *, int, size_t, const int32_t *, const float *,
-                                const int32_t *, const float *);
+                                const int32_t *, const float *, far_stream *);
 static const convt_sparse_fn convt_sparse_rows[DG_FEW_MAXW + 1] = {
     NULL, convt_sparse_row_1, convt_sparse_row_2, convt_sparse_row_3, convt_sparse_row_4,
     convt_sparse_row_5, convt_sparse_row_6, convt_sparse_row_7};
@@ -762,22 +783,91 @@ DG_AVX512 static size_t few_nonzeros(const float *x, size_t n) {
     return count;
 }
 
+/* Adds chunk c0's patches (its cc channels) of image x onto the padded planes
+ * of blocks [b0, b1), of a run of blocks [bf, bl) whose planes start at pad:
+ * for each block, its weights of the chunk copied together (pk: 16 KiB, which
+ * stay in L1 over the block's input rows), then every input row's patches added
+ * on (from the chunk's lists of nonzeros, off/val/len at its first slot, when
+ * off is set), while the next block's weights in the run are fetched (rows 8 KB
+ * apart, which the hardware did not fetch ahead: 1.06-1.09x with the weights in
+ * L3, log 68), and the far_lines 64-byte lines at far into L2, a share per input
+ * row, one per step of the row's loop (the next chunk's rows of the linear layer
+ * before this one, dg_direct_convt_few_head). */
+DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl, int b0,
+                                int b1, const float *x, int c0, const int32_t *off,
+                                const float *val, const int32_t *len, const float *far,
+                                size_t far_lines, float *pk) {
+    int C = j->C, H = j->H, W = j->W, ldp = j->OW + 2;
+    int cc = C - c0 < DG_FEW_CC ? C - c0 : DG_FEW_CC;
+    size_t pplane = (size_t)(j->OH + 2) * ldp, xplane = (size_t)H * W;
+    /* a weight row; a block's weights of one input channel */
+    size_t ldw = (size_t)j->OC * 16, bw = 16 * DG_FEW_OCB;
+    size_t steps = (size_t)(b1 - b0) * H, step = 0;   /* input rows, for far */
+    for (int b = b0; b < b1; b++) {
+        const float *wb = j->weight + (size_t)c0 * ldw + (size_t)b * bw;
+        for (int c = 0; c < cc; c++)
+            memcpy(pk + (size_t)c * bw, wb + (size_t)c * ldw, sizeof(float) * bw);
+        float *pb = pad + (size_t)(b - bf) * DG_FEW_OCB * pplane;
+        /* the next piece of weights: the next block's, or the next chunk's first */
+        const float *nw = NULL;
+        int ncc = 0;
+        if (b + 1 < bl) nw = wb + bw, ncc = cc;
+        else if (c0 + DG_FEW_CC < C)
+            nw = j->weight + (size_t)(c0 + DG_FEW_CC) * ldw + (size_t)bf * bw,
+            ncc = C - c0 - DG_FEW_CC < DG_FEW_CC ? C - c0 - DG_FEW_CC : DG_FEW_CC;
+        for (int y = 0; y < H; y++, step++) {
+            /* its rows fetched while this block computes, a share per input row */
+            if (nw != NULL)
+                for (int c = y * ncc / H; c < (y + 1) * ncc / H; c++)
+                    for (int l = 0; l < DG_FEW_OCB; l++)   /* its 64-byte lines */
+                        __builtin_prefetch(nw + (size_t)c * ldw + 16 * l, 0, 3);
+            far_stream fs = {NULL, NULL};
+            if (far != NULL)
+                fs.p = (const char *)far + 64 * (step * far_lines / steps),
+                fs.end = (const char *)far + 64 * ((step + 1) * far_lines / steps);
+            float *row = pb + (size_t)(2 * y) * ldp;
+            if (off != NULL)
+                convt_sparse_rows[W](row, ldp, pplane, off + (size_t)y * W * DG_FEW_CC,
+                                     val + (size_t)y * W * DG_FEW_CC, len + (size_t)y * W,
+                                     pk, &fs);
+            else
+                convt_few_rows[W](row, ldp, pplane, x + (size_t)c0 * xplane + (size_t)y * W,
+                                  xplane, pk, cc, &fs);
+            while (fs.p < fs.end) FAR_STEP(&fs);   /* what the row's steps left */
+        }
+    }
+}
+
+/* The interiors of blocks [b0, b1)'s padded planes at pad (block b0's first) to
+ * image n of out: assigned plus bias, or added. */
+static void few_store(const direct_job *j, const float *pad, size_t n, int b0, int b1) {
+    int OC = j->OC, OH = j->OH, OW = j->OW, ldp = OW + 2;
+    size_t pplane = (size_t)(OH + 2) * ldp, ohw = (size_t)OH * OW;
+    for (int b = b0; b < b1; b++) {
+        for (int v = 0; v < DG_FEW_OCB; v++) {
+            int oc = b * DG_FEW_OCB + v;
+            float *o = j->out + (n * OC + oc) * ohw;
+            const float *sp = pad + ((size_t)(b - b0) * DG_FEW_OCB + v) * pplane + ldp + 1;
+            float bv = j->bias != NULL ? j->bias[oc] : 0.0f;
+            for (int oy = 0; oy < OH; oy++, o += OW, sp += ldp) {
+                if (j->add) {
+                    for (int ox = 0; ox < OW; ox++) o[ox] += sp[ox];
+                } else {
+                    for (int ox = 0; ox < OW; ox++) o[ox] = sp[ox] + bv;
+                }
+            }
+        }
+    }
+}
+
 /* Units (image, block of 4 output channels) [lo, hi) of the task, one image's
  * run of blocks at a time: their padded planes (in the task's slot of ws)
- * zeroed; for each chunk of DG_FEW_CC input channels and each
- * block, the block's weights of the chunk copied together (pk, on the stack:
- * 16 KiB, which stay in L1 over the block's input rows), then every input
- * row's patches added on (from the image's lists of nonzeros when j->lists is
- * set), while the next block's weights are fetched (rows 8 KB apart, which the
- * hardware did not fetch ahead: 1.06-1.09x with the weights in L3, log 68);
- * then the interiors to out (assigned plus bias, or added). */
+ * zeroed, each chunk of DG_FEW_CC input channels added on (few_chunk), then
+ * the interiors to out (few_store). */
 static void convt_few_task(void *ctx, int t, int nt) {
     const direct_job *j = (const direct_job *)ctx;
-    int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW, hw = H * W;
-    int ldp = OW + 2, blocks = OC / DG_FEW_OCB;
-    size_t pplane = (size_t)(OH + 2) * ldp, xplane = (size_t)hw, ohw = (size_t)OH * OW;
-    /* a weight row; a block's weights of one input channel */
-    size_t ldw = (size_t)OC * 16, bw = 16 * DG_FEW_OCB;
+    int C = j->C, hw = j->H * j->W, blocks = j->OC / DG_FEW_OCB;
+    size_t pplane = (size_t)(j->OH + 2) * (j->OW + 2);
     float *pad = j->ws + (size_t)t * j->task_floats;
     size_t lf = few_list_floats(C, hw);   /* an image's lists (few_lists) */
     float pk[DG_FEW_CC * 16 * DG_FEW_OCB] __attribute__((aligned(64)));
@@ -787,60 +877,18 @@ static void convt_few_task(void *ctx, int t, int nt) {
         size_t n = u / blocks;
         int b0 = (int)(u % blocks);
         int b1 = (n + 1) * blocks <= hi ? blocks : (int)(hi - n * blocks);
-        const float *x = j->inp + n * C * xplane;
         int32_t *off = NULL, *len = NULL;
         float *val = NULL;
         if (j->lists != NULL) few_list_parts(j->lists + n * lf, C, hw, &off, &val, &len);
         memset(pad, 0, sizeof(float) * (size_t)(b1 - b0) * DG_FEW_OCB * pplane);
         for (int c0 = 0; c0 < C; c0 += DG_FEW_CC) {
-            int cc = C - c0 < DG_FEW_CC ? C - c0 : DG_FEW_CC;
             size_t s = (size_t)(c0 / DG_FEW_CC) * hw;   /* the chunk's first slot */
-            for (int b = b0; b < b1; b++) {
-                const float *wb = j->weight + (size_t)c0 * ldw + (size_t)b * bw;
-                for (int c = 0; c < cc; c++)
-                    memcpy(pk + (size_t)c * bw, wb + (size_t)c * ldw, sizeof(float) * bw);
-                float *pb = pad + (size_t)(b - b0) * DG_FEW_OCB * pplane;
-                /* the next piece of weights: the next block's, or the next chunk's first */
-                const float *nw = NULL;
-                int ncc = 0;
-                if (b + 1 < b1) nw = wb + bw, ncc = cc;
-                else if (c0 + DG_FEW_CC < C)
-                    nw = j->weight + (size_t)(c0 + DG_FEW_CC) * ldw + (size_t)b0 * bw,
-                    ncc = C - c0 - DG_FEW_CC < DG_FEW_CC ? C - c0 - DG_FEW_CC : DG_FEW_CC;
-                for (int y = 0; y < H; y++) {
-                    /* its rows fetched while this block computes, a share per input row */
-                    if (nw != NULL)
-                        for (int c = y * ncc / H; c < (y + 1) * ncc / H; c++)
-                            for (int l = 0; l < DG_FEW_OCB; l++)   /* its 64-byte lines */
-                                __builtin_prefetch(nw + (size_t)c * ldw + 16 * l, 0, 3);
-                    float *row = pb + (size_t)(2 * y) * ldp;
-                    size_t sy = s + (size_t)y * W;
-                    if (off != NULL)
-                        convt_sparse_rows[W](row, ldp, pplane, off + sy * DG_FEW_CC,
-                                             val + sy * DG_FEW_CC, len + sy, pk);
-                    else
-                        convt_few_rows[W](row, ldp, pplane,
-                                          x + (size_t)c0 * xplane + (size_t)y * W, xplane,
-                                          pk, cc);
-                }
-            }
+            few_chunk(j, pad, b0, b1, b0, b1, j->inp + n * C * hw, c0,
+                      off != NULL ? off + s * DG_FEW_CC : NULL,
+                      off != NULL ? val + s * DG_FEW_CC : NULL, off != NULL ? len + s : NULL,
+                      NULL, 0, pk);
         }
-        for (int b = b0; b < b1; b++) {
-            for (int v = 0; v < DG_FEW_OCB; v++) {
-                int oc = b * DG_FEW_OCB + v;
-                float *o = j->out + (n * OC + oc) * ohw;
-                const float *sp =
-                    pad + ((size_t)(b - b0) * DG_FEW_OCB + v) * pplane + ldp + 1;
-                float bv = j->bias != NULL ? j->bias[oc] : 0.0f;
-                for (int oy = 0; oy < OH; oy++, o += OW, sp += ldp) {
-                    if (j->add) {
-                        for (int ox = 0; ox < OW; ox++) o[ox] += sp[ox];
-                    } else {
-                        for (int ox = 0; ox < OW; ox++) o[ox] = sp[ox] + bv;
-                    }
-                }
-            }
-        }
+        few_store(j, pad, n, b0, b1);
         u = n * blocks + b1;
     }
 }
@@ -1098,6 +1146,98 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
     (void)N; (void)C; (void)H; (void)W; (void)OC;
+    return DG_STATUS_ERR_VALUE;
+#endif
+}
+
+int dg_direct_tfew_tasks(int N, int C, int H, int W, int OC) {
+#if DG_HAVE_AVX2
+    return direct_tasks((size_t)N * (OC / DG_FEW_OCB), N, C, OC, H * W);
+#else
+    (void)N; (void)C; (void)H; (void)W; (void)OC;
+    return 1;
+#endif
+}
+
+#if DG_HAVE_AVX2
+/* Rows [r0, r0 + nr) of the input made: those rows of the linear layer, then
+ * their batch norm and activation, as the whole layers make them (the same calls,
+ * on those rows: each row's bits are its own in both). */
+static dg_status few_head_rows(const dg_few_head *h, size_t r0, size_t nr) {
+    if (nr == 0) return DG_STATUS_OK;
+    float *lin = h->lin + r0;
+    dg_status st = dg_linear_forward(lin, h->z, h->lweight + r0 * h->K,
+                                     h->lbias != NULL ? h->lbias + r0 : NULL, 1, h->K,
+                                     (int)nr);
+    if (st != DG_STATUS_OK) return st;
+    return dg_batchnorm_act_forward_eval(h->hid + r0, lin, h->mean + r0, h->var + r0,
+                                         h->gamma != NULL ? h->gamma + r0 : NULL,
+                                         h->beta != NULL ? h->beta + r0 : NULL, 1, (int)nr,
+                                         1, h->eps, h->act, h->slope);
+}
+
+/* The end of the chunk of rows that starts at row r0 (C channels of hw rows; r0 a
+ * chunk's first row, or C * hw: an empty chunk). */
+static size_t few_head_end(int C, int hw, size_t r0) {
+    size_t e = r0 + (size_t)DG_FEW_CC * hw, m = (size_t)C * hw;
+    return e < m ? e : m;
+}
+
+/* The first row of piece p of `pieces` of the rows [r0, r1): a multiple of 16
+ * rows from r0 (whole groups of rows of dg_linear_forward's kernel of one image). */
+static size_t few_piece(size_t r0, size_t r1, int p, int pieces) {
+    size_t g = (r1 - r0 + 15) / 16, at = r0 + 16 * (g * (size_t)p / (size_t)pieces);
+    return at < r1 ? at : r1;
+}
+#endif
+
+dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
+                                   const dg_few_head *h, const float *weight,
+                                   const float *bias, int C, int H, int W, int OC) {
+#if DG_HAVE_AVX2
+    int hw = H * W, blocks = OC / DG_FEW_OCB;
+    direct_job j = {0, out, ws, h->hid, weight, bias, 1, C, H, W, OC, 2 * H, 2 * W, 0,
+                    few_task_floats(1, OC, 2 * H, 2 * W, 1), 1, NULL};
+    if (j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
+    /* the lists after the slot, when there is room for them */
+    size_t lf = few_list_floats(C, hw), pplane = (size_t)(2 * H + 2) * (2 * W + 2);
+    float *lists = j.task_floats + lf <= ws_floats ? ws + j.task_floats : NULL;
+    int32_t *off = NULL, *len = NULL;
+    float *val = NULL;
+    if (lists != NULL) few_list_parts(lists, C, hw, &off, &val, &len);
+    float pk[DG_FEW_CC * 16 * DG_FEW_OCB] __attribute__((aligned(64)));
+    size_t K = (size_t)h->K, lrow = K * sizeof(float);
+    /* the first chunk, with nothing to overlap */
+    dg_status st = few_head_rows(h, 0, few_head_end(C, hw, 0));
+    if (st != DG_STATUS_OK) return st;
+    memset(ws, 0, sizeof(float) * (size_t)blocks * DG_FEW_OCB * pplane);
+    for (int c0 = 0; c0 < C; c0 += DG_FEW_CC) {
+        int cc = C - c0 < DG_FEW_CC ? C - c0 : DG_FEW_CC;
+        /* its lists when few enough of its inputs are nonzero */
+        const float *xc = h->hid + (size_t)c0 * hw;
+        size_t s = (size_t)(c0 / DG_FEW_CC) * hw, nx = (size_t)cc * hw;
+        int sparse =
+            lists != NULL && (double)few_nonzeros(xc, nx) <= few_sparse_max * (double)nx;
+        if (sparse) few_lists(xc, cc, hw, off + s * DG_FEW_CC, val + s * DG_FEW_CC, len + s);
+        /* the next chunk's rows [r0, r1), made a piece after each block, the piece's
+         * weights fetched into L2 while the block computes (a piece ahead: no
+         * faster, log 70) */
+        size_t r0 = (size_t)(c0 + cc) * hw, r1 = few_head_end(C, hw, r0);
+        for (int b = 0; b < blocks; b++) {
+            size_t p0 = few_piece(r0, r1, b, blocks), p1 = few_piece(r0, r1, b + 1, blocks);
+            few_chunk(&j, ws, 0, blocks, b, b + 1, h->hid, c0,
+                      sparse ? off + s * DG_FEW_CC : NULL, sparse ? val + s * DG_FEW_CC : NULL,
+                      sparse ? len + s : NULL, h->lweight + p0 * K,
+                      ((p1 - p0) * lrow + 63) / 64, pk);
+            st = few_head_rows(h, p0, p1 - p0);
+            if (st != DG_STATUS_OK) return st;
+        }
+    }
+    few_store(&j, ws, 0, 0, blocks);
+    return DG_STATUS_OK;
+#else
+    (void)out; (void)ws; (void)ws_floats; (void)h; (void)weight; (void)bias;
+    (void)C; (void)H; (void)W; (void)OC;
     return DG_STATUS_ERR_VALUE;
 #endif
 }

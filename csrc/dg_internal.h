@@ -129,6 +129,34 @@ int dg_direct_tfew_fits(int N, int C, int H, int W, int OC, int KH, int KW, int 
 dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
                               const float *inp, const float *weight, const float *bias, int N,
                               int C, int H, int W, int OC);
+/* How many tasks dg_direct_convt_few runs N images of (C, H, W) -> OC channels in. */
+int dg_direct_tfew_tasks(int N, int C, int H, int W, int OC);
+/* The layers before a transposed convolution that dg_direct_convt_few_head makes
+ * its input with, for one image: lin (C*H*W) = lweight (C*H*W, K) @ z (K) + lbias
+ * (or NULL), then hid (C*H*W) = the eval-mode batch norm of lin (mean, var, gamma,
+ * beta, eps: dg_batchnorm_act_forward_eval's, over C*H*W features) and its
+ * activation (act, slope). */
+typedef struct {
+    float *lin, *hid;
+    const float *z, *lweight, *lbias;
+    int K;
+    const float *mean, *var, *gamma, *beta;
+    float eps;
+    int act;
+    float slope;
+} dg_few_head;
+/* dg_direct_convt_few (assigning plus bias) of one image's hid as h makes it, in
+ * one task, chunk of DG_FEW_CC input channels by chunk: the next chunk's rows of
+ * the linear layer, batch norm and activation are made a piece after each block
+ * of output channels, each piece's rows of lweight fetched into L2 while the
+ * block sums (the first chunk's made first), so that streaming the linear
+ * layer's weights overlaps the sums. lin and hid as the layers one by one make
+ * them (dg_linear_forward's one-image rows), out as dg_direct_convt_few makes it
+ * from hid. Sizes and arguments checked by the caller (dg_linear_bn_convt_forward);
+ * the workspace: what dg_direct_tfew_fits accepted. */
+dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
+                                   const dg_few_head *h, const float *weight,
+                                   const float *bias, int C, int H, int W, int OC);
 /* The share of nonzero inputs up to which dg_direct_convt_few sums only the
  * nonzero ones (the same bits as summing all); returns the one before. For the
  * tests, between calls (not thread-safe): 0 turns it off, 1 always on. */

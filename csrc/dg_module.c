@@ -1344,6 +1344,76 @@ exit:
 }
 
 static PyObject *
+py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    static const char op[] = "_linear_bn_convt_forward";
+    static char *kwlist[] = {"out", "lin", "hid", "workspace", "z", "lweight", "lbias",
+                             "running_mean", "running_var", "gamma", "beta", "eps", "weight",
+                             "bias", "SH", "SW", "PH", "PW", "act", "slope", NULL};
+    dg_arg out = ARG("out"), lin = ARG("lin"), hid = ARG("hid"),
+           workspace = ARG("workspace"), z = ARG("z"), lweight = ARG("lweight"),
+           lbias = ARG("lbias"), running_mean = ARG("running_mean"),
+           running_var = ARG("running_var"), gamma = ARG("gamma"), beta = ARG("beta"),
+           weight = ARG("weight"), bias = ARG("bias");
+    dg_arg *all[] = {&out, &lin, &hid, &workspace, &z, &lweight, &lbias, &running_mean,
+                     &running_var, &gamma, &beta, &weight, &bias};
+    dg_arg *vec[] = {&lbias, &running_mean, &running_var, &gamma, &beta};
+    npy_intp e_z[2] = {DG_ANY, DG_ANY}, e_lw[2], e_lin[2];
+    conv_geom g;
+    float eps, slope = 0.0f;
+    int K, F, act = DG_ACT_NONE;
+    PyObject *ret = NULL;
+    dg_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "O&O&O&O&O&O&O&O&O&O&O&fO&O&iiii|$if:_linear_bn_convt_forward",
+            kwlist, conv_output, &out, conv_output, &lin, conv_output, &hid, conv_output,
+            &workspace, conv_input, &z, conv_input, &lweight, conv_input_opt, &lbias,
+            conv_input, &running_mean, conv_input, &running_var, conv_input_opt, &gamma,
+            conv_input_opt, &beta, &eps, conv_input, &weight, conv_input_opt, &bias, &g.SH,
+            &g.SW, &g.PH, &g.PW, &act, &slope)) {
+        goto exit;
+    }
+    /* hid (N, C, H, W) is the transposed convolution's input */
+    if (conv_shapes(op, 1, &hid, &weight, &bias, &out, &workspace, &g) < 0) {
+        goto exit;
+    }
+    F = g.C * g.H * g.W;   /* conv_shapes checked that it fits an int */
+    e_z[0] = g.N;
+    if (check_shape(&z, 2, e_z, "(N, K)") < 0) {
+        goto exit;
+    }
+    K = (int)DIM(z, 1);
+    e_lw[0] = F;
+    e_lw[1] = K;
+    e_lin[0] = g.N;
+    e_lin[1] = F;
+    if (check_shape(&lweight, 2, e_lw, "(C*H*W, K)") < 0 ||
+        check_shape(&lin, 2, e_lin, "(N, C*H*W)") < 0 || bn_vectors(vec, NARGS(vec), F) < 0 ||
+        bn_eps(op, eps) < 0 || check_act(op, act, slope) < 0 ||
+        check_overlap(op, all, NARGS(all), 0) < 0) {
+        goto exit;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = dg_linear_bn_convt_forward(F32(out), F32(lin), F32(hid), F32(workspace), CF32(z),
+                                    CF32(lweight), CF32(lbias), CF32(running_mean),
+                                    CF32(running_var), CF32(gamma), CF32(beta), eps, act,
+                                    slope, CF32(weight), CF32(bias), g.N, K, g.C, g.H, g.W,
+                                    g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW);
+    Py_END_ALLOW_THREADS
+    if (check_status(op, st) < 0) {
+        goto exit;
+    }
+    ret = Py_None;
+    Py_INCREF(ret);
+exit:
+    for (size_t i = 0; i < NARGS(all); i++) {
+        Py_XDECREF(all[i]->arr);
+    }
+    return ret;
+}
+
+static PyObject *
 py_batchnorm_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
     static const char op[] = "_batchnorm_backward";
@@ -2468,6 +2538,16 @@ static PyMethodDef dg_methods[] = {
               "($module, /, out, inp, running_mean, running_var, gamma, beta, eps, *, act=0,"
               " slope=0.0)",
               "Eval-mode batch norm with the running statistics; act as in _batchnorm_forward."),
+    KW_METHOD(_linear_bn_convt_forward,
+              "($module, /, out, lin, hid, workspace, z, lweight, lbias, running_mean, "
+              "running_var, gamma, beta, eps, weight, bias, SH, SW, PH, PW, *, act=0, "
+              "slope=0.0)",
+              "A generator's head in eval mode, in one call: lin (N, C*H*W) = z (N, K) @ "
+              "lweight^T + lbias, hid (N, C, H, W) = _batchnorm_forward_eval(lin) with act, "
+              "out = _conv_transpose2d_forward(hid) + bias; the same three results. On one "
+              "thread at batch 1 the three go chunk of channels by chunk, the linear "
+              "layer's weights streaming while the transposed layer sums "
+              "(dg_linear_bn_convt_forward)."),
     KW_METHOD(_batchnorm_backward,
               "($module, /, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, *, out=None,"
               " act=0, slope=0.0)",

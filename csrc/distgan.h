@@ -182,6 +182,23 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
                                       const float *bias, int N, int C, int H,
                                       int W, int OC, int KH, int KW, int SH,
                                       int SW, int PH, int PW, int OH, int OW);
+/* A generator's first layers to its first transposed convolution, in eval mode:
+ * lin (N, C*H*W) = z (N, K) @ lweight (C*H*W, K)^T + lbias (dg_linear_forward;
+ * lbias may be NULL), hid = dg_batchnorm_act_forward_eval(lin) over its C*H*W
+ * features with act and slope (gamma and beta may be NULL), then out (N, OC,
+ * OH, OW) = dg_conv_transpose2d_forward(hid as (N, C, H, W)) + bias, with that
+ * layer's workspace. lin, hid and out come out as those three calls make them.
+ * Where the few-image transposed kernel runs in one task (sampling one image
+ * on one thread), the three go chunk of input channels by chunk, so that
+ * streaming the linear layer's weights overlaps the transposed layer's sums. */
+dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *workspace,
+                                     const float *z, const float *lweight,
+                                     const float *lbias, const float *running_mean,
+                                     const float *running_var, const float *gamma,
+                                     const float *beta, float eps, int act, float slope,
+                                     const float *weight, const float *bias, int N, int K,
+                                     int C, int H, int W, int OC, int KH, int KW, int SH,
+                                     int SW, int PH, int PW, int OH, int OW);
 /* Accumulates dinp (N,C,H,W), dweight (C,OC,KH,KW), dbias (OC); each may be NULL. */
 dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
                                        float *dbias, float *workspace,

@@ -33,6 +33,10 @@ _COL_KEEP_MAX = 1 << 24
 _ACT_CODES = {"relu": _core.ACT_RELU, "leaky_relu": _core.ACT_LEAKY_RELU}
 # False runs every batch norm, conv2d and activation as ops of their own (for comparisons)
 _FUSE = True
+# False runs a generator's head (linear, batch norm, activation, reshape, transposed
+# convolution) in eval mode as layers of their own instead of one _core call (for
+# comparisons; Network._head_fits)
+_FUSE_HEAD = True
 
 
 def _act_args(act):
@@ -705,6 +709,13 @@ class Network:
             shapes.append(tuple(l.out_shape(shapes[-1])))
         self.shapes = shapes
         self.output_shape = shapes[-1]
+        # where a head starts (:meth:`_head_fits`): linear, batch norm, ReLU or leaky
+        # ReLU, reshape to (C, H, W), transposed convolution
+        kinds = (Linear, BatchNorm, _PiecewiseLinear, Reshape, ConvTranspose2d)
+        self._heads = frozenset(
+            i for i in range(len(self.layers) - 4)
+            if all(isinstance(l, k) for l, k in zip(self.layers[i:i + 5], kinds))
+            and len(shapes[i + 4]) == 3)
 
         p_total = sum(int(np.prod(s)) for l in self.layers for s in l.param_shapes.values())
         b_total = sum(int(np.prod(s)) for l in self.layers for s in l.buffer_shapes.values())
@@ -827,14 +838,54 @@ class Network:
         self._ensure_workspace(x.shape[0])
         fused = self._fusions(taps, x.shape[0])
         feats = []
+        skip = -1   # layers up to this one were computed by _forward_head
         for i, l in enumerate(self.layers):
-            if i - 1 in fused:
+            if i <= skip:
+                continue
+            if not train and self._head_fits(i, fused, taps):
+                x = self._forward_head(i, x)
+                i = skip = i + 4
+            elif i - 1 in fused:
                 x = l.forward_fused(x)
             else:
                 x = l.forward(self, x, train)
             if taps is not None and i in taps:
                 feats.append(x)
         return (x, feats) if taps is not None else x
+
+    def _head_fits(self, i, fused, taps):
+        """Whether layers i .. i + 4 are a head that :meth:`_forward_head` computes
+        in one call in this eval-mode forward: linear, batch norm with its activation
+        fused (``fused`` from :meth:`_fusions`), that activation, reshape,
+        transposed convolution, and no tap among the first four's outputs."""
+        if not _FUSE_HEAD or i not in self._heads or i + 1 not in fused:
+            return False
+        return not (taps is not None and any(k in taps for k in range(i, i + 4)))
+
+    def _forward_head(self, i, x):
+        """Layers i .. i + 4 (:meth:`_head_fits`) in eval mode in one
+        ``_core._linear_bn_convt_forward`` call, which gives the layers' own results
+        and, sampling one image on one thread, streams the linear layer's weights
+        while the transposed convolution sums (PERFORMANCE.md, log 70). Each layer
+        is left as its own forward leaves it, for a backward."""
+        lin_l, bn, act, reshape, ct = self.layers[i:i + 5]
+        n = x.shape[0]
+        lin = self.buf(lin_l, "out", (n, lin_l.spec["out_features"]))
+        hid = self.buf(bn, "out", lin.shape)
+        _, _, _, _, _, sh, sw, ph, pw, oh, ow = ct._geom(self.shapes[i + 4])
+        out = self.buf(ct, "out", (n, ct.spec["out_channels"], oh, ow))
+        args = _act_args(bn._act)
+        h4 = reshape.forward(self, hid, False)
+        _core._linear_bn_convt_forward(out, lin, h4, self.workspace, x, lin_l.weight(False),
+                                       lin_l.p.get("bias"), bn.b["running_mean"],
+                                       bn.b["running_var"], bn.p["weight"], bn.p["bias"],
+                                       bn.eps, ct.weight(False), ct.p.get("bias"),
+                                       sh, sw, ph, pw, **args)
+        lin_l._x = x
+        bn._x, bn._train, bn._out, bn._fused_args = lin, False, hid, args
+        act.forward_fused(hid)
+        ct._x = h4
+        return out
 
     def _fusions(self, taps, n):
         """The indices i of batch norms, or of conv2d layers the core fuses an

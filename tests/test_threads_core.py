@@ -6,7 +6,9 @@
 * _zero, _cblas_sgemm (the benchmark's reference rate) and their argument checks;
 * convolutions split over images, and conv2d's kept im2col matrix (col=);
 * the SSE2 tanh (Cephes' algorithm) against float64 tanh, and tanh and the normal
-  draws split over the pool: the same bits at every thread count.
+  draws split over the pool: the same bits at every thread count;
+* a generator's head in one call (_linear_bn_convt_forward, and Network's eval-mode
+  forward through it): the bits of its layers one by one, forward and backward.
 """
 import subprocess
 import sys
@@ -539,3 +541,130 @@ def test_few_image_transposed_kernel_accuracy(N, rng):
             T(x), T(w), None if bias is None else T(bias), 2, 1).numpy()
         assert rel_err(got, want) < 1e-6
     assert all(np.array_equal(a, c) for a, c in zip(res[1], res[2]))
+
+
+# -- a generator's head in one call (_linear_bn_convt_forward) ------------------------
+
+def _head_operands(rng, N, K, C, HW, OC):
+    F = C * HW * HW
+    return dict(
+        z=rng.standard_normal((N, K)).astype(np.float32),
+        lweight=(0.1 * rng.standard_normal((F, K))).astype(np.float32),
+        lbias=rng.standard_normal(F).astype(np.float32),
+        running_mean=(0.1 * rng.standard_normal(F)).astype(np.float32),
+        running_var=rng.uniform(0.5, 2.0, F).astype(np.float32),
+        gamma=(1 + 0.02 * rng.standard_normal(F)).astype(np.float32),
+        beta=(0.1 * rng.standard_normal(F)).astype(np.float32),
+        weight=(0.05 * rng.standard_normal((C, OC, 4, 4))).astype(np.float32),
+        bias=rng.standard_normal(OC).astype(np.float32))
+
+
+@pytest.mark.parametrize("N", [1, 3])
+@pytest.mark.parametrize("act", [_core.ACT_RELU, 0, _core.ACT_LEAKY_RELU])
+def test_linear_bn_convt_forward_gives_the_layers_bits(rng, threads, N, act):
+    """_linear_bn_convt_forward (a generator's head in eval mode: linear, batch norm with
+    its activation, transposed convolution) gives the bits of the three ops one by one:
+    lin, hid and out, on the teacher's 100 -> 256x7x7 -> 128 and the student's
+    100 -> 64x7x7 -> 32, at 1 and 2 threads. Sampling one image on one thread, an
+    AVX-512 CPU makes the linear layer's rows chunk of channels by chunk while the
+    transposed layer sums; otherwise the op is the three calls. With ReLU half the
+    transposed layer's inputs are zero (its sparse rows), without activation none."""
+    slope = 0.2 if act == _core.ACT_LEAKY_RELU else 0.0
+    for C, OC in ((256, 128), (64, 32)):
+        o = _head_operands(rng, N, 100, C, 7, OC)
+        ws = np.empty(_core._conv_transpose2d_workspace_size(N, C, 7, 7, OC, 4, 4, 2, 2, 1, 1,
+                                                             14, 14), np.float32)
+        for t in (1, 2):
+            distgan.set_num_threads(t)
+            lin, hid = np.full((2, N, C * 49), np.nan, np.float32)
+            out = np.full((N, OC, 14, 14), np.nan, np.float32)
+            _core._linear_bn_convt_forward(
+                out, lin, hid.reshape(N, C, 7, 7), ws, o["z"], o["lweight"], o["lbias"],
+                o["running_mean"], o["running_var"], o["gamma"], o["beta"], 1e-5,
+                o["weight"], o["bias"], 2, 2, 1, 1, act=act, slope=slope)
+            lin1, hid1 = np.full((2, N, C * 49), np.nan, np.float32)
+            out1 = np.full((N, OC, 14, 14), np.nan, np.float32)
+            _core._linear_forward(lin1, o["z"], o["lweight"], o["lbias"])
+            _core._batchnorm_forward_eval(hid1, lin1, o["running_mean"], o["running_var"],
+                                          o["gamma"], o["beta"], 1e-5, act=act, slope=slope)
+            _core._conv_transpose2d_forward(out1, ws, hid1.reshape(N, C, 7, 7), o["weight"],
+                                            o["bias"], 2, 2, 1, 1)
+            assert np.array_equal(lin, lin1) and np.array_equal(hid, hid1)
+            assert np.array_equal(out, out1), (C, t, np.abs(out - out1).max())
+            if act == _core.ACT_RELU:
+                assert 0.3 < np.count_nonzero(hid) / hid.size < 0.7
+
+
+def test_linear_bn_convt_forward_rejects_bad_arguments(rng):
+    """Each mismatched array is named, as the layers' own ops name theirs."""
+    N, C, OC = 1, 8, 4
+    o = _head_operands(rng, N, 10, C, 4, OC)
+    ws = np.empty(_core._conv_transpose2d_workspace_size(N, C, 4, 4, OC, 4, 4, 2, 2, 1, 1,
+                                                         8, 8), np.float32)
+    lin, hid = np.empty((2, N, C * 16), np.float32)
+
+    def call(**kw):
+        a = dict(out=np.empty((N, OC, 8, 8), np.float32), lin=lin,
+                 hid=hid.reshape(N, C, 4, 4), workspace=ws, eps=1e-5, SH=2, SW=2, PH=1, PW=1)
+        a.update(o)
+        a.update(kw)
+        _core._linear_bn_convt_forward(**a)
+
+    call()
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: lweight .*\(C\*H\*W, K\)"):
+        call(lweight=o["lweight"][:, :9].copy())
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: lin .*\(N, C\*H\*W\)"):
+        call(lin=np.empty((N, C * 16 + 1), np.float32))
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: z .*\(N, K\)"):
+        call(z=np.empty((N + 1, 10), np.float32))
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: running_var"):
+        call(running_var=o["running_var"][:-1].copy())
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: weight"):
+        call(weight=np.empty((C + 1, OC, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: eps"):
+        call(eps=0.0)
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: act"):
+        call(act=5)
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: .*overlap"):
+        call(lin=hid)
+
+
+@pytest.mark.parametrize("spec", ["teacher", "student", "conditional", "32x32"])
+def test_generator_head_in_one_call_same_as_layers(rng, threads, spec, monkeypatch):
+    """An eval-mode forward runs a generator's head (linear, batch norm, ReLU, reshape,
+    transposed convolution) as one _core call: the same output bits as the layers one by
+    one (nn._FUSE_HEAD off), at batch 1 and 2 and 1 and 2 threads, and a backward after
+    it gives the same input and parameter gradients (each layer is left as its own
+    forward leaves it)."""
+    from distgan import models, nn
+    kw = {"teacher": dict(width=1.0), "student": dict(width=0.25),
+          "conditional": dict(width=0.5, num_classes=10), "32x32": dict(width=0.5, image_shape=(3, 32, 32))}[spec]
+    g = models.dcgan(**kw)["generator"]
+    net = Network(g, (100,), seed=1)
+    calls = []
+    head = Network._forward_head
+    monkeypatch.setattr(Network, "_forward_head",
+                        lambda self, i, x: calls.append(i) or head(self, i, x))
+    bn = next(l for l in net.layers if l.type == "batch_norm")
+    bn.b["running_mean"][...] = 0.1 * rng.standard_normal(bn.b["running_mean"].shape)
+    bn.b["running_var"][...] = rng.uniform(0.5, 2.0, bn.b["running_var"].shape)
+    for N in (1, 2):
+        z = rng.standard_normal((N, 100)).astype(np.float32)
+        labels = rng.integers(0, 10, N) if net.needs_labels else None
+        dy = rng.standard_normal((N,) + net.output_shape).astype(np.float32)
+        for t in (1, 2):
+            distgan.set_num_threads(t)
+            res = []
+            for fuse in (True, False):
+                nn._FUSE_HEAD = fuse
+                try:
+                    y = net.forward(z, labels, train=False).copy()
+                    net.zero_grad()
+                    dx = net.backward(dy).copy()
+                finally:
+                    nn._FUSE_HEAD = True
+                res.append((y, dx, net.grads.copy()))
+            (y, dx, gr), (y1, dx1, gr1) = res
+            assert np.array_equal(y, y1), (spec, N, t)
+            assert np.array_equal(dx, dx1) and np.array_equal(gr, gr1), (spec, N, t)
+    assert calls == [1 if net.needs_labels else 0] * 4   # the head ran as one call each time

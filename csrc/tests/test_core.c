@@ -424,6 +424,77 @@ static void test_linear_one(void) {
     dg_set_num_threads(before);
 }
 
+/* A generator's head in one call (dg_linear_bn_convt_forward: linear, eval-mode
+ * batch norm with its activation, transposed convolution) against the three
+ * calls one by one: lin, hid and out the same bits, for one image (where an
+ * AVX-512 CPU on one thread goes chunk of input channels by chunk) and two (the
+ * three calls), with ReLU (half the transposed layer's inputs zero: its sparse
+ * rows), no activation (its dense rows) and a leaky ReLU, at 1 and 2 threads; on
+ * 80 input channels (a chunk of 64 and one of 16), 7x7 -> 14x14, and on 8
+ * channels of 4x4 with K = 17; then its errors. */
+static void head_case(int N, int K, int C, int H, int OC, int act, int threads) {
+    int W = H, F = C * H * W, OH = 2 * H, OW = 2 * W;
+    float *z = frandn((size_t)N * K), *lw = frandn((size_t)F * K), *lb = frandn(F);
+    float *mean = frandn(F), *var = frandn(F), *gamma = frandn(F), *beta = frandn(F);
+    for (int f = 0; f < F; f++) var[f] = 1.0f + var[f] * var[f];
+    float *w = frandn((size_t)C * OC * 16), *b = frandn(OC);
+    size_t ws_n = dg_conv_transpose2d_workspace_size(N, C, H, W, OC, 4, 4, 2, 2, 1, 1, OH, OW);
+    size_t fo = (size_t)N * OC * OH * OW, fh = (size_t)N * F;
+    float *ws = falloc(ws_n), *lin = fnan(fh), *hid = fnan(fh), *out = fnan(fo);
+    float *lin1 = fnan(fh), *hid1 = fnan(fh), *out1 = fnan(fo);
+    float slope = act == DG_ACT_LEAKY_RELU ? 0.2f : 0.0f;
+    dg_set_num_threads(threads);
+    dg_status st = dg_linear_bn_convt_forward(out, lin, hid, ws, z, lw, lb, mean, var, gamma,
+                                              beta, 1e-5f, act, slope, w, b, N, K, C, H, W, OC,
+                                              4, 4, 2, 2, 1, 1, OH, OW);
+    dg_status st1 = dg_linear_forward(lin1, z, lw, lb, N, K, F);
+    if (st1 == DG_STATUS_OK)
+        st1 = dg_batchnorm_act_forward_eval(hid1, lin1, mean, var, gamma, beta, N, F, 1, 1e-5f,
+                                            act, slope);
+    if (st1 == DG_STATUS_OK)
+        st1 = dg_conv_transpose2d_forward(out1, ws, hid1, w, b, N, C, H, W, OC, 4, 4, 2, 2, 1,
+                                          1, OH, OW);
+    CHECK(st == DG_STATUS_OK && st1 == DG_STATUS_OK && same_floats(lin, lin1, fh) &&
+              same_floats(hid, hid1, fh) && same_floats(out, out1, fo),
+          "head N=%d K=%d C=%d %dx%d OC=%d act=%d, %d thread(s): the layers' bits", N, K, C, H,
+          W, OC, act, threads);
+    free(z); free(lw); free(lb); free(mean); free(var); free(gamma); free(beta); free(w);
+    free(b); free(ws); free(lin); free(hid); free(out); free(lin1); free(hid1); free(out1);
+}
+
+static void test_linear_bn_convt(void) {
+    printf("# linear, batch norm, transposed convolution in one call\n");
+    int before = dg_get_num_threads();
+    static const int shapes[][4] = {{100, 80, 7, 8}, {17, 8, 4, 4}};   /* K, C, H, OC */
+    static const int acts[] = {DG_ACT_RELU, DG_ACT_NONE, DG_ACT_LEAKY_RELU};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int N = 1; N <= 2; N++)
+            for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++)
+                for (int th = 1; th <= 2; th++)
+                    head_case(N, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+                              acts[a], th);
+    dg_set_num_threads(before);
+    /* errors: sizes, NULLs, eps and act, as the layers' own */
+    int K = 3, C = 4, H = 2, OC = 4, F = C * H * H;
+    float *z = frandn(K), *lw = frandn((size_t)F * K), *v = frandn(F), *w = frandn(C * OC * 16);
+    float *lin = falloc(F), *hid = falloc(F), *out = falloc(OC * 16);
+    float *ws =
+        falloc(dg_conv_transpose2d_workspace_size(1, C, H, H, OC, 4, 4, 2, 2, 1, 1, 4, 4));
+#define HEAD(o, l, zz, k, eps, act)                                                       \
+    dg_linear_bn_convt_forward(o, l, hid, ws, zz, lw, NULL, v, v, NULL, NULL, eps, act, 0.0f, \
+                               w, NULL, 1, k, C, H, H, OC, 4, 4, 2, 2, 1, 1, 4, 4)
+    CHECK(HEAD(out, lin, z, 0, 1e-5f, 0) == DG_STATUS_ERR_SHAPE &&
+              HEAD(NULL, lin, z, K, 1e-5f, 0) == DG_STATUS_ERR_NULL &&
+              HEAD(out, NULL, z, K, 1e-5f, 0) == DG_STATUS_ERR_NULL &&
+              HEAD(out, lin, NULL, K, 1e-5f, 0) == DG_STATUS_ERR_NULL &&
+              HEAD(out, lin, z, K, 0.0f, 0) == DG_STATUS_ERR_VALUE &&
+              HEAD(out, lin, z, K, 1e-5f, 7) == DG_STATUS_ERR_VALUE &&
+              HEAD(out, lin, z, K, 1e-5f, DG_ACT_RELU) == DG_STATUS_OK,
+          "head: K = 0 -> shape error, NULL -> null error, eps 0 or act 7 -> value error");
+#undef HEAD
+    free(z); free(lw); free(v); free(w); free(lin); free(hid); free(out); free(ws);
+}
+
 /* The bias gradient of a wide layer (several blocks of columns, split over the
  * threads): each column's sum over n in double, in order, then added to dbias
  * and rounded once, which the reference computes the same way, so equal bits; at
@@ -1926,6 +1997,7 @@ int main(void) {
     test_linear();
     test_linear_one();
     test_linear_dbias_wide();
+    test_linear_bn_convt();
     test_conv();
     test_conv_keep();
     test_conv_simd();
