@@ -627,11 +627,11 @@ typedef struct {
     const char *p, *end;
 } far_stream;
 
-#define FAR_STEP(f)                                                                     \
+#define FAR_STEP(p, end)                                                                \
     do {                                                                                \
-        if ((f)->p < (f)->end) {                                                        \
-            __builtin_prefetch((f)->p, 0, 2);                                           \
-            (f)->p += 64;                                                               \
+        if ((p) < (end)) {                                                              \
+            __builtin_prefetch((p), 0, 2);                                              \
+            (p) += 64;                                                                  \
         }                                                                               \
     } while (0)
 
@@ -643,8 +643,9 @@ typedef struct {
         _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++)                            \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
                 a[p][v] = _mm512_setzero_ps();                                          \
+        const char *fp = fs->p, *fe = fs->end; /* in registers, not through *fs */      \
         for (int c = 0; c < C; c++) {                                                   \
-            FAR_STEP(fs);                                                               \
+            FAR_STEP(fp, fe);                                                           \
             const float *wc = w + (size_t)c * 16 * DG_FEW_OCB;                          \
             const float *xc = x + (size_t)c * xplane;                                   \
             __m512 w0 = _mm512_loadu_ps(wc), w1 = _mm512_loadu_ps(wc + 16);             \
@@ -657,6 +658,7 @@ typedef struct {
                 a[p][3] = _mm512_fmadd_ps(w3, b, a[p][3]);                              \
             }                                                                           \
         }                                                                               \
+        fs->p = fp;                                                                     \
         FEW_PATCHES(NP, a, pad, ldp, pplane);                                           \
     }
 
@@ -686,6 +688,7 @@ typedef struct {
                                                 const int32_t *len, const float *w,     \
                                                 far_stream *fs) {                       \
         __m512 a[NP][DG_FEW_OCB];                                                       \
+        const char *fp = fs->p, *fe = fs->end; /* in registers, not through *fs */      \
         for (int p = 0; p < NP; p += 2) {                                               \
             int q = p + 1 < NP ? p + 1 : p;                                             \
             const int32_t *op = off + (size_t)p * DG_FEW_CC;                            \
@@ -697,7 +700,7 @@ typedef struct {
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
                 s[v] = t[v] = _mm512_setzero_ps();                                      \
             for (; i < m; i++) {                                                        \
-                FAR_STEP(fs);                                                           \
+                FAR_STEP(fp, fe);                                                       \
                 SPARSE_STEP(s, w, op[i], vp[i]);                                        \
                 SPARSE_STEP(t, w, oq[i], vq[i]);                                        \
             }                                                                           \
@@ -708,6 +711,7 @@ typedef struct {
                 if (q != p) a[q][v] = t[v];                                             \
             }                                                                           \
         }                                                                               \
+        fs->p = fp;                                                                     \
         FEW_PATCHES(NP, a, pad, ldp, pplane);                                           \
     }
 
@@ -833,7 +837,7 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
             else
                 convt_few_rows[W](row, ldp, pplane, x + (size_t)c0 * xplane + (size_t)y * W,
                                   xplane, pk, cc, &fs);
-            while (fs.p < fs.end) FAR_STEP(&fs);   /* what the row's steps left */
+            while (fs.p < fs.end) FAR_STEP(fs.p, fs.end);   /* what the row's steps left */
         }
     }
 }
