@@ -148,7 +148,7 @@ dg_status dg_linear_forward(float *out, const float *inp, const float *weight,
     if (out == NULL || inp == NULL || weight == NULL) return DG_STATUS_ERR_NULL;
 #if DG_HAVE_AVX2
     if (N == 1 && dg_avx512()) {
-        /* one image: a matrix-vector product, in a kernel of its own (1.3x
+        /* one image: a matrix-vector product, in a kernel of its own (1.1-1.3x
          * OpenBLAS's sgemv with the weights in L2, as fast from L3; and its rows'
          * bits independent of the split, PERFORMANCE.md log 70) */
         one_job j = {out, inp, weight, bias, C, OC};
