@@ -405,7 +405,6 @@ static void bn_dx(float *dx, const float *dy, const float *x, const float *kd,
     }
 }
 
-static int bad_eps(float eps) { return !(eps > 0.0f) || isinf(eps); }
 
 /* ------------------------------------------------------------------------- */
 /* The four passes over a range of channels [cA, cB), and their tasks on the  */
@@ -704,7 +703,7 @@ dg_status dg_batchnorm_act_forward(float *out, float *mean, float *rstd,
     size_t M = (size_t)N * (size_t)HW;
     if (M < 2) return DG_STATUS_ERR_SHAPE;
     if (out == NULL || mean == NULL || rstd == NULL || inp == NULL) return DG_STATUS_ERR_NULL;
-    if (bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    if (dg_bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     if ((running_mean != NULL || running_var != NULL) &&
         !(momentum >= 0.0f && momentum <= 1.0f)) {
         return DG_STATUS_ERR_VALUE;
@@ -737,7 +736,7 @@ dg_status dg_batchnorm_act_forward_eval(float *out, const float *inp,
     if (out == NULL || inp == NULL || running_mean == NULL || running_var == NULL) {
         return DG_STATUS_ERR_NULL;
     }
-    if (bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    if (dg_bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     bn_fwd_eval_job j = {out, inp, running_mean, running_var, gamma, beta, N, C, HW, eps,
                          act, slope};
     dg_parallel(DG_FOR_CPU(bn_fwd_eval_task), &j, bn_tasks(N, C, HW));
@@ -797,7 +796,7 @@ dg_status dg_batchnorm_act_backward_eval(float *dinp, float *dgamma, float *dbet
         return DG_STATUS_ERR_NULL;
     }
     if (act != DG_ACT_NONE && out == NULL) return DG_STATUS_ERR_NULL;
-    if (bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    if (dg_bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     if (dinp == NULL && dgamma == NULL && dbeta == NULL) return DG_STATUS_OK;
     bn_bwd_eval_job j = {dinp, dgamma, dbeta, dout, inp, running_mean, running_var, gamma,
                          N, C, HW, eps, act != DG_ACT_NONE ? out : NULL, act, slope};

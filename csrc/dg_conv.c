@@ -72,7 +72,6 @@
 #include "distgan.h"
 #include "dg_internal.h"
 
-#include <float.h>
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -1576,10 +1575,9 @@ dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *
         lweight == NULL || running_mean == NULL || running_var == NULL || weight == NULL) {
         return DG_STATUS_ERR_NULL;
     }
-    if (!(eps > 0.0f && eps <= FLT_MAX) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    if (dg_bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     int F = C * H * W;
-    if (N == 1 && dg_avx512() &&
-        dg_direct_tfew_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws) &&
+    if (N == 1 && dg_direct_tfew_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws) &&
         dg_direct_tfew_tasks(N, C, H, W, OC) == 1) {
         // one image in one task: chunk by chunk of input channels (dg_conv_direct.c;
         // its linear rows are dg_linear_forward's kernel of one image, the whole

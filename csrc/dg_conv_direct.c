@@ -777,14 +777,15 @@ DG_AVX512 static void few_lists(const float *x, int C, int HW, int32_t *off, flo
     }
 }
 
-/* How many of x[0 .. n) are nonzero (NaN included). */
-DG_AVX512 static size_t few_nonzeros(const float *x, size_t n) {
+/* Whether the sparse rows take x[0 .. n): at most few_sparse_max of it nonzero
+ * (NaN included). */
+DG_AVX512 static int few_sparse(const float *x, size_t n) {
     size_t count = 0, i = 0;
     for (; i + 16 <= n; i += 16)
         count += (size_t)__builtin_popcount(
             _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), _mm512_setzero_ps(), _CMP_NEQ_UQ));
     for (; i < n; i++) count += x[i] != 0.0f;
-    return count;
+    return (double)count <= few_sparse_max * (double)n;
 }
 
 /* Adds chunk c0's patches (its cc channels) of image x onto the padded planes
@@ -1220,8 +1221,7 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
         /* its lists when few enough of its inputs are nonzero */
         const float *xc = h->hid + (size_t)c0 * hw;
         size_t s = (size_t)(c0 / DG_FEW_CC) * hw, nx = (size_t)cc * hw;
-        int sparse =
-            lists != NULL && (double)few_nonzeros(xc, nx) <= few_sparse_max * (double)nx;
+        int sparse = lists != NULL && few_sparse(xc, nx);
         if (sparse) few_lists(xc, cc, hw, off + s * DG_FEW_CC, val + s * DG_FEW_CC, len + s);
         /* the next chunk's rows [r0, r1), made a piece after each block, the piece's
          * weights fetched into L2 while the block computes (a piece ahead: no
@@ -1267,8 +1267,7 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
      * room after the tasks' slots for every image's lists, made once here */
     size_t lf = few_list_floats(C, H * W), slots_end = (size_t)nt * j.task_floats;
     size_t total = (size_t)N * C * H * W;
-    if (slots_end + (size_t)N * lf <= ws_floats &&
-        (double)few_nonzeros(inp, total) <= few_sparse_max * (double)total) {
+    if (slots_end + (size_t)N * lf <= ws_floats && few_sparse(inp, total)) {
         j.lists = ws + slots_end;
         for (int n = 0; n < N; n++) {
             int32_t *off, *len;

@@ -6,6 +6,7 @@
 #ifndef DG_INTERNAL_H
 #define DG_INTERNAL_H
 
+#include <float.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,9 @@ static inline int dg_bad_act(int act, float slope) {
     if (act == DG_ACT_NONE || act == DG_ACT_RELU) return 0;
     return act != DG_ACT_LEAKY_RELU || slope < 0.0f;
 }
+
+/* 1 unless eps is a batch norm's epsilon: finite and > 0. */
+static inline int dg_bad_eps(float eps) { return !(eps > 0.0f) || eps > FLT_MAX; }
 
 /* ------------------------------------------------------------------------- */
 /* The thread pool (dg_thread.c)                                              */
