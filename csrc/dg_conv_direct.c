@@ -97,6 +97,7 @@
 /* Input channels per chunk of the few-image kernel: 64 x 4 x 16 x 4 bytes =
  * 16 KiB of a block's weights, in L1 over the block's input rows. */
 #define DG_FEW_CC 64
+_Static_assert(DG_FEW_CC <= 64, "a pixel's channels of a chunk are bits of a uint64_t");
 /* The few-image kernel sums only the nonzero inputs (few_lists,
  * convt_sparse_row_*) when at most this share of a call's inputs is nonzero
  * (dg_direct_few_sparse changes it, for the tests). At half, as after a ReLU,
@@ -146,21 +147,23 @@ static size_t few_task_floats(int N, int OC, int OH, int OW, int nt) {
 }
 
 /* Floats of few_lists' lists of one image of C channels of HW pixels: per chunk
- * of DG_FEW_CC channels and pixel, DG_FEW_CC offsets, DG_FEW_CC values and a
- * count, a multiple of 16 floats. */
+ * of DG_FEW_CC channels and pixel, a 64-bit mask (two floats' room) and
+ * DG_FEW_CC values, a multiple of 16 floats. */
 static size_t few_list_floats(int C, int HW) {
     size_t slots = (size_t)((C + DG_FEW_CC - 1) / DG_FEW_CC) * HW;
-    return (slots * (2 * DG_FEW_CC + 1) + 15) & ~(size_t)15;
+    return (slots * (DG_FEW_CC + 2) + 15) & ~(size_t)15;
 }
 
-/* The parts of one image's lists at l (few_list_floats of them): the offsets,
- * the values and the counts. */
-static void few_list_parts(float *l, int C, int HW, int32_t **off, float **val,
-                           int32_t **len) {
+/* Whether lists can start at l: their masks 8-byte aligned (the workspace from
+ * NumPy is; lf is a multiple of 16 floats, so every image's are then). */
+static int few_aligned(const float *l) { return ((uintptr_t)l & 7) == 0; }
+
+/* The parts of one image's lists at l (few_list_floats of them, l 8-byte
+ * aligned): the masks, then the values. */
+static void few_list_parts(float *l, int C, int HW, uint64_t **mask, float **val) {
     size_t slots = (size_t)((C + DG_FEW_CC - 1) / DG_FEW_CC) * HW;
-    *off = (int32_t *)l;
-    *val = l + slots * DG_FEW_CC;
-    *len = (int32_t *)(l + 2 * slots * DG_FEW_CC);
+    *mask = (uint64_t *)(void *)l;
+    *val = l + 2 * slots;
 }
 
 /* The CPU and the geometry the kernels take, as a conv2d (N, C, H, W) -> (N, OC,
@@ -674,38 +677,44 @@ typedef struct {
         s[3] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 48), b_, s[3]);                     \
     } while (0)
 
-/* The same row from lists of each pixel's nonzero inputs of the chunk (off:
- * the channel's offset in w, (c - c0) * 64; val: its value; len: how many; as
- * few_lists writes them). Each pixel's accumulators take its listed channels in
+/* The same row from lists of each pixel's nonzero inputs of the chunk (mask:
+ * bit c - c0 set for each; val: their values in channel order; as few_lists
+ * writes them). Each pixel's accumulators take its listed channels in
  * increasing order, one FMA chain per vector as in the dense row, so the sums
  * are the dense row's to the bit (an FMA with a zero input leaves a sum that is
  * not -0 as it was; the sums start at +0 and no FMA makes -0 of them). Pixels
  * go in pairs, the pair's lists in step up to the shorter one's end (eight
- * chains), then the rest of the longer one alone. */
+ * chains), then the rest of the longer one alone. A listed channel's weights
+ * are found from its mask bit (count trailing zeros, clear the lowest bit)
+ * instead of a stored offset: one load fewer per listed channel, where the
+ * loads bound the loop (PERFORMANCE.md log 71). */
 #define CONVT_SPARSE_ROW(NP)                                                            \
     DG_AVX512 static void convt_sparse_row_##NP(float *pad, int ldp, size_t pplane,     \
-                                                const int32_t *off, const float *val,   \
-                                                const int32_t *len, const float *w,     \
-                                                far_stream *fs) {                       \
+                                                const uint64_t *mask, const float *val, \
+                                                const float *w, far_stream *fs) {       \
         __m512 a[NP][DG_FEW_OCB];                                                       \
         const char *fp = fs->p, *fe = fs->end; /* in registers, not through *fs */      \
         for (int p = 0; p < NP; p += 2) {                                               \
             int q = p + 1 < NP ? p + 1 : p;                                             \
-            const int32_t *op = off + (size_t)p * DG_FEW_CC;                            \
-            const int32_t *oq = off + (size_t)q * DG_FEW_CC;                            \
+            uint64_t mp = mask[p], mq = q != p ? mask[q] : 0;                           \
             const float *vp = val + (size_t)p * DG_FEW_CC;                              \
             const float *vq = val + (size_t)q * DG_FEW_CC;                              \
-            int np = len[p], nq = q != p ? len[q] : 0, m = np < nq ? np : nq, i = 0;    \
+            int np = __builtin_popcountll(mp), nq = __builtin_popcountll(mq);           \
+            int m = np < nq ? np : nq, i = 0;                                           \
             __m512 s[DG_FEW_OCB], t[DG_FEW_OCB];                                        \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
                 s[v] = t[v] = _mm512_setzero_ps();                                      \
             for (; i < m; i++) {                                                        \
                 FAR_STEP(fp, fe);                                                       \
-                SPARSE_STEP(s, w, op[i], vp[i]);                                        \
-                SPARSE_STEP(t, w, oq[i], vq[i]);                                        \
+                size_t cp = (size_t)_tzcnt_u64(mp), cq = (size_t)_tzcnt_u64(mq); \
+                mp &= mp - 1, mq &= mq - 1;                                             \
+                SPARSE_STEP(s, w, cp * 16 * DG_FEW_OCB, vp[i]);                         \
+                SPARSE_STEP(t, w, cq * 16 * DG_FEW_OCB, vq[i]);                         \
             }                                                                           \
-            for (int k = i; k < np; k++) SPARSE_STEP(s, w, op[k], vp[k]);               \
-            for (int k = i; k < nq; k++) SPARSE_STEP(t, w, oq[k], vq[k]);               \
+            for (int k = i; k < np; k++, mp &= mp - 1)                                  \
+                SPARSE_STEP(s, w, (size_t)_tzcnt_u64(mp) * 16 * DG_FEW_OCB, vp[k]); \
+            for (int k = i; k < nq; k++, mq &= mq - 1)                                  \
+                SPARSE_STEP(t, w, (size_t)_tzcnt_u64(mq) * 16 * DG_FEW_OCB, vq[k]); \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++) {              \
                 a[p][v] = s[v];                                                         \
                 if (q != p) a[q][v] = t[v];                                             \
@@ -735,44 +744,41 @@ typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const 
 static const convt_few_fn convt_few_rows[DG_FEW_MAXW + 1] = {
     NULL, convt_few_row_1, convt_few_row_2, convt_few_row_3, convt_few_row_4,
     convt_few_row_5, convt_few_row_6, convt_few_row_7};
-typedef void (*convt_sparse_fn)(float *, int, size_t, const int32_t *, const float *,
-                                const int32_t *, const float *, far_stream *);
+typedef void (*convt_sparse_fn)(float *, int, size_t, const uint64_t *, const float *,
+                                const float *, far_stream *);
 static const convt_sparse_fn convt_sparse_rows[DG_FEW_MAXW + 1] = {
     NULL, convt_sparse_row_1, convt_sparse_row_2, convt_sparse_row_3, convt_sparse_row_4,
     convt_sparse_row_5, convt_sparse_row_6, convt_sparse_row_7};
 
 /* Lists of the nonzero inputs of one image x (C, HW), chunk by chunk of
  * DG_FEW_CC channels: for chunk k (channels c0 = k * DG_FEW_CC on) and pixel p,
- * at (k * HW + p) * DG_FEW_CC in off and val, the chunk's channels c with x[c, p]
- * != 0 (NaN included) in increasing order, off = (c - c0) * 16 * DG_FEW_OCB
- * (that channel's place in a block's copied weights, pk) and val = x[c, p];
- * len[k * HW + p] how many. Each group of 16 channels: one gather, one
- * compare, two compresses, stored whole (the stores end within the slot: at
- * most g entries precede group g). */
-DG_AVX512 static void few_lists(const float *x, int C, int HW, int32_t *off, float *val,
-                                  int32_t *len) {
+ * slot k * HW + p: mask bit c - c0 set for each channel c with x[c, p] != 0
+ * (NaN included), and at slot * DG_FEW_CC in val those x[c, p] in increasing
+ * c. Each group of 16 channels: one gather, one compare, one compress, stored
+ * whole (the stores end within the slot: at most g values precede group g). */
+DG_AVX512 static void few_lists(const float *x, int C, int HW, uint64_t *mask, float *val) {
     const __m512i lane =
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i step = _mm512_set1_epi32(HW), place = _mm512_set1_epi32(16 * DG_FEW_OCB);
+    const __m512i step = _mm512_set1_epi32(HW);
     for (int c0 = 0, k = 0; c0 < C; c0 += DG_FEW_CC, k++) {
         int cc = C - c0 < DG_FEW_CC ? C - c0 : DG_FEW_CC;
         const float *xc = x + (size_t)c0 * HW;
         for (int p = 0; p < HW; p++) {
-            size_t s = ((size_t)k * HW + p) * DG_FEW_CC;
+            size_t s = (size_t)k * HW + p;
+            uint64_t bits = 0;
             int n = 0;
             for (int g = 0; g < cc; g += 16) {
                 __mmask16 in = (__mmask16)(cc - g >= 16 ? 0xffffu : (1u << (cc - g)) - 1);
-                __m512i ch = _mm512_add_epi32(lane, _mm512_set1_epi32(g));
-                __m512i at = _mm512_mullo_epi32(ch, step);
+                __m512i at = _mm512_mullo_epi32(_mm512_add_epi32(lane, _mm512_set1_epi32(g)),
+                                                step);
                 __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, at, xc + p, 4);
                 __mmask16 nz =
                     _mm512_mask_cmp_ps_mask(in, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-                _mm512_storeu_ps(val + s + n, _mm512_maskz_compress_ps(nz, v));
-                __m512i o = _mm512_maskz_compress_epi32(nz, _mm512_mullo_epi32(ch, place));
-                _mm512_storeu_si512((void *)(off + s + n), o);
+                _mm512_storeu_ps(val + s * DG_FEW_CC + n, _mm512_maskz_compress_ps(nz, v));
+                bits |= (uint64_t)nz << g;
                 n += __builtin_popcount(nz);
             }
-            len[(size_t)k * HW + p] = n;
+            mask[s] = bits;
         }
     }
 }
@@ -792,15 +798,15 @@ DG_AVX512 static int few_sparse(const float *x, size_t n) {
  * of blocks [b0, b1), of a run of blocks [bf, bl) whose planes start at pad:
  * for each block, its weights of the chunk copied together (pk: 16 KiB, which
  * stay in L1 over the block's input rows), then every input row's patches added
- * on (from the chunk's lists of nonzeros, off/val/len at its first slot, when
- * off is set), while the next block's weights in the run are fetched (rows 8 KB
+ * on (from the chunk's lists of nonzeros, mask/val at its first slot, when
+ * mask is set), while the next block's weights in the run are fetched (rows 8 KB
  * apart, which the hardware did not fetch ahead: 1.06-1.09x with the weights in
  * L3, log 68), and the far_lines 64-byte lines at far into L2, a share per input
  * row, one per step of the row's loop (the next chunk's rows of the linear layer
  * before this one, dg_direct_convt_few_head). */
 DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl, int b0,
-                                int b1, const float *x, int c0, const int32_t *off,
-                                const float *val, const int32_t *len, const float *far,
+                                int b1, const float *x, int c0, const uint64_t *mask,
+                                const float *val, const float *far,
                                 size_t far_lines, float *pk) {
     int C = j->C, H = j->H, W = j->W, ldp = j->OW + 2;
     int cc = C - c0 < DG_FEW_CC ? C - c0 : DG_FEW_CC;
@@ -831,10 +837,9 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
                 fs.p = (const char *)far + 64 * (step * far_lines / steps),
                 fs.end = (const char *)far + 64 * ((step + 1) * far_lines / steps);
             float *row = pb + (size_t)(2 * y) * ldp;
-            if (off != NULL)
-                convt_sparse_rows[W](row, ldp, pplane, off + (size_t)y * W * DG_FEW_CC,
-                                     val + (size_t)y * W * DG_FEW_CC, len + (size_t)y * W,
-                                     pk, &fs);
+            if (mask != NULL)
+                convt_sparse_rows[W](row, ldp, pplane, mask + (size_t)y * W,
+                                     val + (size_t)y * W * DG_FEW_CC, pk, &fs);
             else
                 convt_few_rows[W](row, ldp, pplane, x + (size_t)c0 * xplane + (size_t)y * W,
                                   xplane, pk, cc, &fs);
@@ -882,15 +887,14 @@ static void convt_few_task(void *ctx, int t, int nt) {
         size_t n = u / blocks;
         int b0 = (int)(u % blocks);
         int b1 = (n + 1) * blocks <= hi ? blocks : (int)(hi - n * blocks);
-        int32_t *off = NULL, *len = NULL;
+        uint64_t *mask = NULL;
         float *val = NULL;
-        if (j->lists != NULL) few_list_parts(j->lists + n * lf, C, hw, &off, &val, &len);
+        if (j->lists != NULL) few_list_parts(j->lists + n * lf, C, hw, &mask, &val);
         memset(pad, 0, sizeof(float) * (size_t)(b1 - b0) * DG_FEW_OCB * pplane);
         for (int c0 = 0; c0 < C; c0 += DG_FEW_CC) {
             size_t s = (size_t)(c0 / DG_FEW_CC) * hw;   /* the chunk's first slot */
             few_chunk(j, pad, b0, b1, b0, b1, j->inp + n * C * hw, c0,
-                      off != NULL ? off + s * DG_FEW_CC : NULL,
-                      off != NULL ? val + s * DG_FEW_CC : NULL, off != NULL ? len + s : NULL,
+                      mask != NULL ? mask + s : NULL, mask != NULL ? val + s * DG_FEW_CC : NULL,
                       NULL, 0, pk);
         }
         few_store(j, pad, n, b0, b1);
@@ -1206,10 +1210,12 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
     if (j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
     /* the lists after the slot, when there is room for them */
     size_t lf = few_list_floats(C, hw), pplane = (size_t)(2 * H + 2) * (2 * W + 2);
-    float *lists = j.task_floats + lf <= ws_floats ? ws + j.task_floats : NULL;
-    int32_t *off = NULL, *len = NULL;
+    float *lists = j.task_floats + lf <= ws_floats && few_aligned(ws + j.task_floats)
+                       ? ws + j.task_floats
+                       : NULL;
+    uint64_t *mask = NULL;
     float *val = NULL;
-    if (lists != NULL) few_list_parts(lists, C, hw, &off, &val, &len);
+    if (lists != NULL) few_list_parts(lists, C, hw, &mask, &val);
     float pk[DG_FEW_CC * 16 * DG_FEW_OCB] __attribute__((aligned(64)));
     size_t K = (size_t)h->K, lrow = K * sizeof(float);
     /* the first chunk, with nothing to overlap */
@@ -1222,7 +1228,7 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
         const float *xc = h->hid + (size_t)c0 * hw;
         size_t s = (size_t)(c0 / DG_FEW_CC) * hw, nx = (size_t)cc * hw;
         int sparse = lists != NULL && few_sparse(xc, nx);
-        if (sparse) few_lists(xc, cc, hw, off + s * DG_FEW_CC, val + s * DG_FEW_CC, len + s);
+        if (sparse) few_lists(xc, cc, hw, mask + s, val + s * DG_FEW_CC);
         /* the next chunk's rows [r0, r1), made a piece after each block, the piece's
          * weights fetched into L2 while the block computes (a piece ahead: no
          * faster, log 70) */
@@ -1230,8 +1236,8 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
         for (int b = 0; b < blocks; b++) {
             size_t p0 = few_piece(r0, r1, b, blocks), p1 = few_piece(r0, r1, b + 1, blocks);
             few_chunk(&j, ws, 0, blocks, b, b + 1, h->hid, c0,
-                      sparse ? off + s * DG_FEW_CC : NULL, sparse ? val + s * DG_FEW_CC : NULL,
-                      sparse ? len + s : NULL, h->lweight + p0 * K,
+                      sparse ? mask + s : NULL, sparse ? val + s * DG_FEW_CC : NULL,
+                      h->lweight + p0 * K,
                       ((p1 - p0) * lrow + 63) / 64, pk);
             st = few_head_rows(h, p0, p1 - p0);
             if (st != DG_STATUS_OK) return st;
@@ -1267,13 +1273,14 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
      * room after the tasks' slots for every image's lists, made once here */
     size_t lf = few_list_floats(C, H * W), slots_end = (size_t)nt * j.task_floats;
     size_t total = (size_t)N * C * H * W;
-    if (slots_end + (size_t)N * lf <= ws_floats && few_sparse(inp, total)) {
+    if (slots_end + (size_t)N * lf <= ws_floats && few_aligned(ws + slots_end) &&
+        few_sparse(inp, total)) {
         j.lists = ws + slots_end;
         for (int n = 0; n < N; n++) {
-            int32_t *off, *len;
+            uint64_t *mask;
             float *val;
-            few_list_parts(j.lists + (size_t)n * lf, C, H * W, &off, &val, &len);
-            few_lists(inp + (size_t)n * C * H * W, C, H * W, off, val, len);
+            few_list_parts(j.lists + (size_t)n * lf, C, H * W, &mask, &val);
+            few_lists(inp + (size_t)n * C * H * W, C, H * W, mask, val);
         }
     }
     dg_parallel(convt_few_task, &j, nt);

@@ -220,8 +220,8 @@ dg_status dg_thin_dweight(float *dweight, float *ws, size_t ws_floats, const flo
     DG_AVX2_CLONE static void f##_avx2(void *ctx, int t, int nt) { f(ctx, t, nt); }
 /* f_avx2 when dg_avx2() says so, else f */
 #define DG_FOR_CPU(f) (dg_avx2() ? f##_avx2 : f)
-/* A function built for AVX-512F, called only when dg_avx512() is 1. */
-#define DG_AVX512 __attribute__((target("avx512f")))
+/* A function built for AVX-512F and BMI1, called only when dg_avx512() is 1. */
+#define DG_AVX512 __attribute__((target("avx512f,bmi")))
 #else
 #define DG_HAVE_AVX2 0
 #define DG_AVX2_TASK(f)
