@@ -578,9 +578,10 @@ static void convt_image_task(void *ctx, int t, int nt) {
  *
  * When at most few_sparse_max of the inputs are nonzero (a ReLU's output is
  * about half zero), each pixel sums only its nonzero channels instead, from
- * lists made per image (few_lists, convt_sparse_row_*): half the FMAs, at 1.5
+ * lists made per image (few_lists, convt_sparse_row_*): half the FMAs, at 1.25
  * loads per FMA where the dense rows take 0.4 (each weight vector serves every
- * pixel of a row there), so 0.85-0.95 of the time at half nonzero (log 68). An
+ * pixel of a row there): 0.85-0.95 of their time at half nonzero with stored
+ * offsets (log 68), and 0.89 of that with masks in a microbenchmark (log 71). An
  * FMA with a zero input leaves a finite sum as it is, so the two give the same
  * bits, but an inf or NaN weight met only by zero inputs makes NaN in the
  * dense rows and not in the sparse ones.
@@ -706,15 +707,15 @@ typedef struct {
                 s[v] = t[v] = _mm512_setzero_ps();                                      \
             for (; i < m; i++) {                                                        \
                 FAR_STEP(fp, fe);                                                       \
-                size_t cp = (size_t)_tzcnt_u64(mp), cq = (size_t)_tzcnt_u64(mq); \
+                size_t cp = (size_t)_tzcnt_u64(mp), cq = (size_t)_tzcnt_u64(mq);        \
                 mp &= mp - 1, mq &= mq - 1;                                             \
                 SPARSE_STEP(s, w, cp * 16 * DG_FEW_OCB, vp[i]);                         \
                 SPARSE_STEP(t, w, cq * 16 * DG_FEW_OCB, vq[i]);                         \
             }                                                                           \
             for (int k = i; k < np; k++, mp &= mp - 1)                                  \
-                SPARSE_STEP(s, w, (size_t)_tzcnt_u64(mp) * 16 * DG_FEW_OCB, vp[k]); \
+                SPARSE_STEP(s, w, (size_t)_tzcnt_u64(mp) * 16 * DG_FEW_OCB, vp[k]);     \
             for (int k = i; k < nq; k++, mq &= mq - 1)                                  \
-                SPARSE_STEP(t, w, (size_t)_tzcnt_u64(mq) * 16 * DG_FEW_OCB, vq[k]); \
+                SPARSE_STEP(t, w, (size_t)_tzcnt_u64(mq) * 16 * DG_FEW_OCB, vq[k]);     \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++) {              \
                 a[p][v] = s[v];                                                         \
                 if (q != p) a[q][v] = t[v];                                             \
