@@ -91,11 +91,12 @@ void dg_threads_init(void);
  * running both. dg_set_simd is for the tests, between calls (not thread-safe). */
 void dg_set_simd(int on);
 int dg_avx2(void);
-/* 1 when the CPU has AVX-512F and dg_set_simd has not turned the SIMD paths off:
- * the direct convolution kernel (dg_conv_direct.c) may run. Unlike the AVX2
- * builds above, it does not give the bits of the path it replaces (it uses FMA,
- * as OpenBLAS does); its C test checks it against the naive loops, across
- * thread counts bit for bit, and within rounding of the GEMM path. */
+/* 1 when the CPU has AVX-512F (and BMI1, which every such CPU has) and dg_set_simd
+ * has not turned the SIMD paths off: the direct convolution kernel
+ * (dg_conv_direct.c) may run. Unlike the AVX2 builds above, it does not give the
+ * bits of the path it replaces (it uses FMA, as OpenBLAS does); its C test checks
+ * it against the naive loops, across thread counts bit for bit, and within
+ * rounding of the GEMM path. */
 int dg_avx512(void);
 
 /* ------------------------------------------------------------------------- */
