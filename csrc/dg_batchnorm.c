@@ -405,7 +405,6 @@ static void bn_dx(float *dx, const float *dy, const float *x, const float *kd,
     }
 }
 
-
 /* ------------------------------------------------------------------------- */
 /* The four passes over a range of channels [cA, cB), and their tasks on the  */
 /* thread pool: each task takes a contiguous range of channels (dg_split), so */

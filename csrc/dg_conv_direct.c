@@ -154,9 +154,17 @@ static size_t few_list_floats(int C, int HW) {
     return (slots * (DG_FEW_CC + 2) + 15) & ~(size_t)15;
 }
 
-/* Whether lists can start at l: their masks 8-byte aligned (the workspace from
- * NumPy is; lf is a multiple of 16 floats, so every image's are then). */
-static int few_aligned(const float *l) { return ((uintptr_t)l & 7) == 0; }
+/* Where the lists of `images` images go in ws (ws_floats floats), from float at
+ * on: ws + at when they fit and their masks are 8-byte aligned there (the
+ * workspace from NumPy is; few_list_floats is a multiple of 16, so every image's
+ * are then), else NULL (the dense rows run). */
+static float *few_lists_room(float *ws, size_t ws_floats, size_t at, size_t images, int C,
+                             int HW) {
+    float *l = ws + at;
+    return at + images * few_list_floats(C, HW) <= ws_floats && ((uintptr_t)l & 7) == 0
+               ? l
+               : NULL;
+}
 
 /* The parts of one image's lists at l (few_list_floats of them, l 8-byte
  * aligned): the masks, then the values. */
@@ -1210,10 +1218,8 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
                     few_task_floats(1, OC, 2 * H, 2 * W, 1), 1, NULL};
     if (j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
     /* the lists after the slot, when there is room for them */
-    size_t lf = few_list_floats(C, hw), pplane = (size_t)(2 * H + 2) * (2 * W + 2);
-    float *lists = j.task_floats + lf <= ws_floats && few_aligned(ws + j.task_floats)
-                       ? ws + j.task_floats
-                       : NULL;
+    size_t pplane = (size_t)(2 * H + 2) * (2 * W + 2);
+    float *lists = few_lists_room(ws, ws_floats, j.task_floats, 1, C, hw);
     uint64_t *mask = NULL;
     float *val = NULL;
     if (lists != NULL) few_list_parts(lists, C, hw, &mask, &val);
@@ -1272,11 +1278,11 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
     if ((size_t)nt * j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
     /* the sparse rows, when few enough inputs are nonzero and the workspace has
      * room after the tasks' slots for every image's lists, made once here */
-    size_t lf = few_list_floats(C, H * W), slots_end = (size_t)nt * j.task_floats;
-    size_t total = (size_t)N * C * H * W;
-    if (slots_end + (size_t)N * lf <= ws_floats && few_aligned(ws + slots_end) &&
-        few_sparse(inp, total)) {
-        j.lists = ws + slots_end;
+    size_t lf = few_list_floats(C, H * W), total = (size_t)N * C * H * W;
+    float *lists = few_lists_room(ws, ws_floats, (size_t)nt * j.task_floats, (size_t)N, C,
+                                  H * W);
+    if (lists != NULL && few_sparse(inp, total)) {
+        j.lists = lists;
         for (int n = 0; n < N; n++) {
             uint64_t *mask;
             float *val;

@@ -55,7 +55,6 @@ DG_AVX2_TASK(dbias_task)
 #if DG_HAVE_AVX2
 #include <immintrin.h>
 
-
 /* Work (weights) per task at least in linear_one_task; rows summed together. */
 #define DG_DENSE_ONE_GRAIN 65536.0
 #define DG_DENSE_ONE_ROWS 16
@@ -87,45 +86,44 @@ DG_AVX512 static inline __m512 sum_lanes16(const __m512 *a) {
                          _mm512_shuffle_f32x4(f0, f1, 0xdd));
 }
 
+/* a[0 .. nr) += the products of weight rows w[0 .. nr) (C floats each) with inp, row
+ * r in accumulator r, lane l taking c = l mod 16 in increasing c, by FMA; inlined,
+ * so that with nr the constant DG_DENSE_ONE_ROWS the accumulators stay in
+ * registers. */
+DG_AVX512 static inline __attribute__((always_inline)) void
+one_rows_sum(__m512 *a, const float *w, const float *inp, int C, int nr) {
+    int full = C / 16;
+    __mmask16 tail = (__mmask16)((1u << (C % 16)) - 1);
+    for (int k = 0; k < full; k++) {
+        __m512 xv = _mm512_loadu_ps(inp + 16 * k);
+        for (int r = 0; r < nr; r++)
+            a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + (size_t)r * C + 16 * k), xv, a[r]);
+    }
+    if (tail) {
+        __m512 xv = _mm512_maskz_loadu_ps(tail, inp + 16 * full);
+        for (int r = 0; r < nr; r++)
+            a[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w + (size_t)r * C + 16 * full),
+                                   xv, a[r]);
+    }
+}
+
 /* out[o] = sum_c weight[o, c] * inp[c] (+ bias[o]) for one image, rows
  * [o0, o1): 16 rows at a time (fewer at the end, the missing rows' sums left at
- * zero), each row summed in one 16-lane accumulator (lane l takes c = l mod 16,
- * in increasing c, by FMA), then across its lanes (sum_lanes16), plus the bias.
- * A row's bits do not depend on the rows around it, so not on the split into
- * tasks or into calls on parts of the rows either (dg_direct_convt_few_head
- * makes a layer's rows a piece at a time). */
+ * zero), each row summed in one 16-lane accumulator (one_rows_sum), then across
+ * its lanes (sum_lanes16), plus the bias. A row's bits do not depend on the rows
+ * around it, so not on the split into tasks or into calls on parts of the rows
+ * either (dg_direct_convt_few_head makes a layer's rows a piece at a time). */
 DG_AVX512 static void linear_one_rows(const one_job *j, size_t o0, size_t o1) {
-    int C = j->C, full = C / 16;
-    __mmask16 tail = (__mmask16)((1u << (C % 16)) - 1);
+    int C = j->C;
     for (size_t o = o0; o < o1; o += DG_DENSE_ONE_ROWS) {
         int nr = o1 - o < DG_DENSE_ONE_ROWS ? (int)(o1 - o) : DG_DENSE_ONE_ROWS;
         const float *w = j->weight + o * (size_t)C;
         __m512 a[DG_DENSE_ONE_ROWS];
         for (int r = 0; r < DG_DENSE_ONE_ROWS; r++) a[r] = _mm512_setzero_ps();
-        if (nr == DG_DENSE_ONE_ROWS) {
-            for (int k = 0; k < full; k++) {
-                __m512 xv = _mm512_loadu_ps(j->inp + 16 * k);
-                for (int r = 0; r < DG_DENSE_ONE_ROWS; r++)
-                    a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + (size_t)r * C + 16 * k), xv,
-                                           a[r]);
-            }
-            if (tail) {
-                __m512 xv = _mm512_maskz_loadu_ps(tail, j->inp + 16 * full);
-                for (int r = 0; r < DG_DENSE_ONE_ROWS; r++)
-                    a[r] = _mm512_fmadd_ps(
-                        _mm512_maskz_loadu_ps(tail, w + (size_t)r * C + 16 * full), xv, a[r]);
-            }
-        } else {
-            for (int r = 0; r < nr; r++) {
-                for (int k = 0; k < full; k++)
-                    a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + (size_t)r * C + 16 * k),
-                                           _mm512_loadu_ps(j->inp + 16 * k), a[r]);
-                if (tail)
-                    a[r] = _mm512_fmadd_ps(
-                        _mm512_maskz_loadu_ps(tail, w + (size_t)r * C + 16 * full),
-                        _mm512_maskz_loadu_ps(tail, j->inp + 16 * full), a[r]);
-            }
-        }
+        if (nr == DG_DENSE_ONE_ROWS)
+            one_rows_sum(a, w, j->inp, C, DG_DENSE_ONE_ROWS);
+        else
+            one_rows_sum(a, w, j->inp, C, nr);
         __mmask16 m = (__mmask16)((1u << nr) - 1);
         __m512 v = sum_lanes16(a);
         if (j->bias != NULL) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, j->bias + o));
