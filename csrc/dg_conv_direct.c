@@ -99,12 +99,22 @@
 #define DG_FEW_CC 64
 _Static_assert(DG_FEW_CC <= 64, "a pixel's channels of a chunk are bits of a uint64_t");
 /* The few-image kernel sums only the nonzero inputs (few_lists,
- * convt_sparse_row_*) when at most this share of a call's inputs is nonzero
- * (dg_direct_few_sparse changes it, for the tests). At half, as after a ReLU,
- * that took 0.85-0.95 of the dense rows' time; at 0.6 as long (PERFORMANCE.md,
- * log 68). */
+ * convt_sparse_row_*) when at most this share of a call's inputs is nonzero and
+ * the block's weights of the chunk are finite; few_sparse_max < 0: the CPU's
+ * share (few_share), else what dg_few_sparse_share set (tests). At half, as after
+ * a ReLU, the sparse rows took 0.85-0.95 of the dense rows' time on Emerald
+ * Rapids (at 0.6 as long; PERFORMANCE.md, log 68), but 1.04-1.15x on Ice Lake,
+ * in whole samples of one image (log 72): they load 1.25 vectors per FMA, which
+ * the Golden Cove cores of Sapphire and Emerald Rapids sustain and Ice Lake's
+ * Sunny Cove does not (1.2 cycles per FMA with every operand in L1). AVX512-FP16
+ * marks the former (CPUs without it, Zen 4 among them, untried: dense). */
 #define DG_FEW_SPARSE 0.55
-static double few_sparse_max = DG_FEW_SPARSE;
+static double few_sparse_max = -1.0;
+
+static double few_share(void) {
+    if (few_sparse_max >= 0.0) return few_sparse_max;
+    return dg_avx512fp16() ? DG_FEW_SPARSE : 0.0;
+}
 
 /* A call of either image kernel (dg_direct_conv, dg_direct_convt): the packed
  * weights first in ws (wp_floats), then each task's `group` image slots of
@@ -584,15 +594,16 @@ static void convt_image_task(void *ctx, int t, int nt) {
  * is summed over a chunk's channels in increasing order, the chunks then added
  * onto the plane in increasing order, input row by input row.
  *
- * When at most few_sparse_max of the inputs are nonzero (a ReLU's output is
+ * When at most few_share() of the inputs are nonzero (a ReLU's output is
  * about half zero), each pixel sums only its nonzero channels instead, from
  * lists made per image (few_lists, convt_sparse_row_*): half the FMAs, at 1.25
  * loads per FMA where the dense rows take 0.4 (each weight vector serves every
  * pixel of a row there): 0.85-0.95 of their time at half nonzero with stored
- * offsets (log 68), and 0.89 of that with masks in a microbenchmark (log 71). An
- * FMA with a zero input leaves a finite sum as it is, so the two give the same
- * bits, but an inf or NaN weight met only by zero inputs makes NaN in the
- * dense rows and not in the sparse ones.
+ * offsets (log 68), and 0.89 of that with masks in a microbenchmark (log 71), on
+ * Emerald Rapids (not on Ice Lake, log 72). An FMA with a zero
+ * input leaves a finite sum as it is, so the two give the same bits; a block
+ * whose weights of the chunk are not all finite (an inf or NaN weight met only
+ * by zero inputs makes NaN in the dense rows) takes the dense rows.
  *
  * Padded row d, lanes m (+)= row K of a row of patches: lane group K (sel = K *
  * 0x55) of the even pixels' e[0..3] at columns 0, 4, 8, 12, plus that of the odd
@@ -792,7 +803,7 @@ DG_AVX512 static void few_lists(const float *x, int C, int HW, uint64_t *mask, f
     }
 }
 
-/* Whether the sparse rows take x[0 .. n): at most few_sparse_max of it nonzero
+/* Whether the sparse rows take x[0 .. n): at most few_share() of it nonzero
  * (NaN included). */
 DG_AVX512 static int few_sparse(const float *x, size_t n) {
     size_t count = 0, i = 0;
@@ -800,7 +811,21 @@ DG_AVX512 static int few_sparse(const float *x, size_t n) {
         count += (size_t)__builtin_popcount(
             _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), _mm512_setzero_ps(), _CMP_NEQ_UQ));
     for (; i < n; i++) count += x[i] != 0.0f;
-    return (double)count <= few_sparse_max * (double)n;
+    return (double)count <= few_share() * (double)n;
+}
+
+/* pk = a block's weights of a chunk (cc rows of 16 * DG_FEW_OCB floats, from
+ * rows ldw apart at wb), as few_chunk copies them; 1 when all are finite. */
+DG_AVX512 static int few_copy_finite(float *pk, const float *wb, int cc, size_t ldw) {
+    const __m512i e = _mm512_set1_epi32(0x7f800000);   /* the exponent's bits */
+    __mmask16 bad = 0;
+    for (int c = 0; c < cc; c++)
+        for (int l = 0; l < DG_FEW_OCB; l++) {
+            __m512i v = _mm512_loadu_si512(wb + (size_t)c * ldw + 16 * l);
+            _mm512_store_si512(pk + (size_t)(c * DG_FEW_OCB + l) * 16, v);
+            bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(v, e), e);
+        }
+    return bad == 0;
 }
 
 /* Adds chunk c0's patches (its cc channels) of image x onto the padded planes
@@ -825,8 +850,12 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
     size_t steps = (size_t)(b1 - b0) * H, step = 0;   /* input rows, for far */
     for (int b = b0; b < b1; b++) {
         const float *wb = j->weight + (size_t)c0 * ldw + (size_t)b * bw;
-        for (int c = 0; c < cc; c++)
-            memcpy(pk + (size_t)c * bw, wb + (size_t)c * ldw, sizeof(float) * bw);
+        /* the sparse rows only where every weight is finite: they skip zero inputs,
+         * which an inf or NaN weight would make NaN in the dense rows */
+        const uint64_t *bm = mask != NULL && few_copy_finite(pk, wb, cc, ldw) ? mask : NULL;
+        if (mask == NULL)
+            for (int c = 0; c < cc; c++)
+                memcpy(pk + (size_t)c * bw, wb + (size_t)c * ldw, sizeof(float) * bw);
         float *pb = pad + (size_t)(b - bf) * DG_FEW_OCB * pplane;
         /* the next piece of weights: the next block's, or the next chunk's first */
         const float *nw = NULL;
@@ -846,7 +875,7 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
                 fs.p = (const char *)far + 64 * (step * far_lines / steps),
                 fs.end = (const char *)far + 64 * ((step + 1) * far_lines / steps);
             float *row = pb + (size_t)(2 * y) * ldp;
-            if (mask != NULL)
+            if (bm != NULL)
                 convt_sparse_rows[W](row, ldp, pplane, mask + (size_t)y * W,
                                      val + (size_t)y * W * DG_FEW_CC, pk, &fs);
             else
@@ -1259,9 +1288,12 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
 #endif
 }
 
-double dg_direct_few_sparse(double share) {
-    double before = few_sparse_max;
-    few_sparse_max = share;
+double dg_few_sparse_share(double share) {
+    double before = few_share();
+    if (share >= 0.0 && share <= 1.0)
+        few_sparse_max = share;
+    else if (share < 0.0)
+        few_sparse_max = -1.0;   /* the CPU's */
     return before;
 }
 

@@ -87,6 +87,19 @@ int dg_avx2(void) { return SIMD_CPU_HAS("avx2"); }
  * zeros with tzcnt, dg_conv_direct.c). */
 int dg_avx512(void) { return SIMD_CPU_HAS("avx512f") && SIMD_CPU_HAS("bmi"); }
 
+/* AVX512-FP16, which marks the Golden Cove cores and their successors (Sapphire
+ * and Emerald Rapids): the few-image kernel's sparse rows pay there
+ * (dg_conv_direct.c). GCC knows the name from version 12, clang from 16; older
+ * compilers say no. */
+int dg_avx512fp16(void) {
+#if (defined(__clang__) && __clang_major__ >= 16) || \
+    (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 12)
+    return dg_avx512() && SIMD_CPU_HAS("avx512fp16");
+#else
+    return 0;
+#endif
+}
+
 /* Once per process: the pool starts with the thread count OpenBLAS chose at
  * load (OPENBLAS_NUM_THREADS, else the cores), and OpenBLAS drops to one. */
 static pthread_once_t threads_once = PTHREAD_ONCE_INIT;

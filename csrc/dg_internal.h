@@ -98,6 +98,8 @@ int dg_avx2(void);
  * it against the naive loops, across thread counts bit for bit, and within
  * rounding of the GEMM path. */
 int dg_avx512(void);
+/* 1 when dg_avx512() and the CPU has AVX512-FP16 (dg_gemm.c). */
+int dg_avx512fp16(void);
 
 /* ------------------------------------------------------------------------- */
 /* Direct convolution kernel (dg_conv_direct.c)                               */
@@ -162,10 +164,6 @@ typedef struct {
 dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
                                    const dg_few_head *h, const float *weight,
                                    const float *bias, int C, int H, int W, int OC);
-/* The share of nonzero inputs up to which dg_direct_convt_few sums only the
- * nonzero ones (the same bits as summing all); returns the one before. For the
- * tests, between calls (not thread-safe): 0 turns it off, 1 always on. */
-double dg_direct_few_sparse(double share);
 /* 1 when dg_direct_conv_dweight takes this conv2d geometry on this CPU, with a
  * workspace of ws_floats floats. */
 int dg_direct_dweight_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,

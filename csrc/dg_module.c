@@ -478,6 +478,29 @@ py_set_num_threads(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+py_few_sparse_share(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"share", NULL};
+    PyObject *arg = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:_few_sparse_share", kwlist, &arg)) {
+        return NULL;
+    }
+    double share = Py_NAN;   /* None: only ask */
+    if (arg != Py_None) {
+        share = PyFloat_AsDouble(arg);
+        if (share == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!(share <= 1.0)) {
+            PyErr_Format(PyExc_ValueError,
+                         "_few_sparse_share: share must be <= 1 (< 0: the CPU's), got %R", arg);
+            return NULL;
+        }
+    }
+    return PyFloat_FromDouble(dg_few_sparse_share(share));
+}
+
 typedef dg_status (*gemm_fn)(int, int, int, int, int, float, const float *, int,
                              const float *, int, float, float *, int);
 
@@ -2483,6 +2506,10 @@ static PyMethodDef dg_methods[] = {
     KW_METHOD(_set_num_threads, "($module, /, n)",
               "Threads of the core's pool, n >= 1 (the BLAS stays at one thread)."),
     NOARGS_METHOD(_get_num_threads, "Threads of the core's pool."),
+    KW_METHOD(_few_sparse_share, "($module, /, share=None)",
+              "The share of nonzero inputs up to which the few-image transposed kernel "
+              "sums only the nonzero ones (dg_few_sparse_share): set when 0 <= share <= "
+              "1, the CPU's when share < 0, asked when None; returns the one before."),
     KW_METHOD(_sgemm, "($module, /, transA, transB, alpha, A, B, beta, C)",
               "C = alpha * op(A) @ op(B) + beta * C in place on 2-D arrays (dg_sgemm)."),
     KW_METHOD(_sgemm_ref, "($module, /, transA, transB, alpha, A, B, beta, C)",

@@ -416,12 +416,13 @@ def test_transposed_direct_kernel_accuracy(threads, rng):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_few_image_transposed_kernel_sparse_inputs(threads, rng):
     """Sampling's transposed convolution (the generator's 256 -> 128, 7x7 -> 14x14 at
-    1 and 3 images), which on an AVX-512 CPU runs the few-image kernel and, when at
-    most 55 % of its inputs are nonzero (a ReLU's output is about half zero), sums only
-    the nonzero ones: on a ReLU's output, all zeros, a dense input and a ReLU's output
-    with a NaN, against a float64 reference (normwise < 1e-6; NaN where it has NaN)
-    and the same bits at 1 and 2 threads. (That the sparse sums are the dense sums to
-    the bit is checked in the C test, which can force either.)"""
+    1 and 3 images), which on an AVX-512 CPU runs the few-image kernel and may sum
+    only the nonzero inputs (on CPUs with AVX512-FP16, when at most 55 % are nonzero,
+    as after a ReLU): on a ReLU's output, all zeros, a dense input, a ReLU's output
+    with a NaN, and a ReLU's output with an inf weight (NaN wherever that weight meets
+    a zero), with the sparse sums forced on and off: against a float64 reference
+    (normwise < 1e-6; NaN and inf where it has them), the same bits at 1 and 2 threads, and
+    the same bits (NaN included) sparse or dense."""
     torch = pytest.importorskip("torch")
     from conftest import rel_err
     w = (0.05 * rng.standard_normal((256, 128, 4, 4))).astype(np.float32)
@@ -431,30 +432,39 @@ def test_few_image_transposed_kernel_sparse_inputs(threads, rng):
         relu = np.maximum(rng.standard_normal((N, 256, 7, 7)), 0).astype(np.float32)
         nan = relu.copy()
         nan[N - 1, 200, 3, 4] = np.nan
-        cases += [relu, np.zeros_like(relu), rng.standard_normal(relu.shape).astype(np.float32),
-                  nan]
-    before = distgan.get_num_threads()
+        cases += [(relu, w), (np.zeros_like(relu), w),
+                  (rng.standard_normal(relu.shape).astype(np.float32), w), (nan, w)]
+    winf = w.copy()
+    winf[17, 5, 1, 2] = np.inf
+    cases.append((relu, winf))
+    assert (relu[:, 17] == 0).any() and (relu[:, 17] > 0).any()
+    before, share = distgan.get_num_threads(), _core._few_sparse_share()
     try:
-        for x in cases:
+        for x, wx in cases:
             N = x.shape[0]
-            ref = torch.nn.functional.conv_transpose2d(
-                torch.from_numpy(x).double(), torch.from_numpy(w).double(),
-                torch.from_numpy(b).double(), 2, 1).numpy()
+            with np.errstate(invalid="ignore"):
+                ref = torch.nn.functional.conv_transpose2d(
+                    torch.from_numpy(x).double(), torch.from_numpy(wx).double(),
+                    torch.from_numpy(b).double(), 2, 1).numpy()
             res = {}
-            for t in (1, threads):
+            for t, sparse in ((1, 0.0), (1, 1.0), (threads, 1.0), (threads, 0.0)):
                 distgan.set_num_threads(t)
+                _core._few_sparse_share(sparse)
                 ws = np.empty(_core._conv_transpose2d_workspace_size(
                     N, 256, 7, 7, 128, 4, 4, 2, 2, 1, 1, 14, 14), np.float32)
                 out = np.empty((N, 128, 14, 14), np.float32)
-                _core._conv_transpose2d_forward(out, ws, x, w, b, 2, 2, 1, 1)
-                res[t] = out
-            out = res[1]
-            assert np.array_equal(np.isnan(out), np.isnan(ref))
-            ok = ~np.isnan(ref)
+                _core._conv_transpose2d_forward(out, ws, x, wx, b, 2, 2, 1, 1)
+                res[t, sparse] = out
+            out = res[1, 0.0]
+            ok = np.isfinite(ref)   # NaN and inf where the reference has them
+            assert np.array_equal(out[~ok], ref[~ok].astype(np.float32), equal_nan=True)
             assert rel_err(out[ok], ref[ok]) < 1e-6, rel_err(out[ok], ref[ok])
-            assert np.array_equal(res[threads], out, equal_nan=True)
+            for key, o in res.items():
+                assert np.array_equal(o, out, equal_nan=True), key
+        assert np.isnan(out).any()   # the inf weight's case, last
     finally:
         distgan.set_num_threads(before)
+        _core._few_sparse_share(share)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
