@@ -421,8 +421,8 @@ def test_few_image_transposed_kernel_sparse_inputs(threads, rng):
     as after a ReLU): on a ReLU's output, all zeros, a dense input, a ReLU's output
     with a NaN, and a ReLU's output with an inf weight (NaN wherever that weight meets
     a zero), with the sparse sums forced on and off: against a float64 reference
-    (normwise < 1e-6; NaN and inf where it has them), the same bits at 1 and 2 threads, and
-    the same bits (NaN included) sparse or dense."""
+    (normwise < 1e-6; NaN and inf where it has them), the same bits at 1 and 2
+    threads, and the same bits (NaN included) sparse or dense."""
     torch = pytest.importorskip("torch")
     from conftest import rel_err
     w = (0.05 * rng.standard_normal((256, 128, 4, 4))).astype(np.float32)
