@@ -804,14 +804,16 @@ DG_AVX512 static void few_lists(const float *x, int C, int HW, uint64_t *mask, f
 }
 
 /* Whether the sparse rows take x[0 .. n): at most few_share() of it nonzero
- * (NaN included). */
+ * (NaN included); never when that share is 0 (x not read). */
 DG_AVX512 static int few_sparse(const float *x, size_t n) {
+    double share = few_share();
+    if (share <= 0.0) return 0;
     size_t count = 0, i = 0;
     for (; i + 16 <= n; i += 16)
         count += (size_t)__builtin_popcount(
             _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), _mm512_setzero_ps(), _CMP_NEQ_UQ));
     for (; i < n; i++) count += x[i] != 0.0f;
-    return (double)count <= few_share() * (double)n;
+    return (double)count <= share * (double)n;
 }
 
 /* pk = a block's weights of a chunk (cc rows of 16 * DG_FEW_OCB floats, from
@@ -852,8 +854,10 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
         const float *wb = j->weight + (size_t)c0 * ldw + (size_t)b * bw;
         /* the sparse rows only where every weight is finite: they skip zero inputs,
          * which an inf or NaN weight would make NaN in the dense rows */
-        const uint64_t *bm = mask != NULL && few_copy_finite(pk, wb, cc, ldw) ? mask : NULL;
-        if (mask == NULL)
+        const uint64_t *bm = NULL;
+        if (mask != NULL)
+            bm = few_copy_finite(pk, wb, cc, ldw) ? mask : NULL;
+        else
             for (int c = 0; c < cc; c++)
                 memcpy(pk + (size_t)c * bw, wb + (size_t)c * ldw, sizeof(float) * bw);
         float *pb = pad + (size_t)(b - bf) * DG_FEW_OCB * pplane;
