@@ -644,7 +644,7 @@ class GAN:
         out = np.empty((n,) + self.image_shape, np.float32)
         for i in range(0, n, batch_size):
             j = min(n, i + batch_size)
-            out[i:j] = net.forward(z[i:j], None if labels is None else labels[i:j], train=False)
+            out[i:j] = net.predict(z[i:j], None if labels is None else labels[i:j])
         return out
 
     # -- persistence ---------------------------------------------------------------

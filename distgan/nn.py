@@ -15,6 +15,7 @@ keep (``GAN.sample`` does).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import numpy as np
@@ -70,6 +71,20 @@ class _Layer:
 
     def init(self, rng, scheme):
         pass
+
+    # Layers whose forward is one ``_core`` call (or a view) also define
+    # ``_call(net, x, train) -> (out, fn, args, kwargs)``: the call ``fn(*args, **kwargs)``
+    # that writes ``out`` (``fn`` None: ``out`` is a view of ``x``), without the state a
+    # backward reads, which ``forward`` keeps. :meth:`Network.predict` replays these.
+    _call = None
+
+
+def _run(call):
+    """Makes the call of a layer's ``_call`` and returns its output."""
+    out, fn, args, kwargs = call
+    if fn is not None:
+        fn(*args, **kwargs)
+    return out
 
 
 def _normal_init(rng, arr, std):
@@ -189,9 +204,12 @@ class Linear(_Weighted):
     def macs(self, s):
         return self.spec["in_features"] * self.spec["out_features"]
 
-    def forward(self, net, x, train):
+    def _call(self, net, x, train):
         out = net.buf(self, "out", (x.shape[0], self.spec["out_features"]))
-        _core._linear_forward(out, x, self.weight(train), self.p.get("bias"))
+        return out, _core._linear_forward, (out, x, self.weight(train), self.p.get("bias")), {}
+
+    def forward(self, net, x, train):
+        out = _run(self._call(net, x, train))
         self._x = x
         return out
 
@@ -254,7 +272,7 @@ class Conv2d(_Weighted):
     # it, where act_fits): None, or the ReLU / LeakyReLU layer whose work the core did
     _act = None
 
-    def forward(self, net, x, train):
+    def _call(self, net, x, train):
         C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(x.shape[1:])
         out = net.buf(self, "out", (x.shape[0], self.spec["out_channels"], oh, ow))
         # in training, the im2col matrix is kept for the weight gradient of the
@@ -263,10 +281,15 @@ class Conv2d(_Weighted):
         rows, cols = C * kh * kw, x.shape[0] * oh * ow
         keep = train and rows * cols <= _COL_KEEP_MAX and not self._direct(x.shape)
         col = net.buf(self, "col", (rows, cols)) if keep else None
+        return out, _core._conv2d_forward, (out, net.workspace, x, self.weight(train),
+                                            self.p.get("bias"), sh, sw, ph, pw), \
+            dict(col=col, **_act_args(self._act))
+
+    def forward(self, net, x, train):
+        call = self._call(net, x, train)
+        out = _run(call)
         self._fused_args = _act_args(self._act)
-        _core._conv2d_forward(out, net.workspace, x, self.weight(train), self.p.get("bias"),
-                              sh, sw, ph, pw, col=col, **self._fused_args)
-        self._x, self._col, self._out = x, col, out
+        self._x, self._col, self._out = x, call[3]["col"], out
         return out
 
     def act_fits(self, shape):
@@ -344,11 +367,14 @@ class ConvTranspose2d(_Weighted):
         return _core._conv_transpose2d_workspace_size(n, C, H, W, self.spec["out_channels"],
                                                       kh, kw, sh, sw, ph, pw, oh, ow)
 
-    def forward(self, net, x, train):
+    def _call(self, net, x, train):
         C, H, W, kh, kw, sh, sw, ph, pw, oh, ow = self._geom(x.shape[1:])
         out = net.buf(self, "out", (x.shape[0], self.spec["out_channels"], oh, ow))
-        _core._conv_transpose2d_forward(out, net.workspace, x, self.weight(train),
-                                        self.p.get("bias"), sh, sw, ph, pw)
+        return out, _core._conv_transpose2d_forward, (out, net.workspace, x, self.weight(train),
+                                                      self.p.get("bias"), sh, sw, ph, pw), {}
+
+    def forward(self, net, x, train):
+        out = _run(self._call(net, x, train))
         self._x = x
         return out
 
@@ -399,24 +425,25 @@ class BatchNorm(_Layer):
     # it): None, or the ReLU / LeakyReLU layer whose work the core did here
     _act = None
 
-    def forward(self, net, x, train):
+    def _call(self, net, x, train):
         out = net.buf(self, "out", x.shape)
-        self._x = x
-        self._train = train
-        self._out = out
         fused = _act_args(self._act)
         if train:
             c = self.spec["num_features"]
             self._mean = net.buf(self, "mean", (c,))
             self._rstd = net.buf(self, "rstd", (c,))
             mom = self.momentum if net.track_stats else 0.0
-            _core._batchnorm_forward(out, self._mean, self._rstd, self.b["running_mean"],
-                                     self.b["running_var"], x, self.p["weight"], self.p["bias"],
-                                     self.eps, mom, **fused)
-        else:
-            _core._batchnorm_forward_eval(out, x, self.b["running_mean"], self.b["running_var"],
-                                          self.p["weight"], self.p["bias"], self.eps, **fused)
-        self._fused_args = fused
+            return out, _core._batchnorm_forward, (
+                out, self._mean, self._rstd, self.b["running_mean"], self.b["running_var"], x,
+                self.p["weight"], self.p["bias"], self.eps, mom), fused
+        return out, _core._batchnorm_forward_eval, (
+            out, x, self.b["running_mean"], self.b["running_var"], self.p["weight"],
+            self.p["bias"], self.eps), fused
+
+    def forward(self, net, x, train):
+        call = self._call(net, x, train)
+        out = _run(call)
+        self._x, self._train, self._out, self._fused_args = x, train, out, call[3]
         return out
 
     def backward(self, net, dy, need_dx, param_grads):
@@ -447,6 +474,13 @@ class _PiecewiseLinear(_Act):
     _fused = False     # computed by the layer before it in the last forward
     slope = 0.0
 
+    def forward(self, net, x, train):
+        if self._frozen is not None:
+            return self._forward_frozen(net, x)
+        out = _run(self._call(net, x, train))
+        self._x = x
+        return out
+
     def forward_fused(self, x):
         """The forward when the layer before this one computed it (x is its
         output, already activated): nothing to do. Its sign is the input's (slope
@@ -469,13 +503,9 @@ class _PiecewiseLinear(_Act):
 class ReLU(_PiecewiseLinear):
     type = "relu"
 
-    def forward(self, net, x, train):
-        if self._frozen is not None:
-            return self._forward_frozen(net, x)
+    def _call(self, net, x, train):
         out = net.buf(self, "out", x.shape)
-        _core._relu_forward(out, x)
-        self._x = x
-        return out
+        return out, _core._relu_forward, (out, x), {}
 
     def backward(self, net, dy, need_dx, param_grads):
         if self._fused:
@@ -492,13 +522,9 @@ class LeakyReLU(_PiecewiseLinear):
     def slope(self):
         return float(self.spec.get("negative_slope", 0.2))
 
-    def forward(self, net, x, train):
-        if self._frozen is not None:
-            return self._forward_frozen(net, x)
+    def _call(self, net, x, train):
         out = net.buf(self, "out", x.shape)
-        _core._leaky_relu_forward(out, x, self.slope)
-        self._x = x
-        return out
+        return out, _core._leaky_relu_forward, (out, x, self.slope), {}
 
     def backward(self, net, dy, need_dx, param_grads):
         if self._fused:
@@ -511,11 +537,13 @@ class LeakyReLU(_PiecewiseLinear):
 class Tanh(_Act):
     type = "tanh"
 
-    def forward(self, net, x, train):
+    def _call(self, net, x, train):
         out = net.buf(self, "out", x.shape)
-        _core._tanh_forward(out, x)
-        self._y = out
-        return out
+        return out, _core._tanh_forward, (out, x), {}
+
+    def forward(self, net, x, train):
+        self._y = _run(self._call(net, x, train))
+        return self._y
 
     def backward(self, net, dy, need_dx, param_grads):
         dx = net.buf(self, "dx", dy.shape, zero=True)
@@ -526,11 +554,13 @@ class Tanh(_Act):
 class Sigmoid(_Act):
     type = "sigmoid"
 
-    def forward(self, net, x, train):
+    def _call(self, net, x, train):
         out = net.buf(self, "out", x.shape)
-        _core._sigmoid_forward(out, x)
-        self._y = out
-        return out
+        return out, _core._sigmoid_forward, (out, x), {}
+
+    def forward(self, net, x, train):
+        self._y = _run(self._call(net, x, train))
+        return self._y
 
     def backward(self, net, dy, need_dx, param_grads):
         dx = net.buf(self, "dx", dy.shape, zero=True)
@@ -547,9 +577,12 @@ class Reshape(_Layer):
             raise ValueError(f"reshape {tuple(s)} -> {shape}: sizes differ")
         return shape
 
+    def _call(self, net, x, train):
+        return x.reshape((x.shape[0],) + tuple(self.spec["shape"])), None, (), {}
+
     def forward(self, net, x, train):
         self._in = x.shape
-        return x.reshape((x.shape[0],) + tuple(self.spec["shape"]))
+        return self._call(net, x, train)[0]
 
     def backward(self, net, dy, need_dx, param_grads):
         return dy.reshape(self._in)
@@ -561,9 +594,12 @@ class Flatten(_Layer):
     def out_shape(self, s):
         return (int(np.prod(s)),)
 
+    def _call(self, net, x, train):
+        return x.reshape(x.shape[0], -1), None, (), {}
+
     def forward(self, net, x, train):
         self._in = x.shape
-        return x.reshape(x.shape[0], -1)
+        return self._call(net, x, train)[0]
 
     def backward(self, net, dy, need_dx, param_grads):
         return dy.reshape(self._in)
@@ -741,6 +777,9 @@ class Network:
         self._fused = set()   # layers fused with their activation (_fusions)
         self.workspace = np.zeros(0, _F32)
         self._ws_batch = None
+        self._plan = None          # predict's plan: (key, input, calls, output)
+        self._plan_blocked = 0     # frozen_activations blocks that are open
+        self._backward_ok = True   # False after predict, until the next forward
         self.reset_parameters(init, seed)
 
     # -- set-up ------------------------------------------------------------------
@@ -760,6 +799,7 @@ class Network:
                     l.p["weight"][...] = l.weight(False)
                 l.sn = False
         self.spectral_norm = False
+        self._plan = None
 
     def reset_parameters(self, init="dcgan", seed=0):
         """Re-initialise every parameter and buffer from ``seed``."""
@@ -835,6 +875,7 @@ class Network:
             if labels.shape != (x.shape[0],):
                 raise ValueError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
         self.labels = labels
+        self._backward_ok = True
         self._ensure_workspace(x.shape[0])
         fused = self._fusions(taps, x.shape[0])
         feats = []
@@ -853,6 +894,53 @@ class Network:
                 feats.append(x)
         return (x, feats) if taps is not None else x
 
+    def predict(self, x, labels=None):
+        """Eval-mode forward for inference: ``forward(x, labels, train=False)``, the
+        same bits, with less Python per call. The first call for a batch size records
+        the forward's ``_core`` calls with their arrays (the layers' ``_call``); later
+        calls of that size copy ``x`` into the recorded input and replay them. Sampling
+        one image spends ~60 us in Python otherwise, a twentieth of a width-1.0
+        generator's sample and a third of a width-0.25 one's (PERFORMANCE.md, log 74).
+
+        Keeps none of the state a backward needs: :meth:`backward` after it raises
+        until the next :meth:`forward`. Conditional and spectral-norm networks, and
+        calls inside :meth:`frozen_activations`, take :meth:`forward`. Returns the
+        network's cached output buffer, as :meth:`forward` does: copy what you keep.
+        """
+        if labels is None and isinstance(x, np.ndarray) and x.ndim == len(self.shapes[0]) + 1:
+            plan = self._plan
+            if plan is None or plan[0] != (x.shape[0], _FUSE, _FUSE_HEAD):
+                plan = self._plan = self._make_plan(x.shape[0])
+            if plan is not None and plan[1].shape == x.shape:
+                np.copyto(plan[1], x)    # casts a float64 input as forward does
+                self._backward_ok = False
+                for call in plan[2]:
+                    call()
+                return plan[3]
+        return self.forward(x, labels, train=False)
+
+    def _make_plan(self, n):
+        """:meth:`predict`'s plan for batches of n, or None where it takes forward."""
+        if n < 1 or self.needs_labels or self._plan_blocked or any(
+                l._call is None or getattr(l, "sn", False) for l in self.layers):
+            return None
+        self._ensure_workspace(n)
+        fused = self._fusions(None, n)
+        x = inp = np.zeros((n,) + self.input_shape, _F32)
+        calls = []
+        skip = -1
+        for i, l in enumerate(self.layers):
+            if i <= skip or i - 1 in fused:
+                continue   # computed by a head, or an activation fused into the op before
+            if self._head_fits(i, fused, None):
+                x, fn, args, kwargs = self._head_call(i, x)
+                skip = i + 4
+            else:
+                x, fn, args, kwargs = l._call(self, x, False)
+            if fn is not None:
+                calls.append(functools.partial(fn, *args, **kwargs))
+        return (n, _FUSE, _FUSE_HEAD), inp, tuple(calls), x
+
     def _head_fits(self, i, fused, taps):
         """Whether layers i .. i + 4 are a head that :meth:`_forward_head` computes
         in one call in this eval-mode forward: linear, batch norm with its activation
@@ -862,6 +950,21 @@ class Network:
             return False
         return not (taps is not None and any(k in taps for k in range(i, i + 4)))
 
+    def _head_call(self, i, x):
+        """The ``_core._linear_bn_convt_forward`` call of the head at i (as a layer's
+        ``_call``: out, fn, args, kwargs)."""
+        lin_l, bn, act, reshape, ct = self.layers[i:i + 5]
+        n = x.shape[0]
+        lin = self.buf(lin_l, "out", (n, lin_l.spec["out_features"]))
+        hid = self.buf(bn, "out", lin.shape)
+        _, _, _, _, _, sh, sw, ph, pw, oh, ow = ct._geom(self.shapes[i + 4])
+        out = self.buf(ct, "out", (n, ct.spec["out_channels"], oh, ow))
+        h4 = reshape.forward(self, hid, False)
+        return out, _core._linear_bn_convt_forward, (
+            out, lin, h4, self.workspace, x, lin_l.weight(False), lin_l.p.get("bias"),
+            bn.b["running_mean"], bn.b["running_var"], bn.p["weight"], bn.p["bias"], bn.eps,
+            ct.weight(False), ct.p.get("bias"), sh, sw, ph, pw), _act_args(bn._act)
+
     def _forward_head(self, i, x):
         """Layers i .. i + 4 (:meth:`_head_fits`) in eval mode in one
         ``_core._linear_bn_convt_forward`` call, which gives the layers' own results
@@ -869,21 +972,13 @@ class Network:
         while the transposed convolution sums (PERFORMANCE.md, log 70). Each layer
         is left as its own forward leaves it, for a backward."""
         lin_l, bn, act, reshape, ct = self.layers[i:i + 5]
-        n = x.shape[0]
-        lin = self.buf(lin_l, "out", (n, lin_l.spec["out_features"]))
-        hid = self.buf(bn, "out", lin.shape)
-        _, _, _, _, _, sh, sw, ph, pw, oh, ow = ct._geom(self.shapes[i + 4])
-        out = self.buf(ct, "out", (n, ct.spec["out_channels"], oh, ow))
-        args = _act_args(bn._act)
-        h4 = reshape.forward(self, hid, False)
-        _core._linear_bn_convt_forward(out, lin, h4, self.workspace, x, lin_l.weight(False),
-                                       lin_l.p.get("bias"), bn.b["running_mean"],
-                                       bn.b["running_var"], bn.p["weight"], bn.p["bias"],
-                                       bn.eps, ct.weight(False), ct.p.get("bias"),
-                                       sh, sw, ph, pw, **args)
+        out, _, args, kwargs = call = self._head_call(i, x)
+        _run(call)
+        lin, h4 = args[1], args[2]
         lin_l._x = x
-        bn._x, bn._train, bn._out, bn._fused_args = lin, False, hid, args
-        act.forward_fused(hid)
+        bn._x, bn._train, bn._fused_args = lin, False, kwargs
+        bn._out = self.buf(bn, "out", lin.shape)
+        act.forward_fused(bn._out)
         ct._x = h4
         return out
 
@@ -926,6 +1021,9 @@ class Network:
         tap_grads : dict {layer index: ndarray}, optional
             Extra gradients added to the output of those layers (features).
         """
+        if not self._backward_ok:
+            raise RuntimeError("backward needs a forward first: predict() keeps no state "
+                               "for a backward")
         dy = dout
         n = len(self.layers)
         for i in range(n - 1, -1, -1):
@@ -954,11 +1052,13 @@ class Network:
         acts = [l for l in self.layers if isinstance(l, _PiecewiseLinear)]
         for l in acts:
             l.freeze()
+        self._plan, self._plan_blocked = None, self._plan_blocked + 1
         try:
             yield self
         finally:
             for l in acts:
                 l._frozen = None
+            self._plan_blocked -= 1
 
     def copy_from(self, other):
         """Copy parameters and buffers from a network of the same spec."""

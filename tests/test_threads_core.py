@@ -678,3 +678,80 @@ def test_generator_head_in_one_call_same_as_layers(rng, threads, spec, monkeypat
             assert np.array_equal(y, y1), (spec, N, t)
             assert np.array_equal(dx, dx1) and np.array_equal(gr, gr1), (spec, N, t)
     assert calls == [1 if net.needs_labels else 0] * 4   # the head ran as one call each time
+
+
+@pytest.mark.parametrize("spec", ["teacher", "student", "conditional", "sn"])
+def test_predict_same_bits_as_eval_forward(rng, threads, spec, monkeypatch):
+    """Network.predict replays the core calls of an eval-mode forward recorded once per
+    batch size: the same output bits as forward(train=False) at batch 1, 3 and 1 again
+    and 1 and 2 threads, with every fusion switch; it follows in-place changes of the
+    parameters and running statistics (the plan holds views, not copies), and a float64
+    input is cast as forward casts it. Conditional and spectral-norm networks take
+    forward itself (labels, and W / sigma computed per call)."""
+    from distgan import models, nn
+    if spec == "sn":
+        g, sn = models.dcgan(width=0.25)["discriminator"], True
+        shape = (1, 28, 28)
+    else:
+        kw = {"teacher": dict(width=1.0), "student": dict(width=0.25),
+              "conditional": dict(width=0.25, num_classes=10)}[spec]
+        g, sn, shape = models.dcgan(**kw)["generator"], False, (100,)
+    net = Network(g, shape, seed=1, spectral_norm=sn)
+    for l in net.layers:
+        if l.type == "batch_norm":
+            l.b["running_mean"][...] = 0.1 * rng.standard_normal(l.b["running_mean"].shape)
+            l.b["running_var"][...] = rng.uniform(0.5, 2.0, l.b["running_var"].shape)
+    for fuse, head in ((True, True), (True, False), (False, False)):
+        monkeypatch.setattr(nn, "_FUSE", fuse)
+        monkeypatch.setattr(nn, "_FUSE_HEAD", head)
+        for N in (1, 3, 1):
+            x = rng.standard_normal((N,) + shape).astype(np.float32)
+            labels = rng.integers(0, 10, N) if net.needs_labels else None
+            for t in (1, 2):
+                distgan.set_num_threads(t)
+                y = net.forward(x, labels, train=False).copy()
+                assert np.array_equal(net.predict(x, labels), y), (spec, fuse, head, N, t)
+                assert np.array_equal(net.predict(x.astype(np.float64), labels), y)
+    assert (net._plan is None) == (spec in ("conditional", "sn"))
+    # in-place changes after the plan was made: weights, running statistics
+    x = rng.standard_normal((1,) + shape).astype(np.float32)
+    labels = rng.integers(0, 10, 1) if net.needs_labels else None
+    before = net.predict(x, labels).copy()
+    net.params *= np.float32(1.5)
+    net.forward(rng.standard_normal((4,) + shape).astype(np.float32),
+                rng.integers(0, 10, 4) if net.needs_labels else None, train=True)
+    y = net.forward(x, labels, train=False).copy()
+    assert not np.array_equal(y, before)
+    assert np.array_equal(net.predict(x, labels), y)
+
+
+def test_predict_keeps_no_state_for_a_backward(rng):
+    """A backward right after predict raises (the layers' state is the last forward's and
+    predict overwrote its buffers); after the next forward it gives forward's gradients.
+    Inside frozen_activations predict is forward (the frozen gains), and after the block
+    the plan is made again. A wrong input shape is refused as forward refuses it."""
+    from distgan import models
+    net = Network(models.dcgan(width=0.25)["generator"], (100,), seed=2)
+    z = rng.standard_normal((2, 100)).astype(np.float32)
+    dy = rng.standard_normal((2,) + net.output_shape).astype(np.float32)
+    net.forward(z, train=False)
+    net.zero_grad()
+    dx = net.backward(dy).copy()
+    grads = net.grads.copy()
+    net.predict(rng.standard_normal((2, 100)).astype(np.float32))
+    with pytest.raises(RuntimeError, match="predict"):
+        net.backward(dy)
+    net.forward(z, train=False)
+    net.zero_grad()
+    assert np.array_equal(net.backward(dy), dx) and np.array_equal(net.grads, grads)
+
+    z2 = rng.standard_normal((2, 100)).astype(np.float32)
+    with net.frozen_activations():
+        frozen = net.forward(z2, train=False).copy()
+        assert np.array_equal(net.predict(z2), frozen)   # z's gains, not z2's
+        assert net._plan is None
+    y = net.forward(z2, train=False).copy()
+    assert not np.array_equal(y, frozen)
+    assert np.array_equal(net.predict(z2), y) and net._plan is not None
+    with pytest.raises(ValueError, match=r"input must be \(N, 100\)"):
+        net.predict(np.zeros((2, 99), np.float32))
