@@ -288,7 +288,7 @@ class Conv2d(_Weighted):
     def forward(self, net, x, train):
         call = self._call(net, x, train)
         out = _run(call)
-        self._fused_args = _act_args(self._act)
+        self._fused_args = {k: v for k, v in call[3].items() if k != "col"}
         self._x, self._col, self._out = x, call[3]["col"], out
         return out
 
@@ -899,8 +899,8 @@ class Network:
         same bits, with less Python per call. The first call for a batch size records
         the forward's ``_core`` calls with their arrays (the layers' ``_call``); later
         calls of that size copy ``x`` into the recorded input and replay them. Sampling
-        one image spends ~60 us in Python otherwise, a twentieth of a width-1.0
-        generator's sample and a third of a width-0.25 one's (PERFORMANCE.md, log 74).
+        one image spent 66-72 µs in Python otherwise, 8 % of a width-1.0 generator's
+        sample and a third of a width-0.25 one's (PERFORMANCE.md, log 74).
 
         Keeps none of the state a backward needs: :meth:`backward` after it raises
         until the next :meth:`forward`. Conditional and spectral-norm networks, and
