@@ -778,7 +778,7 @@ class Network:
         self.workspace = np.zeros(0, _F32)
         self._ws_batch = None
         self._plan = None          # predict's plan: (key, input, calls, output)
-        self._plan_blocked = 0     # frozen_activations blocks that are open
+        self._frozen_blocks = 0    # frozen_activations blocks that are open
         self._backward_ok = True   # False after predict, until the next forward
         self.reset_parameters(init, seed)
 
@@ -799,7 +799,6 @@ class Network:
                     l.p["weight"][...] = l.weight(False)
                 l.sn = False
         self.spectral_norm = False
-        self._plan = None
 
     def reset_parameters(self, init="dcgan", seed=0):
         """Re-initialise every parameter and buffer from ``seed``."""
@@ -907,7 +906,8 @@ class Network:
         calls inside :meth:`frozen_activations`, take :meth:`forward`. Returns the
         network's cached output buffer, as :meth:`forward` does: copy what you keep.
         """
-        if labels is None and isinstance(x, np.ndarray) and x.ndim == len(self.shapes[0]) + 1:
+        if (labels is None and not self._frozen_blocks and isinstance(x, np.ndarray)
+                and x.ndim == len(self.input_shape) + 1):
             plan = self._plan
             if plan is None or plan[0] != (x.shape[0], _FUSE, _FUSE_HEAD):
                 plan = self._plan = self._make_plan(x.shape[0])
@@ -921,7 +921,7 @@ class Network:
 
     def _make_plan(self, n):
         """:meth:`predict`'s plan for batches of n, or None where it takes forward."""
-        if n < 1 or self.needs_labels or self._plan_blocked or any(
+        if n < 1 or self.needs_labels or any(
                 l._call is None or getattr(l, "sn", False) for l in self.layers):
             return None
         self._ensure_workspace(n)
@@ -959,7 +959,7 @@ class Network:
         hid = self.buf(bn, "out", lin.shape)
         _, _, _, _, _, sh, sw, ph, pw, oh, ow = ct._geom(self.shapes[i + 4])
         out = self.buf(ct, "out", (n, ct.spec["out_channels"], oh, ow))
-        h4 = reshape.forward(self, hid, False)
+        h4 = reshape._call(self, hid, False)[0]
         return out, _core._linear_bn_convt_forward, (
             out, lin, h4, self.workspace, x, lin_l.weight(False), lin_l.p.get("bias"),
             bn.b["running_mean"], bn.b["running_var"], bn.p["weight"], bn.p["bias"], bn.eps,
@@ -976,6 +976,7 @@ class Network:
         _run(call)
         lin, h4 = args[1], args[2]
         lin_l._x = x
+        reshape._in = lin.shape
         bn._x, bn._train, bn._fused_args = lin, False, kwargs
         bn._out = self.buf(bn, "out", lin.shape)
         act.forward_fused(bn._out)
@@ -1052,13 +1053,13 @@ class Network:
         acts = [l for l in self.layers if isinstance(l, _PiecewiseLinear)]
         for l in acts:
             l.freeze()
-        self._plan, self._plan_blocked = None, self._plan_blocked + 1
+        self._frozen_blocks += 1   # predict takes forward, the frozen gains
         try:
             yield self
         finally:
             for l in acts:
                 l._frozen = None
-            self._plan_blocked -= 1
+            self._frozen_blocks -= 1
 
     def copy_from(self, other):
         """Copy parameters and buffers from a network of the same spec."""

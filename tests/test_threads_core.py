@@ -729,7 +729,8 @@ def test_predict_keeps_no_state_for_a_backward(rng):
     """A backward right after predict raises (the layers' state is the last forward's and
     predict overwrote its buffers); after the next forward it gives forward's gradients.
     Inside frozen_activations predict is forward (the frozen gains), and after the block
-    the plan is made again. A wrong input shape is refused as forward refuses it."""
+    the plan made before it serves again. A wrong input shape is refused as forward
+    refuses it."""
     from distgan import models
     net = Network(models.dcgan(width=0.25)["generator"], (100,), seed=2)
     z = rng.standard_normal((2, 100)).astype(np.float32)
@@ -746,12 +747,13 @@ def test_predict_keeps_no_state_for_a_backward(rng):
     assert np.array_equal(net.backward(dy), dx) and np.array_equal(net.grads, grads)
 
     z2 = rng.standard_normal((2, 100)).astype(np.float32)
+    plan = net._plan
+    assert plan is not None and plan[0][0] == 2
     with net.frozen_activations():
         frozen = net.forward(z2, train=False).copy()
         assert np.array_equal(net.predict(z2), frozen)   # z's gains, not z2's
-        assert net._plan is None
     y = net.forward(z2, train=False).copy()
     assert not np.array_equal(y, frozen)
-    assert np.array_equal(net.predict(z2), y) and net._plan is not None
+    assert np.array_equal(net.predict(z2), y) and net._plan is plan   # kept, still right
     with pytest.raises(ValueError, match=r"input must be \(N, 100\)"):
         net.predict(np.zeros((2, 99), np.float32))
