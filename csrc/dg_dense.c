@@ -3,9 +3,12 @@
  *
  * out = inp @ weight^T + bias, as torch.nn.functional.linear, with PyTorch's
  * weight layout (OUT, IN). Both passes are GEMMs through dg_sgemm; the
- * backward GEMMs accumulate (beta = 1) into the caller's gradients. The forward
- * of one image on an AVX-512 CPU is a matrix-vector kernel of its own instead
- * (linear_one_rows), whose rows' bits do not depend on how the rows are split.
+ * backward GEMMs accumulate (beta = 1) into the caller's gradients. On an
+ * AVX-512 CPU the forward has two kernels of its own instead: one image's is a
+ * matrix-vector kernel (linear_one_rows), and a batch of a layer with few
+ * inputs (a latent code) reads the weights in place, a block of rows against
+ * a group of images (forward_block_*). Neither's bits depend on how the rows
+ * are split.
  *
  * Dimension letters:
  *   N  = batch size
@@ -137,6 +140,154 @@ static void linear_one_task(void *ctx, int t, int nt) {
     dg_split((size_t)j->OC, DG_DENSE_ONE_ROWS, t, nt, &lo, &hi);
     if (lo < hi) linear_one_rows(j, lo, hi);
 }
+
+/* The batched forward kernel (dg_linear_forward of at least DG_DENSE_MIN_N
+ * images) takes layers of at most DG_DENSE_MAX_C input features (a generator's
+ * latent code): there OpenBLAS packs all the weights (5 MB for DCGAN's 100 ->
+ * 12544) for products only C deep, and ran at 50-70 GFLOP/s on one Ice Lake
+ * thread (PERFORMANCE.md log 76). */
+#define DG_DENSE_MAX_C 128
+#define DG_DENSE_MIN_N 16
+/* The forward's images per group (at most four 16-lane vectors) and weight
+ * rows per block: 6 x 4 accumulators take 10 loads per 24 FMAs, where 8 x 2
+ * take 10 per 16 (PERFORMANCE.md log 76). */
+#define DG_DENSE_GROUP 64
+#define DG_DENSE_ROWS 6
+/* FLOPs per task at least in the batched forward */
+#define DG_DENSE_GRAIN 4.0e6
+
+typedef struct {
+    float *out;
+    const float *inp, *weight, *bias;
+    int N, C, OC;
+} batch_job;
+
+/* xt[c * 16 * nv + i] = inp[n0 + i, c] for i < nb, zero for nb <= i < 16 * nv:
+ * a group's inputs with the images along the vectors. */
+static void group_transpose(float *xt, const float *inp, int C, size_t n0, int nb, int nv) {
+    for (int c = 0; c < C; c++) {
+        float *d = xt + (size_t)c * 16 * nv;
+        for (int i = 0; i < nb; i++) d[i] = inp[(n0 + (size_t)i) * C + c];
+        for (int i = nb; i < 16 * nv; i++) d[i] = 0.0f;
+    }
+}
+
+/* Stores a[0 .. 5], lane i of a[r] the value of row o + r for image n0 + i,
+ * as rows n0 + i < n0 + nb of out (ld floats apart), nr <= 6 values each (plus
+ * b, the 6 rows' biases in both halves): transposed in registers in three
+ * rounds of permutes (32-, 64- and 128-bit elements; rows 6 and 7 zero), each
+ * zmm ending with two images' rows. */
+DG_AVX512 static inline __attribute__((always_inline)) void
+store_rows(float *out, size_t ld, const __m512 *a, int nb, __mmask16 rows, __m512 b) {
+    const __m512i lo32 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi32 = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                           15, 31);
+    const __m512i lo64 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i hi64 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    const __m512i lo128 = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11);
+    const __m512i hi128 = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    __m512 z8 = _mm512_setzero_ps();
+    /* t[k] (k < 4): rows 2k, 2k+1 interleaved, images 0-7; t[4 + k]: images 8-15 */
+    __m512d t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        __m512 r0 = 2 * k < DG_DENSE_ROWS ? a[2 * k] : z8;
+        __m512 r1 = 2 * k + 1 < DG_DENSE_ROWS ? a[2 * k + 1] : z8;
+        t[k] = _mm512_castps_pd(_mm512_permutex2var_ps(r0, lo32, r1));
+        t[4 + k] = _mm512_castps_pd(_mm512_permutex2var_ps(r0, hi32, r1));
+    }
+    /* u[h*4 + q*2 + s]: images 8h + 4s .. + 3 of rows 4q .. 4q + 3 */
+    for (int h = 0; h < 2; h++)
+        for (int q = 0; q < 2; q++) {
+            u[h * 4 + q * 2] = _mm512_permutex2var_pd(t[h * 4 + 2 * q], lo64, t[h * 4 + 2 * q + 1]);
+            u[h * 4 + q * 2 + 1] = _mm512_permutex2var_pd(t[h * 4 + 2 * q], hi64, t[h * 4 + 2 * q + 1]);
+        }
+    for (int h = 0; h < 2; h++)
+        for (int s = 0; s < 2; s++)
+            for (int e = 0; e < 2; e++) {
+                /* images i, i + 1 (rows 0-7 each), i = 8h + 4s + 2e */
+                __m512 z = _mm512_castpd_ps(
+                    _mm512_permutex2var_pd(u[h * 4 + s], e == 0 ? lo128 : hi128, u[h * 4 + 2 + s]));
+                z = _mm512_add_ps(z, b);
+                int i = 8 * h + 4 * s + 2 * e;
+                if (i < nb) _mm512_mask_storeu_ps(out + (size_t)i * ld, rows, z);
+                if (i + 1 < nb)
+                    _mm512_mask_storeu_ps(out + (size_t)(i + 1) * ld, rows,
+                                          _mm512_shuffle_f32x4(z, z, 0xee));
+            }
+}
+
+/* out[n0 + i, o + r] = sum_c weight[o + r, c] * xt[c, i] (+ bias[o + r]) for
+ * r < nr <= 6 and i < nb <= 16 * NV: 6 x NV accumulators, one per weight row
+ * and vector of 16 images, each weight broadcast onto the NV vectors; each sum
+ * in increasing c by FMA from zero, then the bias added, so a value's bits do
+ * not depend on the blocks around it, the group or the split into tasks. */
+#define FORWARD_BLOCK(NV)                                                                \
+    DG_AVX512 static void forward_block_##NV(const batch_job *j, const float *xt,      \
+                                             size_t n0, int nb, size_t o, int nr) {    \
+        int C = j->C;                                                                  \
+        const float *w[DG_DENSE_ROWS];                                                 \
+        for (int r = 0; r < DG_DENSE_ROWS; r++) /* rows past nr: the last, unstored */ \
+            w[r] = j->weight + (o + (size_t)(r < nr ? r : nr - 1)) * C;                \
+        __m512 a[NV][DG_DENSE_ROWS];                                                   \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                           \
+            _Pragma("GCC unroll 6") for (int r = 0; r < DG_DENSE_ROWS; r++)            \
+                a[v][r] = _mm512_setzero_ps();                                         \
+        /* the rows of the block two ahead fetched into L1 over the c loop, 24 bytes \
+         * a step (DCGAN's layer, whose 5 MB of weights come from L3, took 0.7x   \
+         * the time); near the end the block's own first rows again (no fetch     \
+         * outside the weights). */                                               \
+        int ahead = o + 3 * DG_DENSE_ROWS <= (size_t)j->OC;                            \
+        const char *pf = (const char *)(j->weight + (o + (ahead ? 2 * DG_DENSE_ROWS : 0)) * C); \
+        size_t step = ahead ? DG_DENSE_ROWS * sizeof(float) : 0;                       \
+        for (int c = 0; c < C; c++) {                                                  \
+            __m512 x[NV];                                                              \
+            _mm_prefetch(pf + step * (size_t)c, _MM_HINT_T0);                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                       \
+                x[v] = _mm512_loadu_ps(xt + ((size_t)c * NV + v) * 16);                \
+            _Pragma("GCC unroll 6") for (int r = 0; r < DG_DENSE_ROWS; r++) {          \
+                __m512 wb = _mm512_set1_ps(w[r][c]);                                   \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                   \
+                    a[v][r] = _mm512_fmadd_ps(wb, x[v], a[v][r]);                      \
+            }                                                                          \
+        }                                                                              \
+        __mmask16 rows = (__mmask16)((1u << nr) - 1u);                                 \
+        __m512 b = _mm512_setzero_ps();                                                \
+        if (j->bias != NULL) {                                                         \
+            b = _mm512_maskz_loadu_ps(rows, j->bias + o);                              \
+            b = _mm512_shuffle_f32x4(b, b, 0x44); /* the rows' biases in both halves */ \
+        }                                                                              \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {                         \
+            if (16 * v >= nb) break;                                                   \
+            store_rows(j->out + (n0 + 16 * (size_t)v) * j->OC + o, (size_t)j->OC, a[v], \
+                       nb - 16 * v, rows, b);                                          \
+        }                                                                              \
+    }
+
+FORWARD_BLOCK(1)
+FORWARD_BLOCK(2)
+FORWARD_BLOCK(3)
+FORWARD_BLOCK(4)
+
+typedef void (*forward_block_fn)(const batch_job *, const float *, size_t, int, size_t, int);
+static const forward_block_fn forward_blocks[5] = {NULL, forward_block_1, forward_block_2,
+                                                   forward_block_3, forward_block_4};
+
+/* The task's blocks of 6 rows, over every group of up to 64 images in turn (the
+ * group's inputs transposed on the stack: at most 32 KiB). */
+static void forward_task(void *ctx, int t, int nt) {
+    const batch_job *j = (const batch_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->OC, DG_DENSE_ROWS, t, nt, &lo, &hi);
+    float xt[DG_DENSE_MAX_C * DG_DENSE_GROUP];
+    for (size_t n0 = 0; n0 < (size_t)j->N; n0 += DG_DENSE_GROUP) {
+        int nb = (size_t)j->N - n0 < DG_DENSE_GROUP ? (int)((size_t)j->N - n0) : DG_DENSE_GROUP;
+        int nv = (nb + 15) / 16;
+        group_transpose(xt, j->inp, j->C, n0, nb, nv);
+        for (size_t o = lo; o < hi; o += DG_DENSE_ROWS)
+            forward_blocks[nv](j, xt, n0, nb, o,
+                               hi - o < DG_DENSE_ROWS ? (int)(hi - o) : DG_DENSE_ROWS);
+    }
+}
 #endif
 
 dg_status dg_linear_forward(float *out, const float *inp, const float *weight,
@@ -152,6 +303,13 @@ dg_status dg_linear_forward(float *out, const float *inp, const float *weight,
         one_job j = {out, inp, weight, bias, C, OC};
         dg_parallel(linear_one_task, &j,
                     dg_threads_for((double)OC * (double)C, DG_DENSE_ONE_GRAIN));
+        return DG_STATUS_OK;
+    }
+    if (N >= DG_DENSE_MIN_N && C <= DG_DENSE_MAX_C && dg_avx512()) {
+        /* a small C: the weights read in place, 6 rows against 64 images at a time */
+        batch_job j = {out, inp, weight, bias, N, C, OC};
+        dg_parallel(forward_task, &j,
+                    dg_threads_for(2.0 * N * (double)C * (double)OC, DG_DENSE_GRAIN));
         return DG_STATUS_OK;
     }
 #endif

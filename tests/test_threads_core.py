@@ -97,6 +97,29 @@ def test_split_gemv_deterministic_per_thread_count(rng, threads, tA, tB, M, N, b
         np.testing.assert_allclose(runs[0], ref, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("N,C,OC", [(64, 100, 12544), (256, 100, 3136), (50, 110, 97)])
+def test_linear_forward_of_few_inputs_against_torch(rng, threads, N, C, OC):
+    """A batch through a linear layer of few inputs (the generators' first layers,
+    which on AVX-512 CPUs run a kernel of their own) agrees with torch's linear in
+    float64, relative to the sum of the products' magnitudes, within what float32
+    sums of C products give; the same bits at 1, 2 and 3 threads."""
+    torch = pytest.importorskip("torch")
+    x = rng.standard_normal((N, C)).astype(np.float32)
+    w = (rng.standard_normal((OC, C)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(OC).astype(np.float32)
+    ref = torch.nn.functional.linear(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                     torch.from_numpy(b).double()).numpy()
+    scale = np.abs(x).astype(np.float64) @ np.abs(w).T.astype(np.float64) + np.abs(b)
+    outs = []
+    for n in (1, 2, 3):
+        distgan.set_num_threads(n)
+        out = np.full((N, OC), np.nan, np.float32)
+        _core._linear_forward(out, x, w, b)
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+    assert np.max(np.abs(outs[0] - ref) / scale) < C * 2 ** -24
+
+
 def test_cblas_sgemm_reference_rate_helper(rng, threads):
     A, B = _operands(rng, False, False, 64, 48, 32)
     ref = np.zeros((64, 48), np.float32)
