@@ -1050,57 +1050,79 @@ DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *xr, i
  * groups of 4, 3.6e-7 and 3.0e-7 at no measured cost (PERFORMANCE.md, log 62). */
 #define DG_DW_IMAGES 4
 
+/* Units a task takes together, group of images by group: each group's dout
+ * (DG_DW_IMAGES x OH*OW x 32 channels, 25 KB at 7x7) then serves that many
+ * units from L1 instead of being read again from L2 for each (on Ice Lake,
+ * 0.72-0.82x the time of one unit at a time at 1 thread, 0.82-0.90x at 2; 16
+ * and 32 gave the same, PERFORMANCE.md log 77). Their sums: 8 KiB on the stack. */
+#define DG_DW_UNITS 8
+
 /* Units [lo, hi) (unit u: block u / (2C) of 32 output channels, input channel
  * u / 2 % C, kernel rows 2*(u % 2) and the next): each unit's 8 taps x 32
  * channels sum in zmm over the pixels of a group of DG_DW_IMAGES images, each
  * group's sums are added onto the unit's (in L1), which then go to dweight.
- * Units of one block follow each other, so the block's dout (N x OH*OW x 32)
- * stays in L2 over them. Each weight's sum runs over the groups in order, and
- * within a group over images, then pixels, in one task, whatever the thread
- * count. */
+ * Up to DG_DW_UNITS consecutive units of one block run group by group side by
+ * side (the group's dout in L1 over them); units of one block follow each
+ * other, so the block's dout (N x OH*OW x 32) stays in L2 over them. Each
+ * weight's sum runs over the groups in order, and within a group over images,
+ * then pixels, in one task, whatever the thread count or the units beside it. */
 DG_AVX512 static void dw_units(const dw_job *j, size_t lo, size_t hi) {
     int C = j->C, H = j->H, W = j->W, WP = W + 2, OH = j->OH, OW = j->OW, B = DG_DIRECT_OCB;
     size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW;
-    float tot[8 * DG_DIRECT_OCB];
-    for (size_t u = lo; u < hi; u++) {
-        int ob, c, half;
-        unit_of(u, C, &ob, &c, &half);
+    float tot[DG_DW_UNITS][8 * DG_DIRECT_OCB];
+    for (size_t u0 = lo; u0 < hi;) {
+        /* units u0 .. u1 - 1: at most DG_DW_UNITS, all of u0's block */
+        size_t block_end = (u0 / (2 * (size_t)C) + 1) * 2 * (size_t)C;
+        size_t u1 = u0 + DG_DW_UNITS;
+        if (u1 > hi) u1 = hi;
+        if (u1 > block_end) u1 = block_end;
         for (int n0 = 0; n0 < j->N; n0 += DG_DW_IMAGES) {
             int n1 = j->N - n0 < DG_DW_IMAGES ? j->N : n0 + DG_DW_IMAGES;
-            __m512 a[8][2];
-            _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
-                a[t][0] = _mm512_setzero_ps();
-                a[t][1] = _mm512_setzero_ps();
-            }
-            for (int n = n0; n < n1; n++) {
-                const float *xc = j->xp + ((size_t)n * C + c) * plane + (size_t)(2 * half) * WP;
-                const float *dyn = j->dyt + ((size_t)(ob / B) * j->N + n) * ohw * B;
-                /* the unit's first kernel row falls in the top padding for oh = 0
-                 * and its second in the bottom padding for oh = OH - 1 (OH = H/2) */
-                for (int oh = 0; oh < OH; oh++) {
-                    const float *xr = xc + (size_t)(2 * oh) * WP;
-                    const float *dr = dyn + (size_t)oh * OW * B;
-                    if (half == 0 && oh == 0)
-                        dw_row(a, dr, xr, OW, B, WP, 4, 8);
-                    else if (half == 1 && oh == OH - 1)
-                        dw_row(a, dr, xr, OW, B, WP, 0, 4);
-                    else
-                        dw_row(a, dr, xr, OW, B, WP, 0, 8);
+            for (size_t u = u0; u < u1; u++) {
+                int ob, c, half;
+                unit_of(u, C, &ob, &c, &half);
+                __m512 a[8][2];
+                _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
+                    a[t][0] = _mm512_setzero_ps();
+                    a[t][1] = _mm512_setzero_ps();
                 }
-            }
-            /* the group's sums onto the unit's (in L1) */
-            _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
-                for (int v = 0; v < 2; v++) {
-                    float *q = tot + t * 32 + v * 16;
-                    _mm512_storeu_ps(q, n0 == 0 ? a[t][v]
-                                                : _mm512_add_ps(_mm512_loadu_ps(q), a[t][v]));
+                for (int n = n0; n < n1; n++) {
+                    const float *xc =
+                        j->xp + ((size_t)n * C + c) * plane + (size_t)(2 * half) * WP;
+                    const float *dyn = j->dyt + ((size_t)(ob / B) * j->N + n) * ohw * B;
+                    /* the unit's first kernel row falls in the top padding for oh = 0
+                     * and its second in the bottom padding for oh = OH - 1 (OH = H/2) */
+                    for (int oh = 0; oh < OH; oh++) {
+                        const float *xr = xc + (size_t)(2 * oh) * WP;
+                        const float *dr = dyn + (size_t)oh * OW * B;
+                        if (half == 0 && oh == 0)
+                            dw_row(a, dr, xr, OW, B, WP, 4, 8);
+                        else if (half == 1 && oh == OH - 1)
+                            dw_row(a, dr, xr, OW, B, WP, 0, 4);
+                        else
+                            dw_row(a, dr, xr, OW, B, WP, 0, 8);
+                    }
+                }
+                /* the group's sums onto the unit's (in L1) */
+                float *tu = tot[u - u0];
+                _Pragma("GCC unroll 8") for (int t = 0; t < 8; t++) {
+                    for (int v = 0; v < 2; v++) {
+                        float *q = tu + t * 32 + v * 16;
+                        _mm512_storeu_ps(q, n0 == 0 ? a[t][v]
+                                                    : _mm512_add_ps(_mm512_loadu_ps(q), a[t][v]));
+                    }
                 }
             }
         }
-        for (int i = 0; i < DG_DIRECT_OCB; i++) {
-            float *dw = j->dweight + ((size_t)(ob + i) * C + c) * 16 + 8 * half;
-            for (int t = 0; t < 8; t++) dw[t] += tot[t * 32 + i];
+        for (size_t u = u0; u < u1; u++) {
+            int ob, c, half;
+            unit_of(u, C, &ob, &c, &half);
+            for (int i = 0; i < DG_DIRECT_OCB; i++) {
+                float *dw = j->dweight + ((size_t)(ob + i) * C + c) * 16 + 8 * half;
+                for (int t = 0; t < 8; t++) dw[t] += tot[u - u0][t * 32 + i];
+            }
         }
+        u0 = u1;
     }
 }
 
