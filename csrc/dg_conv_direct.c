@@ -950,11 +950,13 @@ static void convt_few_task(void *ctx, int t, int nt) {
 
 /* dweight (OC, C, 4, 4) += sum over images n and output pixels (oh, ow) of
  * dout[n, oc, oh, ow] * padded inp[n, c, 2*oh + kh, 2*ow + kw]. First, in the
- * workspace: every image padded (N, C, H+2, W+2), and dout transposed to blocks
- * of 32 channels, pixel-major, dyT (OC/32, N, OH*OW, 32); then the sums
- * (dw_units), each unit's in registers over all images, added to dweight. */
+ * workspace: dout transposed to blocks of 32 channels, pixel-major, dyT (OC/32,
+ * N, OH*OW, 32); then the sums (dw_units), each unit's in registers over all
+ * images, added to dweight. The input is read in place (no product with its
+ * padding is computed): a padded copy of every image, 8.4 MB for the
+ * generator's layer, cost a pass over memory (PERFORMANCE.md log 77). */
 typedef struct {
-    float *dweight, *xp, *dyt;
+    float *dweight, *dyt;
     const float *dout, *inp;
     int N, C, H, W, OC, OH, OW;
 } dw_job;
@@ -963,10 +965,9 @@ static void dw_prep_task(void *ctx, int t, int nt) {
     const dw_job *j = (const dw_job *)ctx;
     size_t lo, hi;
     dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
-    int C = j->C, H = j->H, W = j->W, OC = j->OC, B = DG_DIRECT_OCB;
-    size_t plane = (size_t)(H + 2) * (W + 2), ohw = (size_t)j->OH * j->OW;
+    int OC = j->OC, B = DG_DIRECT_OCB;
+    size_t ohw = (size_t)j->OH * j->OW;
     for (size_t n = lo; n < hi; n++) {
-        pad_image(j->xp + n * C * plane, j->inp + n * C * (size_t)H * W, C, H, W);
         const float *dy = j->dout + n * ohw * OC;
         for (int oc = 0; oc < OC; oc++) {
             float *dyt = j->dyt + ((size_t)(oc / B) * j->N + n) * ohw * B + oc % B;
@@ -999,12 +1000,14 @@ DG_INLINE_AVX512 void dw_pixel(__m512 a[8][2], const float *d, __m512 x[2][4], i
     }
 }
 
-/* The window of output pixel ow: columns 2*ow + 2 and + 3 of both rows broadcast
- * into x[r][2..3] (columns 0 and 1 are the previous pixel's 2 and 3). */
-DG_INLINE_AVX512 void dw_window(__m512 x[2][4], const float *xr, int WP, int ow) {
+/* The window of output pixel ow: input columns 2*ow + 1 and + 2 of both rows
+ * (window columns 2 and 3) broadcast into x[r][2..3] (columns 0 and 1 are the
+ * previous pixel's 2 and 3); for the last pixel (last) column 3 falls in the
+ * padding and is not read. */
+DG_INLINE_AVX512 void dw_window(__m512 x[2][4], const float *const *xr, int ow, int last) {
     _Pragma("GCC unroll 2") for (int r = 0; r < 2; r++) {
-        x[r][2] = _mm512_set1_ps(xr[(size_t)r * WP + 2 * ow + 2]);
-        x[r][3] = _mm512_set1_ps(xr[(size_t)r * WP + 2 * ow + 3]);
+        x[r][2] = _mm512_set1_ps(xr[r][2 * ow + 1]);
+        x[r][3] = last ? _mm512_setzero_ps() : _mm512_set1_ps(xr[r][2 * ow + 2]);
     }
 }
 
@@ -1016,17 +1019,18 @@ DG_INLINE_AVX512 void dw_shift(__m512 x[2][4]) {
 }
 
 /* One output row of OW pixels (dr: its dout, pixel-major, pixels ld floats
- * apart; xr: its window's first input row): the first pixel's column 0 and the
- * last one's column 3 read the padding (OW = W/2), and are left out.
+ * apart; xr[0], xr[1]: its window's two input rows of W = 2*OW floats, a row of
+ * zeros where the window's row falls in the padding): the first pixel's column
+ * 0 and the last one's column 3 fall in the padding, and are left out.
  * Neighbouring pixels' windows share two columns, broadcast once. */
-DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *xr, int OW,
-                             int ld, int WP, int t0, int t1) {
+DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *const *xr, int OW,
+                             int ld, int t0, int t1) {
     __m512 x[2][4];
     _Pragma("GCC unroll 2") for (int r = 0; r < 2; r++) {
         x[r][0] = _mm512_setzero_ps();   /* padding, never multiplied */
-        x[r][1] = _mm512_set1_ps(xr[(size_t)r * WP + 1]);
+        x[r][1] = _mm512_set1_ps(xr[r][0]);
     }
-    dw_window(x, xr, WP, 0);
+    dw_window(x, xr, 0, OW == 1);
     if (OW == 1) {
         dw_pixel(a, dr, x, t0, t1, 1, 1);
         return;
@@ -1034,13 +1038,17 @@ DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *xr, i
     dw_pixel(a, dr, x, t0, t1, 1, 0);
     for (int ow = 1; ow < OW - 1; ow++) {
         dw_shift(x);
-        dw_window(x, xr, WP, ow);
+        dw_window(x, xr, ow, 0);
         dw_pixel(a, dr + (size_t)ow * ld, x, t0, t1, 0, 0);
     }
     dw_shift(x);
-    dw_window(x, xr, WP, OW - 1);
+    dw_window(x, xr, OW - 1, 1);
     dw_pixel(a, dr + (size_t)(OW - 1) * ld, x, t0, t1, 0, 1);
 }
+
+/* dw_row's row in the padding: input rows have at most 2 * DG_DIRECT_MAXW
+ * floats (direct_geometry). */
+static const float dw_zero_row[2 * DG_DIRECT_MAXW];
 
 /* Images whose products a unit sums in registers before adding them onto its
  * sums (blocked summation): the rounding error of a weight's sum then grows
@@ -1067,8 +1075,8 @@ DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *xr, i
  * weight's sum runs over the groups in order, and within a group over images,
  * then pixels, in one task, whatever the thread count or the units beside it. */
 DG_AVX512 static void dw_units(const dw_job *j, size_t lo, size_t hi) {
-    int C = j->C, H = j->H, W = j->W, WP = W + 2, OH = j->OH, OW = j->OW, B = DG_DIRECT_OCB;
-    size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW;
+    int C = j->C, H = j->H, W = j->W, OH = j->OH, OW = j->OW, B = DG_DIRECT_OCB;
+    size_t plane = (size_t)H * W, ohw = (size_t)OH * OW;
     float tot[DG_DW_UNITS][8 * DG_DIRECT_OCB];
     for (size_t u0 = lo; u0 < hi;) {
         /* units u0 .. u1 - 1: at most DG_DW_UNITS, all of u0's block */
@@ -1087,20 +1095,23 @@ DG_AVX512 static void dw_units(const dw_job *j, size_t lo, size_t hi) {
                     a[t][1] = _mm512_setzero_ps();
                 }
                 for (int n = n0; n < n1; n++) {
-                    const float *xc =
-                        j->xp + ((size_t)n * C + c) * plane + (size_t)(2 * half) * WP;
+                    const float *xc = j->inp + ((size_t)n * C + c) * plane;
                     const float *dyn = j->dyt + ((size_t)(ob / B) * j->N + n) * ohw * B;
-                    /* the unit's first kernel row falls in the top padding for oh = 0
-                     * and its second in the bottom padding for oh = OH - 1 (OH = H/2) */
+                    /* kernel rows 2*half and + 1 read input rows y and y + 1,
+                     * y = 2*oh + 2*half - 1: the first falls in the top padding for
+                     * half = 0, oh = 0 and the second in the bottom padding for
+                     * half = 1, oh = OH - 1 (OH = H/2); their taps are left out */
                     for (int oh = 0; oh < OH; oh++) {
-                        const float *xr = xc + (size_t)(2 * oh) * WP;
+                        int y = 2 * oh + 2 * half - 1;
+                        const float *xr[2] = {y >= 0 ? xc + (size_t)y * W : dw_zero_row,
+                                              y + 1 < H ? xc + (size_t)(y + 1) * W : dw_zero_row};
                         const float *dr = dyn + (size_t)oh * OW * B;
                         if (half == 0 && oh == 0)
-                            dw_row(a, dr, xr, OW, B, WP, 4, 8);
+                            dw_row(a, dr, xr, OW, B, 4, 8);
                         else if (half == 1 && oh == OH - 1)
-                            dw_row(a, dr, xr, OW, B, WP, 0, 4);
+                            dw_row(a, dr, xr, OW, B, 0, 4);
                         else
-                            dw_row(a, dr, xr, OW, B, WP, 0, 8);
+                            dw_row(a, dr, xr, OW, B, 0, 8);
                     }
                 }
                 /* the group's sums onto the unit's (in L1) */
@@ -1134,7 +1145,8 @@ static void dw_task(void *ctx, int t, int nt) {
 }
 
 static size_t dw_floats(int N, int C, int H, int W, int OC) {
-    return (size_t)N * C * (H + 2) * (W + 2) + (size_t)N * (H / 2) * (W / 2) * OC;
+    (void)C;
+    return (size_t)N * (H / 2) * (W / 2) * OC;
 }
 #endif
 
@@ -1155,9 +1167,8 @@ dg_status dg_direct_conv_dweight(float *dweight, float *ws, size_t ws_floats,
                                  int W, int OC) {
 #if DG_HAVE_AVX2
     if (dw_floats(N, C, H, W, OC) > ws_floats) return DG_STATUS_ERR_SHAPE;
-    float *dyt = ws + (size_t)N * C * (H + 2) * (W + 2);
-    dw_job j = {dweight, ws, dyt, dout, inp, N, C, H, W, OC, H / 2, W / 2};
-    dg_parallel(dw_prep_task, &j, dg_threads_for((double)N * C * H * W, 65536.0));
+    dw_job j = {dweight, ws, dout, inp, N, C, H, W, OC, H / 2, W / 2};
+    dg_parallel(dw_prep_task, &j, dg_threads_for((double)N * OC * (H / 2) * (W / 2), 65536.0));
     double flops = 2.0 * N * (double)OC * C * 16.0 * (H / 2) * (W / 2);
     int nt = dg_threads_for(flops, DG_DIRECT_GRAIN);
     size_t units = (size_t)(OC / DG_DIRECT_OCB) * C * 2;
