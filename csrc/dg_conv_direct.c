@@ -1144,8 +1144,8 @@ static void dw_task(void *ctx, int t, int nt) {
     if (lo < hi) dw_units(j, lo, hi);
 }
 
-static size_t dw_floats(int N, int C, int H, int W, int OC) {
-    (void)C;
+/* Workspace floats of the weight gradient: dout transposed (dyT). */
+static size_t dw_floats(int N, int H, int W, int OC) {
     return (size_t)N * (H / 2) * (W / 2) * OC;
 }
 #endif
@@ -1154,7 +1154,7 @@ int dg_direct_dweight_fits(int N, int C, int H, int W, int OC, int KH, int KW, i
                            int SW, int PH, int PW, int OH, int OW, size_t ws_floats) {
 #if DG_HAVE_AVX2
     return direct_geometry(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, DG_DIRECT_OCB) &&
-           dw_floats(N, C, H, W, OC) <= ws_floats;
+           dw_floats(N, H, W, OC) <= ws_floats;
 #else
     (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
     (void)PH; (void)PW; (void)OH; (void)OW; (void)ws_floats;
@@ -1166,7 +1166,7 @@ dg_status dg_direct_conv_dweight(float *dweight, float *ws, size_t ws_floats,
                                  const float *dout, const float *inp, int N, int C, int H,
                                  int W, int OC) {
 #if DG_HAVE_AVX2
-    if (dw_floats(N, C, H, W, OC) > ws_floats) return DG_STATUS_ERR_SHAPE;
+    if (dw_floats(N, H, W, OC) > ws_floats) return DG_STATUS_ERR_SHAPE;
     dw_job j = {dweight, ws, dout, inp, N, C, H, W, OC, H / 2, W / 2};
     dg_parallel(dw_prep_task, &j, dg_threads_for((double)N * OC * (H / 2) * (W / 2), 65536.0));
     double flops = 2.0 * N * (double)OC * C * 16.0 * (H / 2) * (W / 2);
