@@ -430,8 +430,9 @@ static void test_linear_one(void) {
  * out): against the naive sum within float32 rounding, with and without bias,
  * on batches that leave a tail of images (N % 16, N % 64), widths with a tail
  * of rows (OC % 6) and C = 129, which takes the GEMM path; nothing written past
- * out; the same bits at 1, 2 and 3 threads and with the rows computed in parts;
- * with the SIMD paths off, the GEMM path, within rounding. */
+ * out; where the kernel runs, the same bits at 1, 2 and 3 threads and with the
+ * rows computed in parts (the GEMM path's bits depend on the split: the
+ * reference GEMM's do); with the SIMD paths off, the GEMM path, within rounding. */
 static void test_linear_batch(void) {
     printf("# linear: a batch of few inputs\n");
     static const int Ns[] = {16, 37, 64, 130}, Cs[] = {1, 17, 100, 128, 129},
@@ -483,9 +484,13 @@ static void test_linear_batch(void) {
                     memcpy(part + (size_t)n * OC + a, p1 + (size_t)n * (OC - a),
                            (size_t)(OC - a) * sizeof(float));
                 }
-                CHECK(past && same && same_floats(part, out, no),
-                      "linear of a batch N=%d C=%d OC=%d: nothing past out, the same bits at "
-                      "1-3 threads and in parts", N, C, OC);
+                CHECK(past, "linear of a batch N=%d C=%d OC=%d: nothing written past out", N, C,
+                      OC);
+                if (C <= 128 && dg_avx512()) {   /* the kernel's promise, not the GEMM's */
+                    CHECK(same && same_floats(part, out, no),
+                          "linear of a batch N=%d C=%d OC=%d: the same bits at 1-3 threads and "
+                          "in parts", N, C, OC);
+                }
                 dg_set_simd(0);
                 fill_nan(t, no);
                 dg_linear_forward(t, x, w, b, N, C, OC);
