@@ -290,6 +290,15 @@ static void forward_task(void *ctx, int t, int nt) {
 }
 #endif
 
+int dg_linear_batch_fits(int N, int C) {
+#if DG_HAVE_AVX2
+    return N >= DG_DENSE_MIN_N && C <= DG_DENSE_MAX_C && dg_avx512();
+#else
+    (void)N; (void)C;
+    return 0;
+#endif
+}
+
 dg_status dg_linear_forward(float *out, const float *inp, const float *weight,
                             const float *bias, int N, int C, int OC) {
     // out is (N, OC), inp is (N, C), weight is (OC, C), bias is (OC) or NULL
@@ -305,7 +314,7 @@ dg_status dg_linear_forward(float *out, const float *inp, const float *weight,
                     dg_threads_for((double)OC * (double)C, DG_DENSE_ONE_GRAIN));
         return DG_STATUS_OK;
     }
-    if (N >= DG_DENSE_MIN_N && C <= DG_DENSE_MAX_C && dg_avx512()) {
+    if (dg_linear_batch_fits(N, C)) {
         /* a small C: the weights read in place, 6 rows against 64 images at a time */
         batch_job j = {out, inp, weight, bias, N, C, OC};
         dg_parallel(forward_task, &j,

@@ -166,6 +166,9 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
                                    const float *bias, int C, int H, int W, int OC);
 /* 1 when dg_direct_conv_dweight takes this conv2d geometry on this CPU, with a
  * workspace of ws_floats floats. */
+/* 1 when dg_linear_forward of N images of C inputs runs its batched kernel
+ * (dg_dense.c: the same bits at any thread count and for any split of the rows). */
+int dg_linear_batch_fits(int N, int C);
 int dg_direct_dweight_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH,
                            int SW, int PH, int PW, int OH, int OW, size_t ws_floats);
 /* dweight (OC, C, 4, 4) += the weight gradient of that conv2d: dout (N, OC, H/2,
