@@ -250,6 +250,35 @@ int dg_direct_tfew_fits(int N, int C, int H, int W, int OC, int KH, int KW, int 
 
 #define DG_INLINE_AVX512 __attribute__((always_inline, target("avx512f"))) static inline
 
+/* r[i] = column i of the 16x16 matrix whose row k was r[k] (four rounds of
+ * shuffles, 64 in all). */
+DG_INLINE_AVX512 void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    _Pragma("GCC unroll 8") for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    _Pragma("GCC unroll 4") for (int i = 0; i < 16; i += 4) {
+        for (int k = 0; k < 2; k++) {
+            __m512d a = _mm512_castps_pd(t[i + k]), b = _mm512_castps_pd(t[i + k + 2]);
+            r[i + 2 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            r[i + 2 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+    }
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+    }
+}
+
 /* xp (C, H+2, W+2) = the image x (C, H, W) with a border of zeros. */
 static void pad_image(float *xp, const float *x, int C, int H, int W) {
     int WP = W + 2;
@@ -272,20 +301,30 @@ static void pad_image(float *xp, const float *x, int C, int H, int W) {
  * block's weights of consecutive channels and taps are consecutive in memory
  * (rows of all OC weights would put the channels of a chunk 16*OC floats apart,
  * on the same few L1 sets: 1.5x slower). */
-static void pack_task(void *ctx, int t, int nt) {
+DG_AVX512 static void pack_task(void *ctx, int t, int nt) {
     const direct_job *j = (const direct_job *)ctx;
     size_t rows = (size_t)j->C * 16, lo, hi;
     dg_split(rows, 1, t, nt, &lo, &hi);
-    /* a tile of 16 rows of a panel (2 KB) at a time, so that it stays in L1 over
-     * its 32 channels (a whole panel column per channel rewrote each line 16
-     * times from L2) */
+    /* a tile of 16 rows of a panel (2 KB) at a time: each half of its 32
+     * channels is a 16x16 transpose in registers (a float at a time, each line
+     * of the tile was rewritten 16 times); a last partial tile a float at a time */
     for (int ob = 0; ob < j->OC; ob += DG_DIRECT_OCB) {
         float *panel = j->ws + (size_t)ob * rows;
         for (size_t r0 = lo; r0 < hi; r0 += 16) {
-            size_t r1 = hi - r0 < 16 ? hi : r0 + 16;
+            if (hi - r0 >= 16) {
+                for (int h = 0; h < DG_DIRECT_OCB; h += 16) {
+                    __m512 v[16];
+                    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)
+                        v[i] = _mm512_loadu_ps(j->weight + (size_t)(ob + h + i) * rows + r0);
+                    transpose16(v);
+                    _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++)
+                        _mm512_storeu_ps(panel + (r0 + k) * DG_DIRECT_OCB + h, v[k]);
+                }
+                continue;
+            }
             for (int i = 0; i < DG_DIRECT_OCB; i++) {
                 const float *w = j->weight + (size_t)(ob + i) * rows;
-                for (size_t r = r0; r < r1; r++) panel[r * DG_DIRECT_OCB + i] = w[r];
+                for (size_t r = r0; r < hi; r++) panel[r * DG_DIRECT_OCB + i] = w[r];
             }
         }
     }
@@ -341,35 +380,6 @@ CONV_ROW(5)
 CONV_ROW(6)
 CONV_ROW(7)
 CONV_ROW(8)
-
-/* r[i] = column i of the 16x16 matrix whose row k was r[k] (four rounds of
- * shuffles, 64 in all). */
-DG_INLINE_AVX512 void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    _Pragma("GCC unroll 8") for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    _Pragma("GCC unroll 4") for (int i = 0; i < 16; i += 4) {
-        for (int k = 0; k < 2; k++) {
-            __m512d a = _mm512_castps_pd(t[i + k]), b = _mm512_castps_pd(t[i + k + 2]);
-            r[i + 2 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-            r[i + 2 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-        }
-    }
-    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
-    }
-}
 
 /* out (ocb, npix): channel i = buf[:, i] of a (npix, ocb) row buffer, added
  * (add), or assigned plus bias[i] (bias != NULL) or alone; ocb a multiple of 16.
@@ -477,16 +487,23 @@ static void image_task(void *ctx, int t, int nt) {
  * all of a task's images (the part's weights stay in L2). */
 /* panels from weight (C, OC, 16), input channels [lo, hi): wp[(ob*C + c)*256 +
  * t*16 + i] = weight[c, ob*16 + i, t] */
-static void convt_pack_task(void *ctx, int t, int nt) {
+DG_AVX512 static void convt_pack_task(void *ctx, int t, int nt) {
     const direct_job *j = (const direct_job *)ctx;
     size_t lo, hi;
     dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
+    /* each block of 16 output channels of channel c: weight[c, block, :] (16
+     * channels x 16 taps) transposed in registers (a float at a time before) */
+    _Static_assert(DG_DIRECT_T_OCB == 16, "a block is one 16x16 transpose");
     for (size_t c = lo; c < hi; c++) {
-        const float *w = j->weight + c * (size_t)j->OC * 16;
-        for (int oc = 0; oc < j->OC; oc++) {
-            float *d = j->ws + ((size_t)(oc / DG_DIRECT_T_OCB) * j->C + c) * 256 +
-                       oc % DG_DIRECT_T_OCB;
-            for (int k = 0; k < 16; k++) d[k * DG_DIRECT_T_OCB] = w[(size_t)oc * 16 + k];
+        for (int ob = 0; ob < j->OC; ob += DG_DIRECT_T_OCB) {
+            const float *w = j->weight + (c * (size_t)j->OC + (size_t)ob) * 16;
+            float *d = j->ws + ((size_t)(ob / DG_DIRECT_T_OCB) * j->C + c) * 256;
+            __m512 v[16];
+            _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)
+                v[i] = _mm512_loadu_ps(w + i * 16);
+            transpose16(v);
+            _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++)
+                _mm512_storeu_ps(d + k * 16, v[k]);
         }
     }
 }
