@@ -1013,17 +1013,27 @@ typedef struct {
     int N, C, H, W, OC, OH, OW;
 } dw_job;
 
-static void dw_prep_task(void *ctx, int t, int nt) {
+DG_AVX512 static void dw_prep_task(void *ctx, int t, int nt) {
     const dw_job *j = (const dw_job *)ctx;
     size_t lo, hi;
     dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
     int OC = j->OC, B = DG_DIRECT_OCB;
     size_t ohw = (size_t)j->OH * j->OW;
+    /* 16 channels x 16 pixels at a time, transposed in registers */
     for (size_t n = lo; n < hi; n++) {
         const float *dy = j->dout + n * ohw * OC;
-        for (int oc = 0; oc < OC; oc++) {
+        for (int oc = 0; oc < OC; oc += 16) {
             float *dyt = j->dyt + ((size_t)(oc / B) * j->N + n) * ohw * B + oc % B;
-            for (size_t k = 0; k < ohw; k++) dyt[k * B] = dy[(size_t)oc * ohw + k];
+            for (size_t q = 0; q < ohw; q += 16) {
+                int np = ohw - q >= 16 ? 16 : (int)(ohw - q);
+                __mmask16 m = (__mmask16)(np == 16 ? 0xFFFF : (1u << np) - 1u);
+                __m512 v[16];
+                _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)
+                    v[i] = _mm512_maskz_loadu_ps(m, dy + (size_t)(oc + i) * ohw + q);
+                transpose16(v);
+                _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++)
+                    if (k < np) _mm512_storeu_ps(dyt + (q + k) * B, v[k]);
+            }
         }
     }
 }
