@@ -304,27 +304,20 @@ static void pad_image(float *xp, const float *x, int C, int H, int W) {
 DG_AVX512 static void pack_task(void *ctx, int t, int nt) {
     const direct_job *j = (const direct_job *)ctx;
     size_t rows = (size_t)j->C * 16, lo, hi;
-    dg_split(rows, 1, t, nt, &lo, &hi);
+    dg_split(rows, 16, t, nt, &lo, &hi);   /* whole tiles: rows is C*16 */
     /* a tile of 16 rows of a panel (2 KB) at a time: each half of its 32
      * channels is a 16x16 transpose in registers (a float at a time, each line
-     * of the tile was rewritten 16 times); a last partial tile a float at a time */
+     * of the tile was rewritten 16 times) */
     for (int ob = 0; ob < j->OC; ob += DG_DIRECT_OCB) {
         float *panel = j->ws + (size_t)ob * rows;
         for (size_t r0 = lo; r0 < hi; r0 += 16) {
-            if (hi - r0 >= 16) {
-                for (int h = 0; h < DG_DIRECT_OCB; h += 16) {
-                    __m512 v[16];
-                    _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)
-                        v[i] = _mm512_loadu_ps(j->weight + (size_t)(ob + h + i) * rows + r0);
-                    transpose16(v);
-                    _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++)
-                        _mm512_storeu_ps(panel + (r0 + k) * DG_DIRECT_OCB + h, v[k]);
-                }
-                continue;
-            }
-            for (int i = 0; i < DG_DIRECT_OCB; i++) {
-                const float *w = j->weight + (size_t)(ob + i) * rows;
-                for (size_t r = r0; r < hi; r++) panel[r * DG_DIRECT_OCB + i] = w[r];
+            for (int h = 0; h < DG_DIRECT_OCB; h += 16) {
+                __m512 v[16];
+                _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)
+                    v[i] = _mm512_loadu_ps(j->weight + (size_t)(ob + h + i) * rows + r0);
+                transpose16(v);
+                _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++)
+                    _mm512_storeu_ps(panel + (r0 + k) * DG_DIRECT_OCB + h, v[k]);
             }
         }
     }
@@ -391,7 +384,7 @@ DG_AVX512 static void scatter_block(float *out, const float *buf, int ocb, size_
                                     int add, const float *bias) {
     for (size_t q = 0; q < npix; q += 16) {
         int np = npix - q >= 16 ? 16 : (int)(npix - q);
-        __mmask16 m = (__mmask16)(np == 16 ? 0xFFFF : (1u << np) - 1u);
+        __mmask16 m = dg_lanes(np);
         for (int i0 = 0; i0 < ocb; i0 += 16) {
             __m512 r[16];
             _Pragma("GCC unroll 16") for (int k = 0; k < 16; k++) {
@@ -1026,7 +1019,7 @@ DG_AVX512 static void dw_prep_task(void *ctx, int t, int nt) {
             float *dyt = j->dyt + ((size_t)(oc / B) * j->N + n) * ohw * B + oc % B;
             for (size_t q = 0; q < ohw; q += 16) {
                 int np = ohw - q >= 16 ? 16 : (int)(ohw - q);
-                __mmask16 m = (__mmask16)(np == 16 ? 0xFFFF : (1u << np) - 1u);
+                __mmask16 m = dg_lanes(np);
                 __m512 v[16];
                 _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)
                     v[i] = _mm512_maskz_loadu_ps(m, dy + (size_t)(oc + i) * ohw + q);

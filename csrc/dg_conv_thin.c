@@ -122,11 +122,6 @@ typedef struct {
     float slope;
 } thin_job;
 
-/* The mask of the first n of 16 lanes (none for n <= 0, all for n >= 16): a row
- * of OW small-map pixels, or the halves [0, 16) and [16, W) of a large-map row. */
-static inline __mmask16 lanes(int n) {
-    return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
-}
 
 /* dg_act_value and dg_act_grad (dg_internal.h) on 16 lanes, s the slope in every
  * lane: the same compares, so the same values. */
@@ -153,7 +148,7 @@ DG_INLINE_AVX512 __m512 act_grad16(__m512 dy, __m512 y, int act, __m512 s) {
  * of its kernel row, lanes OW and beyond zero. */
 DG_AVX512 static void split_image(float *sb, const float *x, int H, int W) {
     int OW = W / 2;
-    __mmask16 mlo = lanes(W), mhi = lanes(W - 16), mow = lanes(OW);
+    __mmask16 mlo = dg_lanes(W), mhi = dg_lanes(W - 16), mow = dg_lanes(OW);
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
                                            26, 28, 30);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25,
@@ -212,7 +207,7 @@ THIN_CONV_BLOCK(2)
 DG_AVX512 static void thin_conv_images(const thin_job *j, size_t lo, size_t hi, float *sb) {
     int K = j->K, H = j->H, W = j->W, OH = j->OH, OW = j->OW;
     size_t plane = (size_t)OH * OW;
-    __mmask16 mow = lanes(OW);
+    __mmask16 mow = dg_lanes(OW);
     __m512 sv = _mm512_set1_ps(j->slope);
     for (size_t n = lo; n < hi; n++) {
         split_image(sb, j->clarge + n * (size_t)H * W, H, W);
@@ -276,7 +271,7 @@ DG_INLINE_AVX512 void thin_row3_act(__m512 s[3], const float *row, const float *
                                               const float *w, int K, int OH, int OW,     \
                                               int a0, int act, __m512 sv) {              \
         size_t plane = (size_t)OH * OW;                                                  \
-        __mmask16 mow = lanes(OW);                                                       \
+        __mmask16 mow = dg_lanes(OW);                                                       \
         _Pragma("GCC unroll 4") for (int y = 0; y < 2 * P; y++) {                        \
             e[y] = _mm512_setzero_ps();                                                  \
             o[y] = _mm512_setzero_ps();                                                  \
@@ -332,7 +327,7 @@ DG_INLINE_AVX512 void thin_store_row(float *row, __m512 e, __m512 o, int W, int 
                                           7, 23);
     const __m512i ihi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14,
                                           30, 15, 31);
-    __mmask16 mlo = lanes(W), mhi = lanes(W - 16);
+    __mmask16 mlo = dg_lanes(W), mhi = dg_lanes(W - 16);
     __m512 lo = _mm512_permutex2var_ps(e, ilo, o), hi = _mm512_permutex2var_ps(e, ihi, o);
     if (add) {
         lo = _mm512_add_ps(_mm512_maskz_loadu_ps(mlo, row), lo);
@@ -392,7 +387,7 @@ static void thin_split_task(void *ctx, int t, int nt) {
 DG_AVX512 static void thin_dw_units(const thin_job *j, size_t lo, size_t hi) {
     int K = j->K, OH = j->OH, OW = j->OW;
     size_t plane = (size_t)OH * OW;
-    __mmask16 mow = lanes(OW);
+    __mmask16 mow = dg_lanes(OW);
     __m512 sv = _mm512_set1_ps(j->slope);
     /* with a fused activation, a quad's rows of dout through its gradient, made once
      * for the quad's four units (planes of at most DG_THIN_GQ floats; larger ones
@@ -424,7 +419,7 @@ DG_AVX512 static void thin_dw_units(const thin_job *j, size_t lo, size_t hi) {
             size_t quad_bytes = 4 * plane * sizeof(float);
             if (own && (u == lo || kh == 0)) {
                 for (size_t q = 0; q < 4 * plane; q += 16) {
-                    __mmask16 m = lanes((int)(4 * plane - q));
+                    __mmask16 m = dg_lanes((int)(4 * plane - q));
                     _mm512_mask_storeu_ps(gq + q, m,
                                           act_grad16(_mm512_maskz_loadu_ps(m, dk + q),
                                                      _mm512_maskz_loadu_ps(m, yk + q), j->act,

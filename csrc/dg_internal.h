@@ -224,6 +224,12 @@ dg_status dg_thin_dweight(float *dweight, float *ws, size_t ws_floats, const flo
 #define DG_FOR_CPU(f) (dg_avx2() ? f##_avx2 : f)
 /* A function built for AVX-512F and BMI1, called only when dg_avx512() is 1. */
 #define DG_AVX512 __attribute__((target("avx512f,bmi")))
+#include <immintrin.h>
+/* The mask of the first n of 16 lanes (none for n <= 0, all for n >= 16): a row's
+ * pixels, or the tail of a run of floats, in one zmm. */
+static inline __mmask16 dg_lanes(int n) {
+    return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
 #else
 #define DG_HAVE_AVX2 0
 #define DG_AVX2_TASK(f)
