@@ -48,7 +48,7 @@
  * each chunk of channels summed apart, then the chunks), so the result differs
  * from the GEMM path's in the last bits (as OpenBLAS's does from the reference
  * GEMM) and is the same at any thread count: each image is computed by one task
- * in the same way, whichever task it falls to.
+ * in the same way, whichever task claims it.
  *
  * dg_direct_fits says when it applies: an AVX-512F CPU with the SIMD paths on
  * (dg_set_simd), the geometry above with an output row of at most 8 pixels, OC a
@@ -65,6 +65,7 @@
 #include "distgan.h"
 #include "dg_internal.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 /* Output channels per block (two 16-float vectors). */
@@ -128,6 +129,7 @@ typedef struct {
     int group;                       /* images per weight chunk (dg_direct_conv) */
     float *lists;                    /* dg_direct_convt_few: every image's few_lists,
                                       * few_list_floats apart (NULL: the dense rows) */
+    atomic_size_t next;              /* the image tasks' next unit to claim (0) */
 } direct_job;
 
 /* Workspace floats of each task: the padded image, then the row buffer
@@ -449,14 +451,19 @@ static void image_group(const direct_job *j, size_t n0, int nb, float *scratch) 
     }
 }
 
+/* The tasks claim groups of images in turn rather than a fixed share each: the
+ * two halves of a call, alike, took 3.2 and 3.8 ms side by side on Ice Lake
+ * (PERFORMANCE.md log 82), and the faster thread now takes more of them. Every
+ * image is computed as before, so the bits do not depend on who claims it. */
 static void image_task(void *ctx, int t, int nt) {
-    const direct_job *j = (const direct_job *)ctx;
-    size_t lo, hi;
-    dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
+    direct_job *j = (direct_job *)ctx;
+    (void)nt;
     float *scratch = j->ws + j->wp_floats + (size_t)t * j->group * j->task_floats;
-    for (size_t n = lo; n < hi; n += (size_t)j->group) {
-        int nb = hi - n < (size_t)j->group ? (int)(hi - n) : j->group;
-        image_group(j, n, nb, scratch);
+    size_t N = (size_t)j->N, g = (size_t)j->group;
+    for (;;) {
+        size_t n = atomic_fetch_add_explicit(&j->next, g, memory_order_relaxed);
+        if (n >= N) break;
+        image_group(j, n, N - n < g ? (int)(N - n) : j->group, scratch);
     }
 }
 /* ------------------------------------------------------------------------- */
@@ -477,7 +484,8 @@ static void image_task(void *ctx, int t, int nt) {
  * in chunks of DG_DIRECT_T_CC (16 KiB of weights in L1 over the rows of an
  * image); the output row waits in a buffer between chunks. Blocks of output
  * channels go in parts of at most DG_DIRECT_PART_BYTES of panels, each part over
- * all of a task's images (the part's weights stay in L2). */
+ * the images, which the tasks claim in turn (image_task; the part's weights
+ * stay in L2). */
 /* panels from weight (C, OC, 16), input channels [lo, hi): wp[(ob*C + c)*256 +
  * t*16 + i] = weight[c, ob*16 + i, t] */
 DG_AVX512 static void convt_pack_task(void *ctx, int t, int nt) {
@@ -602,17 +610,21 @@ static void convt_image(const direct_job *j, const float *x, float *out, float *
     }
 }
 
+/* Units (part, image), part by part, claimed in turn as image_task's groups. */
 static void convt_image_task(void *ctx, int t, int nt) {
-    const direct_job *j = (const direct_job *)ctx;
-    size_t lo, hi;
-    dg_split((size_t)j->N, 1, t, nt, &lo, &hi);
+    direct_job *j = (direct_job *)ctx;
+    (void)nt;
     float *buf = j->ws + j->wp_floats + (size_t)t * j->task_floats;   /* group 1 */
     size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * j->OH * j->OW;
+    size_t N = (size_t)j->N;
     int pc = part_channels(j->C, DG_DIRECT_T_OCB);
-    for (int ob0 = 0; ob0 < j->OC; ob0 += pc) {
-        int ob1 = j->OC - ob0 < pc ? j->OC : ob0 + pc;
-        for (size_t n = lo; n < hi; n++)
-            convt_image(j, j->inp + n * in_img, j->out + n * out_img, buf, ob0, ob1);
+    size_t units = (size_t)((j->OC + pc - 1) / pc) * N;
+    for (;;) {
+        size_t u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= units) break;
+        size_t n = u % N;
+        int ob0 = (int)(u / N) * pc, ob1 = j->OC - ob0 < pc ? j->OC : ob0 + pc;
+        convt_image(j, j->inp + n * in_img, j->out + n * out_img, buf, ob0, ob1);
     }
 }
 
@@ -1263,7 +1275,7 @@ dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const
     int OH = H / 2, OW = W / 2;
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, OH, OW,
                     (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW), DG_DIRECT_GROUP,
-                    NULL};
+                    NULL, 0};
     return direct_run(&j, ws_floats, OH, OW, pack_task, image_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
@@ -1279,7 +1291,7 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
     /* one image per slot: its (2H*2W, 16) row buffer */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
                     2 * W, (size_t)C * 16 * OC, (size_t)4 * H * W * DG_DIRECT_T_OCB, 1,
-                    NULL};
+                    NULL, 0};
     return direct_run(&j, ws_floats, H, W, convt_pack_task, convt_image_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
@@ -1335,7 +1347,7 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
 #if DG_HAVE_AVX2
     int hw = H * W, blocks = OC / DG_FEW_OCB;
     direct_job j = {0, out, ws, h->hid, weight, bias, 1, C, H, W, OC, 2 * H, 2 * W, 0,
-                    few_task_floats(1, OC, 2 * H, 2 * W, 1), 1, NULL};
+                    few_task_floats(1, OC, 2 * H, 2 * W, 1), 1, NULL, 0};
     if (j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
     /* the lists after the slot, when there is room for them */
     size_t pplane = (size_t)(2 * H + 2) * (2 * W + 2);
@@ -1394,7 +1406,7 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
 #if DG_HAVE_AVX2
     /* each task's slot: the padded planes of its blocks of one image */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
-                    2 * W, 0, 0, 1, NULL};
+                    2 * W, 0, 0, 1, NULL, 0};
     int nt = direct_tasks((size_t)N * (OC / DG_FEW_OCB), N, C, OC, H * W);
     while (nt > 1 && (size_t)nt * few_task_floats(N, OC, 2 * H, 2 * W, nt) > ws_floats) nt--;
     j.task_floats = few_task_floats(N, OC, 2 * H, 2 * W, nt);

@@ -436,6 +436,47 @@ def test_transposed_direct_kernel_accuracy(threads, rng):
     assert all(np.array_equal(a, b) for a, b in zip(res[threads], res[1]))
 
 
+@pytest.mark.skipif(not _has_avx512f(), reason="the direct kernels need AVX-512F")
+@pytest.mark.parametrize("N", [9, 13])
+def test_direct_kernels_claim_images_in_turn_same_bits(rng, threads, N):
+    """The direct kernels' tasks claim groups of images (conv2d: 2 at a time) and, in
+    the transposed kernel, (part of the output channels, image) units in turn, so
+    which thread computes an image changes run to run: the results must not. With
+    odd batches (a last group of one image) and the transposed kernel's 2 MB of
+    panels (two parts), the conv2d forward, its input gradient (the transposed
+    kernel, accumulating) and the transposed convolution's forward are the same
+    bits at 1, 2 and 3 threads, run after run."""
+    x = rng.standard_normal((N, 64, 14, 14)).astype(np.float32)
+    w = (0.05 * rng.standard_normal((128, 64, 4, 4))).astype(np.float32)
+    b = rng.standard_normal(128).astype(np.float32)
+    dy = rng.standard_normal((N, 128, 7, 7)).astype(np.float32)
+    z = rng.standard_normal((N, 256, 7, 7)).astype(np.float32)
+    wt = (0.05 * rng.standard_normal((256, 128, 4, 4))).astype(np.float32)
+    assert _core._conv2d_direct(N, 64, 14, 14, 128, 4, 4, 2, 2, 1, 1, 7, 7)
+
+    def run():
+        ws = np.empty(_core._conv2d_workspace_size(N, 64, 14, 14, 128, 4, 4, 2, 2, 1, 1, 7, 7),
+                      np.float32)
+        y = np.full((N, 128, 7, 7), np.nan, np.float32)  # every output is written
+        _core._conv2d_forward(y, ws, x, w, b, 2, 2, 1, 1)
+        dx = np.full(x.shape, 0.5, np.float32)          # the input gradient accumulates
+        _core._conv2d_backward(dx, None, None, ws, dy, x, w, 2, 2, 1, 1)
+        wst = np.empty(_core._conv_transpose2d_workspace_size(N, 256, 7, 7, 128, 4, 4, 2, 2,
+                                                              1, 1, 14, 14), np.float32)
+        up = np.full((N, 128, 14, 14), np.nan, np.float32)
+        _core._conv_transpose2d_forward(up, wst, z, wt, b, 2, 2, 1, 1)
+        return y, dx, up
+
+    distgan.set_num_threads(1)
+    want = run()
+    assert all(np.isfinite(a).all() for a in want)
+    for n in (2, 3):
+        distgan.set_num_threads(n)
+        for _ in range(3):
+            for name, got, ref in zip(("conv2d", "dinp", "conv_t"), run(), want):
+                assert np.array_equal(got, ref), f"{name} at {n} threads differs from 1"
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_few_image_transposed_kernel_sparse_inputs(threads, rng):
     """Sampling's transposed convolution (the generator's 256 -> 128, 7x7 -> 14x14 at
