@@ -518,6 +518,27 @@ DG_AVX512 static void convt_pack_task(void *ctx, int t, int nt) {
  * (1 or 2); wc: channel c0's rows of the panel. Output column 2x takes input
  * column x by kernel column 1 and x - 1 by 3; column 2x + 1 takes x + 1 by 0
  * and x by 2. */
+#define CONVT_TAPS(NP, x, wq)                                                           \
+    do {                                                                                \
+        __m512 w0 = _mm512_loadu_ps(wq), w1 = _mm512_loadu_ps((wq) + 16);               \
+        __m512 w2 = _mm512_loadu_ps((wq) + 32), w3 = _mm512_loadu_ps((wq) + 48);        \
+        __m512 b[NP];                                                                   \
+        _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++) b[i] = _mm512_set1_ps((x)[i]); \
+        _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++)                            \
+            ev[i] = _mm512_fmadd_ps(w1, b[i], ev[i]);                                   \
+        _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++)                            \
+            od[i] = _mm512_fmadd_ps(w2, b[i], od[i]);                                   \
+        _Pragma("GCC unroll 8") for (int i = 1; i < NP; i++)                            \
+            ev[i] = _mm512_fmadd_ps(w3, b[i - 1], ev[i]);                               \
+        _Pragma("GCC unroll 8") for (int i = 1; i < NP; i++)                            \
+            od[i - 1] = _mm512_fmadd_ps(w0, b[i], od[i - 1]);                           \
+    } while (0)
+
+/* The rows' pointers advance by a channel's plane and panel rows per channel, and
+ * the one- and two-row cases are loops of their own: with the rows in an inner
+ * loop of one or two turns, its set-up (~15 scalar instructions per channel) took
+ * issue slots from the FMAs (PERFORMANCE.md log 83). The same FMAs in the same
+ * order. */
 #define CONVT_ROW(NP)                                                                   \
     DG_AVX512 static void convt_row_##NP(float *acc, int first, const float *const *xr, \
                                          const int *kh, int nr, size_t plane,           \
@@ -527,22 +548,18 @@ DG_AVX512 static void convt_pack_task(void *ctx, int t, int nt) {
             ev[p] = _mm512_setzero_ps();                                                \
             od[p] = _mm512_setzero_ps();                                                \
         }                                                                               \
-        for (int c = 0; c < nc; c++) {                                                  \
-            for (int r = 0; r < nr; r++) {                                              \
-                const float *x = xr[r] + (size_t)c * plane;                             \
-                const float *wq = wc + ((size_t)c * 16 + (size_t)kh[r] * 4) * 16;       \
-                __m512 w0 = _mm512_loadu_ps(wq), w1 = _mm512_loadu_ps(wq + 16);         \
-                __m512 w2 = _mm512_loadu_ps(wq + 32), w3 = _mm512_loadu_ps(wq + 48);    \
-                __m512 b[NP];                                                           \
-                _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++) b[i] = _mm512_set1_ps(x[i]); \
-                _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++)                    \
-                    ev[i] = _mm512_fmadd_ps(w1, b[i], ev[i]);                           \
-                _Pragma("GCC unroll 8") for (int i = 0; i < NP; i++)                    \
-                    od[i] = _mm512_fmadd_ps(w2, b[i], od[i]);                           \
-                _Pragma("GCC unroll 8") for (int i = 1; i < NP; i++)                    \
-                    ev[i] = _mm512_fmadd_ps(w3, b[i - 1], ev[i]);                       \
-                _Pragma("GCC unroll 8") for (int i = 1; i < NP; i++)                    \
-                    od[i - 1] = _mm512_fmadd_ps(w0, b[i], od[i - 1]);                   \
+        const float *x0 = xr[0], *q0 = wc + (size_t)kh[0] * 64;                         \
+        if (nr == 2) {                                                                  \
+            const float *x1 = xr[1], *q1 = wc + (size_t)kh[1] * 64;                     \
+            for (int c = 0; c < nc; c++) {                                              \
+                CONVT_TAPS(NP, x0, q0);                                                 \
+                CONVT_TAPS(NP, x1, q1);                                                 \
+                x0 += plane, x1 += plane, q0 += 256, q1 += 256;                         \
+            }                                                                           \
+        } else {                                                                        \
+            for (int c = 0; c < nc; c++) {                                              \
+                CONVT_TAPS(NP, x0, q0);                                                 \
+                x0 += plane, q0 += 256;                                                 \
             }                                                                           \
         }                                                                               \
         _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                          \
