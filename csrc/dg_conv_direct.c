@@ -1119,7 +1119,7 @@ DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *const
         return;
     }
     dw_pixel(a, dr, x, t0, t1, 1, 0);
-    for (int ow = 1; ow < OW - 1; ow++) {
+    _Pragma("GCC unroll 8") for (int ow = 1; ow < OW - 1; ow++) {
         dw_shift(x);
         dw_window(x, xr, ow, 0);
         dw_pixel(a, dr + (size_t)ow * ld, x, t0, t1, 0, 0);
@@ -1128,6 +1128,17 @@ DG_INLINE_AVX512 void dw_row(__m512 a[8][2], const float *dr, const float *const
     dw_window(x, xr, OW - 1, 1);
     dw_pixel(a, dr + (size_t)(OW - 1) * ld, x, t0, t1, 0, 1);
 }
+
+/* dw_row with the row's width a constant for DCGAN's 7-pixel rows: the pixels
+ * unrolled, the window's columns stay in registers without moves from pixel to
+ * pixel and the offsets are constants (PERFORMANCE.md log 83); the same FMAs. */
+#define DW_ROW(a, dr, xr, OW, ld, t0, t1)                                    \
+    do {                                                                     \
+        if ((OW) == 7)                                                       \
+            dw_row(a, dr, xr, 7, ld, t0, t1);                                \
+        else                                                                 \
+            dw_row(a, dr, xr, OW, ld, t0, t1);                               \
+    } while (0)
 
 /* dw_row's row in the padding: input rows have at most 2 * DG_DIRECT_MAXW
  * floats (direct_geometry). */
@@ -1190,11 +1201,11 @@ DG_AVX512 static void dw_units(const dw_job *j, size_t lo, size_t hi) {
                                               y + 1 < H ? xc + (size_t)(y + 1) * W : dw_zero_row};
                         const float *dr = dyn + (size_t)oh * OW * B;
                         if (half == 0 && oh == 0)
-                            dw_row(a, dr, xr, OW, B, 4, 8);
+                            DW_ROW(a, dr, xr, OW, B, 4, 8);
                         else if (half == 1 && oh == OH - 1)
-                            dw_row(a, dr, xr, OW, B, 0, 4);
+                            DW_ROW(a, dr, xr, OW, B, 0, 4);
                         else
-                            dw_row(a, dr, xr, OW, B, 0, 8);
+                            DW_ROW(a, dr, xr, OW, B, 0, 8);
                     }
                 }
                 /* the group's sums onto the unit's (in L1) */
