@@ -509,15 +509,8 @@ DG_AVX512 static void convt_pack_task(void *ctx, int t, int nt) {
     }
 }
 
-/* One output row of 2*NP pixels for a block of 16 channels: acc (2*NP, 16) = (or
- * += unless `first`) the sum of the taps of nc input channels, summed apart from
- * acc (blocked summation: the rounding error of a sum over 4C products grows
- * with 4*DG_DIRECT_T_CC + C/DG_DIRECT_T_CC, not with 4C; summed into acc all
- * along, the error was ~3x the GEMM path's on 64 channels). Kernel rows kh[r]
- * read input rows xr[r] (channel c0's, planes `plane` floats apart), r < nr
- * (1 or 2); wc: channel c0's rows of the panel. Output column 2x takes input
- * column x by kernel column 1 and x - 1 by 3; column 2x + 1 takes x + 1 by 0
- * and x by 2. */
+/* convt_row_NP's products of one input row (x: NP pixels of a channel) with one
+ * kernel row's four column taps (wq: 64 weights), onto ev and od. */
 #define CONVT_TAPS(NP, x, wq)                                                           \
     do {                                                                                \
         __m512 w0 = _mm512_loadu_ps(wq), w1 = _mm512_loadu_ps((wq) + 16);               \
@@ -534,11 +527,18 @@ DG_AVX512 static void convt_pack_task(void *ctx, int t, int nt) {
             od[i - 1] = _mm512_fmadd_ps(w0, b[i], od[i - 1]);                           \
     } while (0)
 
-/* The rows' pointers advance by a channel's plane and panel rows per channel, and
- * the one- and two-row cases are loops of their own: with the rows in an inner
- * loop of one or two turns, its set-up (~15 scalar instructions per channel) took
- * issue slots from the FMAs (PERFORMANCE.md log 83). The same FMAs in the same
- * order. */
+/* One output row of 2*NP pixels for a block of 16 channels: acc (2*NP, 16) = (or
+ * += unless `first`) the sum of the taps of nc input channels, summed apart from
+ * acc (blocked summation: the rounding error of a sum over 4C products grows
+ * with 4*DG_DIRECT_T_CC + C/DG_DIRECT_T_CC, not with 4C; summed into acc all
+ * along, the error was ~3x the GEMM path's on 64 channels). Kernel rows kh[r]
+ * read input rows xr[r] (channel c0's, planes `plane` floats apart), r < nr
+ * (1 or 2); wc: channel c0's rows of the panel. Output column 2x takes input
+ * column x by kernel column 1 and x - 1 by 3; column 2x + 1 takes x + 1 by 0
+ * and x by 2. The rows' pointers advance by a channel's plane and panel rows per
+ * channel, and the one- and two-row cases are loops of their own: with the rows
+ * in an inner loop of one or two turns, its set-up (~15 scalar instructions per
+ * channel) took issue slots from the FMAs (PERFORMANCE.md log 83). */
 #define CONVT_ROW(NP)                                                                   \
     DG_AVX512 static void convt_row_##NP(float *acc, int first, const float *const *xr, \
                                          const int *kh, int nr, size_t plane,           \
