@@ -51,7 +51,8 @@ static inline int dg_bad_eps(float eps) { return !(eps > 0.0f) || eps > FLT_MAX;
 
 /* One task of a parallel region: the work of task t of nt. What it computes
  * must depend on (t, nt) only (never on timing), and tasks of one region must
- * write disjoint memory. */
+ * write disjoint memory; the one exception (dg_conv_direct.c's image tasks,
+ * which claim images from a counter in their job) is in dg_thread.c. */
 typedef void (*dg_task_fn)(void *ctx, int t, int nt);
 
 /* Runs fn(ctx, t, nt) for every t in [0, nt), concurrently on the pool when it

@@ -11,7 +11,11 @@
  *
  * Determinism: dg_parallel(fn, ctx, nt) calls fn(ctx, t, nt) once for every
  * task t in [0, nt). What task t computes may depend on (t, nt) only, never on
- * timing or on which OS thread runs it, and tasks write disjoint memory. The
+ * timing or on which OS thread runs it, and tasks write disjoint memory. (One
+ * exception, in dg_conv_direct.c: its tasks, one per thread since each owns a
+ * scratch slot, take images from a counter of their own, so WHICH images a task
+ * computes depends on timing; every image is still computed the same way and
+ * written to its own memory, so the values do not.) The
  * threads of the pool CLAIM tasks one at a time from a shared counter, so a
  * thread that the OS delays (a loaded machine) leaves its share to the others
  * instead of stalling the region; which thread runs a task changes nothing in
