@@ -47,7 +47,10 @@ the ratio of one run holds where absolute times of separate processes scattered.
 Every block starts with untimed calls (see ``_plan``), so each timed call runs warm,
 as in a run of consecutive calls. Times are wall-clock medians over all timed
 iterations of all runs; the ratio is PyTorch's time over distgan's (> 1: distgan is
-faster); "per run pair" gives the spread of the runs' own ratios.
+faster); "per run pair" gives the spread of the runs' own ratios. The thread counts
+take turns round by round (1, 2, then 2, 1, ...), so that the scaling of (a) compares
+runs made side by side, not a slow phase of the host against a fast one; its "per
+round" range is the spread of each round's own 1-thread over 2-thread times.
 """
 from __future__ import annotations
 
@@ -620,10 +623,17 @@ def summarize(runs, threads_list):
             f"{p['peak_mem_train'] / 2**20:.0f} MiB |")
     if len(threads_list) > 1 and 1 in threads_list:
         t2 = max(threads_list)
+
+        def scaling(fw):
+            # medians, and the r-th 1-thread run against the r-th t2-thread run (made
+            # in the same round, one after the other)
+            one, two = agg[(1, fw)], agg[(t2, fw)]
+            per = [a / b for a, b in zip(one["run_medians"]["train"], two["run_medians"]["train"])]
+            return f"{one['train'] / two['train']:.2f}x (per round {min(per):.2f}-{max(per):.2f}x)"
+
         lines.append("")
-        lines.append(f"Scaling of (a), 1 -> {t2} threads: distgan "
-                     f"{agg[(1, 'distgan')]['train'] / agg[(t2, 'distgan')]['train']:.2f}x, PyTorch "
-                     f"{agg[(1, 'torch')]['train'] / agg[(t2, 'torch')]['train']:.2f}x.")
+        lines.append(f"Scaling of (a), 1 -> {t2} threads: distgan {scaling('distgan')}, "
+                     f"PyTorch {scaling('torch')}.")
     lines.append("")
     lines.append("(e) Each weighted layer of (a) alone, batch 64: forward (training mode), then "
                  "backward with parameter and input gradients.")
@@ -679,8 +689,11 @@ def main(argv=None):
     started = datetime.datetime.now()
     load_before = _loadavg()
     runs = []
-    for t in threads_list:
-        for r in range(repeats):
+    # the thread counts take turns round by round (in alternating order), so that a
+    # slow phase of a shared host falls on all of them alike rather than on the
+    # count measured during it: the scaling of (a) compares runs made side by side
+    for r in range(repeats):
+        for t in (threads_list if r % 2 == 0 else threads_list[::-1]):
             pair = _run_pair(t, args.quick, torch_first=r % 2 == 1)
             runs.extend(pair)
             print(f"  threads={t} run {r + 1}/{repeats}: (a) " + ", ".join(

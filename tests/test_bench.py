@@ -69,3 +69,33 @@ def test_failing_worker_raises_with_its_message():
             w.recv("ready")
     finally:
         w.close()
+
+
+def _fake_result(fw, threads, train):
+    # a worker's result: the train step's times as given, every other workload 1 ms
+    times = {k: [1e-3] for k, _, _ in bench.WORKLOADS + bench.LAYER_WORKLOADS}
+    times["train"] = [train]
+    return {"framework": fw, "threads": threads, "times": times, "peak_mem_train": 2**20,
+            "train_gflop": 17.08, "dg_sgemm_gflops": 100.0, "cblas_sgemm_gflops": 100.0,
+            "blas": "fake", "version": "fake"}
+
+
+def test_thread_counts_take_turns_and_scaling_compares_each_round(monkeypatch, capsys):
+    # (a)'s time at 1 and 2 threads per round: distgan's rounds scale 2.0x, 3.0x, 1.6x
+    # (medians 0.2 s / 0.1 s: 2.00x), PyTorch's 1.5x in every round
+    dg = {1: [0.2, 0.3, 0.2], 2: [0.1, 0.1, 0.125]}
+    calls = []
+
+    def fake_pair(threads, quick, torch_first):
+        r = sum(t == threads for t, _ in calls)
+        calls.append((threads, torch_first))
+        return [_fake_result("distgan", threads, dg[threads][r]),
+                _fake_result("torch", threads, 0.3 if threads == 1 else 0.2)]
+
+    monkeypatch.setattr(bench, "_run_pair", fake_pair)
+    assert bench.main(["--threads", "1,2", "--repeats", "3", "--no-write"]) == 0
+    # round by round, the order of the thread counts and the first framework alternating
+    assert calls == [(1, False), (2, False), (2, True), (1, True), (1, False), (2, False)]
+    out = capsys.readouterr().out
+    assert ("Scaling of (a), 1 -> 2 threads: distgan 2.00x (per round 1.60-3.00x), "
+            "PyTorch 1.50x (per round 1.50-1.50x).") in out
