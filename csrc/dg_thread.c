@@ -26,8 +26,8 @@
  * synchronisation at all), else a multiple of the pool size, so results
  * depend on the thread count only.
  *
- * Waiting: a worker spins (with a pause) for a short while after a region,
- * since the next one usually follows within microseconds, then sleeps on a
+ * Waiting: a worker spins (with a pause) for 5 ms after a region, since the
+ * next one usually follows within microseconds, then sleeps on a
  * condition variable; the caller, once no task is left to claim, spins
  * (yielding after a while) until the claimed ones are finished.
  *
@@ -55,8 +55,13 @@
 
 /* Most threads of the pool (the caller plus DG_MAX_THREADS - 1 workers). */
 #define DG_MAX_THREADS 64
-/* How long an idle worker spins before it sleeps (ns). */
-#define DG_SPIN_NS 200000L
+/* How long an idle worker spins before it sleeps (ns): longer than the serial
+ * stretches of a training step (Python between calls and the one-thread ops, up to
+ * ~1 ms), so that the next region does not wait for a sleeping worker's wake-up, a
+ * futex and a vCPU the hypervisor must wake (2-thread step 1-5 % faster than with
+ * 200 us in paired runs on Ice Lake, PERFORMANCE.md log 85); libgomp's default spin
+ * is of the same order. */
+#define DG_SPIN_NS 5000000L
 
 typedef struct {
     pthread_mutex_t lock;          /* guards sleepers, quit and the wake-up */
