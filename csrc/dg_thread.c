@@ -56,11 +56,11 @@
 /* Most threads of the pool (the caller plus DG_MAX_THREADS - 1 workers). */
 #define DG_MAX_THREADS 64
 /* How long an idle worker spins before it sleeps (ns): longer than the serial
- * stretches of a training step (Python between calls and the one-thread ops, up to
+ * stretches of a training step (one-thread ops and the Python between calls, up to
  * ~1 ms), so that the next region does not wait for a sleeping worker's wake-up, a
- * futex and a vCPU the hypervisor must wake (2-thread step 1-5 % faster than with
- * 200 us in paired runs on Ice Lake, PERFORMANCE.md log 85); libgomp's default spin
- * is of the same order. */
+ * futex and a vCPU the hypervisor must wake (the 2-thread step 0-4 % faster than
+ * with 200 us in five paired runs on Ice Lake, PERFORMANCE.md log 86); libgomp's
+ * default spin is of the same order. */
 #define DG_SPIN_NS 5000000L
 
 typedef struct {
