@@ -26,8 +26,9 @@
  * synchronisation at all), else a multiple of the pool size, so results
  * depend on the thread count only.
  *
- * Waiting: a worker spins (with a pause) for 5 ms after a region, since the
- * next one usually follows within microseconds, then sleeps on a
+ * Waiting: a worker spins (with a pause) for 5 ms after a region (200 us when
+ * the pool has more threads than the process has CPUs), since the next one
+ * usually follows within microseconds, then sleeps on a
  * condition variable; the caller, once no task is left to claim, spins
  * (yielding after a while) until the claimed ones are finished.
  *
@@ -43,6 +44,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <time.h>
 
@@ -62,6 +64,11 @@
  * with 200 us in five paired runs on Ice Lake, PERFORMANCE.md log 86); libgomp's
  * default spin is of the same order. */
 #define DG_SPIN_NS 5000000L
+/* ... unless the pool has more threads than the process has CPUs: a spinning
+ * worker then takes a CPU from a thread with work (the caller's Python between
+ * regions, another worker), so it sleeps soon, as libgomp's workers do when
+ * oversubscribed (the C and Python tests run 3 threads on 2 CPUs). */
+#define DG_SPIN_SHORT_NS 200000L
 
 typedef struct {
     pthread_mutex_t lock;          /* guards sleepers, quit and the wake-up */
@@ -75,6 +82,7 @@ typedef struct {
     int quit;
     int started;                   /* workers running: ids 1..started */
     int size;                      /* threads of the pool, caller included */
+    atomic_long spin_ns;           /* how long an idle worker spins (dg_threads_set) */
     dg_task_fn fn;                 /* the current region */
     void *ctx;
     int nt;
@@ -86,6 +94,7 @@ static dg_pool pool = {
     .wake = PTHREAD_COND_INITIALIZER,
     .busy = PTHREAD_MUTEX_INITIALIZER,
     .size = 1,
+    .spin_ns = DG_SPIN_SHORT_NS,
 };
 
 /* Set in worker threads: a region started from inside a task runs serially. */
@@ -131,7 +140,9 @@ static void *worker_main(void *arg) {
             for (int spins = 0; g == seen || (g & 1u); spins++) {
                 DG_PAUSE();
                 g = atomic_load(&pool.gen);
-                if ((spins & 255) == 255 && now_ns() - t0 > DG_SPIN_NS) break;
+                if ((spins & 255) == 255 &&
+                    now_ns() - t0 > atomic_load_explicit(&pool.spin_ns, memory_order_relaxed))
+                    break;
             }
         }
         if (g == seen || (g & 1u)) {
@@ -206,6 +217,14 @@ static void install_hooks(void) {
     pthread_atfork(before_fork, after_fork_parent, after_fork_child);
 }
 
+/* CPUs this process may run on (its affinity mask; the online CPUs if that fails). */
+static int process_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n >= 1 ? (int)n : 1;
+}
+
 void dg_threads_set(int n) {
     if (n < 1) return;
     if (n > DG_MAX_THREADS) n = DG_MAX_THREADS;
@@ -213,6 +232,8 @@ void dg_threads_set(int n) {
     pthread_mutex_lock(&pool.busy);
     if (n < pool.size) stop_workers();
     pool.size = n;
+    atomic_store_explicit(&pool.spin_ns, n <= process_cpus() ? DG_SPIN_NS : DG_SPIN_SHORT_NS,
+                          memory_order_relaxed);
     pthread_mutex_unlock(&pool.busy);
 }
 
