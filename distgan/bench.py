@@ -593,6 +593,13 @@ def summarize(runs, threads_list):
             a["run_medians"] = {k: [statistics.median(r["times"][k]) for r in rs]
                                 for k, _, _ in WORKLOADS + LAYER_WORKLOADS}
             agg[(t, fw)] = a
+
+    def spread(num, den, k):
+        # the range of the runs' own ratios of workload k: the r-th run of `num`
+        # over the r-th run of `den` (made one after the other)
+        per = [a / b for a, b in zip(num["run_medians"][k], den["run_medians"][k])]
+        return f"{min(per):.2f}-{max(per):.2f}x"
+
     def ratio_rows(workloads):
         lines.append("| workload | threads | distgan | PyTorch | PyTorch time / distgan time | "
                      "per run pair, min-max |")
@@ -600,11 +607,8 @@ def summarize(runs, threads_list):
         for k, label, _ in workloads:
             for t in threads_list:
                 d, p = agg[(t, "distgan")][k], agg[(t, "torch")][k]
-                # the r-th distgan run against the r-th torch run (run one after the other)
-                pairs = [rt / rd for rd, rt in zip(agg[(t, "distgan")]["run_medians"][k],
-                                                   agg[(t, "torch")]["run_medians"][k])]
                 lines.append(f"| {label} | {t} | {_fmt_time(d)} | {_fmt_time(p)} | "
-                             f"{p / d:.2f}x | {min(pairs):.2f}-{max(pairs):.2f}x |")
+                             f"{p / d:.2f}x | {spread(agg[(t, 'torch')], agg[(t, 'distgan')], k)} |")
         lines.append("")
 
     ratio_rows(WORKLOADS)
@@ -625,11 +629,9 @@ def summarize(runs, threads_list):
         t2 = max(threads_list)
 
         def scaling(fw):
-            # medians, and the r-th 1-thread run against the r-th t2-thread run (made
-            # in the same round, one after the other)
             one, two = agg[(1, fw)], agg[(t2, fw)]
-            per = [a / b for a, b in zip(one["run_medians"]["train"], two["run_medians"]["train"])]
-            return f"{one['train'] / two['train']:.2f}x (per round {min(per):.2f}-{max(per):.2f}x)"
+            return (f"{one['train'] / two['train']:.2f}x "
+                    f"(per round {spread(one, two, 'train')})")
 
         lines.append("")
         lines.append(f"Scaling of (a), 1 -> {t2} threads: distgan {scaling('distgan')}, "
@@ -689,9 +691,7 @@ def main(argv=None):
     started = datetime.datetime.now()
     load_before = _loadavg()
     runs = []
-    # the thread counts take turns round by round (in alternating order), so that a
-    # slow phase of a shared host falls on all of them alike rather than on the
-    # count measured during it: the scaling of (a) compares runs made side by side
+    # the thread counts take turns round by round (see the module docstring)
     for r in range(repeats):
         for t in (threads_list if r % 2 == 0 else threads_list[::-1]):
             pair = _run_pair(t, args.quick, torch_first=r % 2 == 1)
