@@ -1341,10 +1341,12 @@ static dg_status conv2d_backward_impl(float *dinp, float *dweight, float *dbias,
         // one input channel: the kernels of dg_conv_thin.c (dinp += the transposed
         // convolution of dout with the same weights)
         if (dweight != NULL && kept == NULL) {
-            st = dg_thin_dweight(dweight, workspace, p.ws, dout, act_out, act, slope, inp, N,
-                                 OC, H, W);
+            // the bias gradient summed in the same pass over dout (and act_out)
+            st = dg_thin_dweight(dweight, dbias, workspace, p.ws, dout, act_out, act, slope,
+                                 inp, N, OC, H, W);
             if (st != DG_STATUS_OK) return st;
             dweight = NULL;
+            dbias = NULL;
         }
         if (dinp != NULL) {
             st = dg_thin_convt(dinp, 1, dout, act_out, act, slope, weight, NULL, N, OC, H, W);
@@ -1625,8 +1627,8 @@ dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
             dinp = NULL;
         }
         if (dweight != NULL) {
-            st = dg_thin_dweight(dweight, workspace, p.ws, inp, NULL, DG_ACT_NONE, 0.0f, dout,
-                                 N, C, OH, OW);
+            st = dg_thin_dweight(dweight, NULL, workspace, p.ws, inp, NULL, DG_ACT_NONE, 0.0f,
+                                 dout, N, C, OH, OW);
             if (st != DG_STATUS_OK) return st;
             dweight = NULL;
         }

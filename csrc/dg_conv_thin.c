@@ -16,8 +16,8 @@
  *                    (C = 1)
  *   dg_thin_dweight  weight gradient += sum over images and small-map pixels of
  *                    small * the large map's window: conv2d's (C = 1, small =
- *                    dout) and conv_transpose2d's (OC = 1, small = its input,
- *                    large = dout)
+ *                    dout, and its bias gradient in the same pass) and
+ *                    conv_transpose2d's (OC = 1, small = its input, large = dout)
  *
  * Why: through im2col + OpenBLAS these layers spend most of their time moving
  * data rather than multiplying (K = 16 or an output of one channel: gathering
@@ -53,6 +53,8 @@
 #include "distgan.h"
 #include "dg_internal.h"
 
+#include <string.h>
+
 /* Floats per row of a split image: O shifted, E, O, E shifted (16 each). */
 #define DG_THIN_ROW 64
 /* FLOPs per task at least */
@@ -82,11 +84,15 @@ static int thin_shape(int K, int H, int W, int KH, int KW, int SH, int SW, int P
  * image of a round, after the lane sums, K * 16 taps * 16 lanes). */
 static size_t split_floats(int H) { return (size_t)(H + 2) * DG_THIN_ROW; }
 
+/* Floats of dg_thin_dweight's sums at the start of its workspace: the lane sums
+ * (K * 16 taps * 16 lanes), then the bias gradient's K double sums. */
+static size_t sums_floats(int K) { return (size_t)K * 256 + 2 * (size_t)K; }
+
 size_t dg_thin_ws(int N, int K, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
                   int OH, int OW) {
     if (!thin_shape(K, H, W, KH, KW, SH, SW, PH, PW, OH, OW)) return 0;
     size_t round = N < DG_THIN_ROUND ? (size_t)N : DG_THIN_ROUND;
-    return (size_t)K * 256 + round * split_floats(H);
+    return sums_floats(K) + round * split_floats(H);
 }
 
 int dg_thin_fits(int K, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
@@ -94,7 +100,7 @@ int dg_thin_fits(int K, int H, int W, int KH, int KW, int SH, int SW, int PH, in
 #if DG_HAVE_AVX2
     /* room for one task at least (the kernels run as many as the workspace holds) */
     return dg_avx512() && thin_shape(K, H, W, KH, KW, SH, SW, PH, PW, OH, OW) &&
-           (size_t)K * 256 + split_floats(H) <= ws_floats;
+           sums_floats(K) + split_floats(H) <= ws_floats;
 #else
     (void)K; (void)H; (void)W; (void)KH; (void)KW; (void)SH; (void)SW; (void)PH; (void)PW;
     (void)OH; (void)OW; (void)ws_floats;
@@ -120,6 +126,9 @@ typedef struct {
     const float *cy;
     int act;
     float slope;
+    /* dg_thin_dweight: the bias gradient it sums as well (or NULL), in K double
+     * sums kept in its workspace after the lane sums (2K floats, unaligned) */
+    float *dbias, *bsums;
 } thin_job;
 
 
@@ -381,6 +390,42 @@ static void thin_split_task(void *ctx, int t, int nt) {
                     j->W);
 }
 
+/* One image's sum of a plane of g (the small map's gradient, through act's
+ * gradient at y when y is not NULL), as dg_conv2d_backward's bias pass sums it
+ * (bias_backward in dg_conv.c, so the same bits): 16 double chains, position p
+ * in chain p % 16, added pairwise (chain i + 8, then + 4, + 2, + 1). */
+DG_INLINE_AVX512 double plane_sum(const float *g, const float *y, int act, __m512 sv,
+                                  size_t plane) {
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    for (size_t p = 0; p < plane; p += 16) {
+        __mmask16 m = dg_lanes((int)(plane - p < 16 ? plane - p : 16));
+        __m512 v = _mm512_maskz_loadu_ps(m, g + p);
+        if (y != NULL) v = act_grad16(v, _mm512_maskz_loadu_ps(m, y + p), act, sv);
+        /* lanes past the plane add +0.0, which leaves a chain as it is (a chain
+         * that starts at +0.0 is never -0.0) */
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+    }
+    __m512d a8 = _mm512_add_pd(lo, hi);
+    __m256d a4 = _mm256_add_pd(_mm512_castpd512_pd256(a8), _mm512_extractf64x4_pd(a8, 1));
+    __m128d a2 = _mm_add_pd(_mm256_castpd256_pd128(a4), _mm256_extractf128_pd(a4, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(a2, _mm_unpackhi_pd(a2, a2)));
+}
+
+/* The bias gradient's sums of channels k .. k + 3 += image n's (g: the quad's
+ * four planes, through act's gradient at y when y is not NULL); the first image
+ * starts them at 0. */
+DG_INLINE_AVX512 void bias_quad(char *sums, int first, const float *g, const float *y,
+                                int act, __m512 sv, size_t plane) {
+    for (int c = 0; c < 4; c++) {
+        double s = 0.0;
+        if (!first) memcpy(&s, sums + c * sizeof s, sizeof s);
+        s += plane_sum(g + c * plane, y != NULL ? y + c * plane : NULL, act, sv, plane);
+        memcpy(sums + c * sizeof s, &s, sizeof s);
+    }
+}
+
 /* Units [lo, hi) of the weight gradient (unit u: channels 4*(u/4) .. + 3, kernel
  * row u%4; 16 lane sums, in acc + u*256) over the round's images, one after the
  * other; after the last image, dweight += each lane sum's total. */
@@ -427,6 +472,9 @@ DG_AVX512 static void thin_dw_units(const thin_job *j, size_t lo, size_t hi) {
                 }
             }
             const float *src = own ? gq : dk;   /* the quad's rows of g */
+            if (j->dbias != NULL && kh == 0)
+                bias_quad((char *)j->bsums + (size_t)k * sizeof(double), n == 0, src, own ? NULL : yk, j->act,
+                          sv, plane);
             for (int oh = 0; oh < OH; oh++) {
                 for (size_t b = (size_t)oh * 256;
                      kh == 0 && b < quad_bytes && b < (size_t)(oh + 1) * 256; b += 64) {
@@ -461,6 +509,13 @@ DG_AVX512 static void thin_dw_units(const thin_job *j, size_t lo, size_t hi) {
             float *dw = j->dweight + (size_t)(k + c) * 16 + 4 * kh;
             for (int t = 0; t < 4; t++)
                 dw[t] += _mm512_reduce_add_ps(_mm512_loadu_ps(acc + (c * 4 + t) * 16));
+        }
+        if (j->dbias != NULL && kh == 0) {
+            for (int c = 0; c < 4; c++) {
+                double b;
+                memcpy(&b, (const char *)j->bsums + (size_t)(k + c) * sizeof b, sizeof b);
+                j->dbias[k + c] = (float)(j->dbias[k + c] + b);
+            }
         }
     }
 }
@@ -516,18 +571,19 @@ dg_status dg_thin_convt(float *large, int add, const float *small, const float *
 #endif
 }
 
-dg_status dg_thin_dweight(float *dweight, float *ws, size_t ws_floats, const float *small,
-                          const float *y, int act, float slope, const float *large, int N,
-                          int K, int H, int W) {
+dg_status dg_thin_dweight(float *dweight, float *dbias, float *ws, size_t ws_floats,
+                          const float *small, const float *y, int act, float slope,
+                          const float *large, int N, int K, int H, int W) {
 #if DG_HAVE_AVX2
-    size_t split = split_floats(H), sums = (size_t)K * 256;
+    size_t split = split_floats(H), sums = sums_floats(K);
     if (sums + split > ws_floats) return DG_STATUS_ERR_SHAPE;
-    /* the lane sums first, then as many split images as the rest holds: each
-     * round splits its images, then runs the units over them */
+    /* the lane sums and the bias's first, then as many split images as the rest
+     * holds: each round splits its images, then runs the units over them */
     size_t room = (ws_floats - sums) / split;
     int chunk = room < (size_t)N ? (int)room : N;
     thin_job j = {NULL, NULL, ws + sums, dweight, ws, small, large, NULL, NULL, 0, N, K, H, W,
-                  H / 2, W / 2, split, 0, 0, act != DG_ACT_NONE ? y : NULL, act, slope};
+                  H / 2, W / 2, split, 0, 0, act != DG_ACT_NONE ? y : NULL, act, slope,
+                  dbias, ws + (size_t)K * 256};
     for (int n0 = 0; n0 < N; n0 += chunk) {
         j.n0 = n0;
         j.nb = N - n0 < chunk ? N - n0 : chunk;
@@ -537,8 +593,8 @@ dg_status dg_thin_dweight(float *dweight, float *ws, size_t ws_floats, const flo
     }
     return DG_STATUS_OK;
 #else
-    (void)dweight; (void)ws; (void)ws_floats; (void)small; (void)y; (void)act; (void)slope;
-    (void)large; (void)N; (void)K; (void)H; (void)W;
+    (void)dweight; (void)dbias; (void)ws; (void)ws_floats; (void)small; (void)y; (void)act;
+    (void)slope; (void)large; (void)N; (void)K; (void)H; (void)W;
     return DG_STATUS_ERR_VALUE;
 #endif
 }

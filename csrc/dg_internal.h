@@ -207,10 +207,12 @@ dg_status dg_thin_convt(float *large, int add, const float *small, const float *
                         int H, int W);
 /* dweight (K, 1, 4, 4) += sum over n, oh, ow of small[n, k, oh, ow] times the
  * window (kh, kw) of large[n] at (oh, ow); small through dg_act_grad at y first
- * with act, as in dg_thin_convt. */
-dg_status dg_thin_dweight(float *dweight, float *ws, size_t ws_floats, const float *small,
-                          const float *y, int act, float slope, const float *large, int N,
-                          int K, int H, int W);
+ * with act, as in dg_thin_convt. dbias (K, or NULL) += the sums of small's
+ * channels (through the same gradient), the same bits as dg_conv2d_backward's
+ * own bias pass. */
+dg_status dg_thin_dweight(float *dweight, float *dbias, float *ws, size_t ws_floats,
+                          const float *small, const float *y, int act, float slope,
+                          const float *large, int N, int K, int H, int W);
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #define DG_HAVE_AVX2 1

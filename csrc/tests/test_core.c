@@ -1349,19 +1349,20 @@ static void test_conv_thin(void) {
              * takes) against all images in one round */
             int N = p[0], K = p[4], H = p[2], W = p[3];
             size_t nl = (size_t)N * H * W, ns = (size_t)N * K * (H / 2) * (W / 2);
-            size_t small_ws = (size_t)K * 256 + (size_t)(H + 2) * 64;
+            /* the lane and bias sums, then one split image */
+            size_t small_ws = (size_t)K * 256 + 2 * (size_t)K + (size_t)(H + 2) * 64;
             float *lg = frandn(nl), *sm = frandn(ns), *ws = fnan(ws_size(&c2d, 0));
-            float *d1 = falloc((size_t)K * 16), *d2 = falloc((size_t)K * 16);
-            for (int i = 0; i < K * 16; i++) d1[i] = d2[i] = 0.5f;
-            int ok = dg_thin_dweight(d1, ws, ws_size(&c2d, 0), sm, NULL, DG_ACT_NONE, 0.0f, lg,
-                                     N, K, H, W) == DG_STATUS_OK &&
-                     dg_thin_dweight(d2, ws, small_ws, sm, NULL, DG_ACT_NONE, 0.0f, lg, N, K,
-                                     H, W) == DG_STATUS_OK &&
-                     dg_thin_dweight(d2, ws, small_ws - 1, sm, NULL, DG_ACT_NONE, 0.0f, lg, N,
-                                     K, H, W) == DG_STATUS_ERR_SHAPE;
-            CHECK(ok && same_floats(d1, d2, (size_t)K * 16),
-                  "thin weight gradient N=%d K=%d %dx%d: one image per round gives the same "
-                  "bits, and less workspace is a shape error", N, K, H, W);
+            float *d1 = falloc((size_t)K * 17), *d2 = falloc((size_t)K * 17);
+            for (int i = 0; i < K * 17; i++) d1[i] = d2[i] = 0.5f;
+            int ok = dg_thin_dweight(d1, d1 + K * 16, ws, ws_size(&c2d, 0), sm, NULL,
+                                     DG_ACT_NONE, 0.0f, lg, N, K, H, W) == DG_STATUS_OK &&
+                     dg_thin_dweight(d2, d2 + K * 16, ws, small_ws, sm, NULL, DG_ACT_NONE,
+                                     0.0f, lg, N, K, H, W) == DG_STATUS_OK &&
+                     dg_thin_dweight(d2, d2 + K * 16, ws, small_ws - 1, sm, NULL, DG_ACT_NONE,
+                                     0.0f, lg, N, K, H, W) == DG_STATUS_ERR_SHAPE;
+            CHECK(ok && same_floats(d1, d2, (size_t)K * 17),
+                  "thin weight and bias gradient N=%d K=%d %dx%d: one image per round gives "
+                  "the same bits, and less workspace is a shape error", N, K, H, W);
             free(lg); free(sm); free(ws); free(d1); free(d2);
         }
     }
@@ -1573,8 +1574,24 @@ static void test_conv2d_act(void) {
                   "N=%d OC=%d %dx%d, %s slope %g: fused forward and backward the same values "
                   "as conv2d and the activation op in turn", g.N, g.OC, g.H, g.W,
                   act == DG_ACT_RELU ? "relu" : "leaky relu", (double)slope);
+            /* the bias gradient alone (its own pass) against the one the weight
+             * gradient's kernel summed above, at 1 and 3 threads: the same bits */
+            float *db = falloc((size_t)g.OC);
+            for (int nt = 1; nt <= 3; nt += 2) {
+                int before = dg_get_num_threads();
+                dg_set_num_threads(nt);
+                for (int i = 0; i < g.OC; i++) db[i] = 0.5f;
+                ok = dg_conv2d_act_backward(NULL, NULL, db, ws, dy, y2, x, w, g.N, g.C, g.H,
+                                            g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH,
+                                            g.OW, act, slope) == DG_STATUS_OK;
+                dg_set_num_threads(before);
+                CHECK(ok && same_floats(db, d2 + nx + nw, (size_t)g.OC),
+                      "N=%d OC=%d %dx%d, %s slope %g, %d threads: the bias gradient summed in "
+                      "the weight gradient's pass has the bits of its own pass", g.N, g.OC, g.H,
+                      g.W, act == DG_ACT_RELU ? "relu" : "leaky relu", (double)slope, nt);
+            }
             free(x); free(w); free(b); free(dy); free(ws); free(z); free(y1); free(y2);
-            free(gz); free(d1); free(d2);
+            free(gz); free(d1); free(d2); free(db);
         }
     }
     /* three input channels: not fused, an error before anything is written */
