@@ -122,6 +122,10 @@ int dg_get_num_threads(void) { return dg_threads_get(); }
 
 /* Threads GEMMs may use: at least this many FLOPs per thread ... */
 #define DG_GEMM_GRAIN 4.0e6
+/* (counting each element of C as this many more FLOPs: reading and writing it
+ * back is the cost of a product with a short K, the rank-1 input gradient of a
+ * critic's last layer, 64 x 6272 with K = 1, writing 1.6 MB on one thread) */
+#define DG_GEMM_C_FLOPS 32.0
 /* ... and at least this many rows or columns of C per thread. */
 #define DG_GEMM_MIN_SPLIT 32
 
@@ -233,6 +237,12 @@ static void gemm_task(void *ctx, int t, int nt) {
  * each task's range has its own. */
 #define DG_GEMV_GRAIN 65536.0
 #define DG_GEMV_ALIGN 64
+/* The alignment of a column of C's ranges (N == 1): 16 rows, each a dot product
+ * over a whole row of the matrix, so that a critic's single logit at batch 64
+ * (64 rows of 6272) still splits */
+#define DG_GEMV_ROW_ALIGN 16
+
+static size_t gemv_align(int M) { return M == 1 ? DG_GEMV_ALIGN : DG_GEMV_ROW_ALIGN; }
 
 typedef struct {
     int transA, transB, M, N, K;
@@ -248,7 +258,7 @@ typedef struct {
 static void gemv_task(void *ctx, int t, int nt) {
     const gemv_job *j = (const gemv_job *)ctx;
     size_t lo, hi;
-    dg_split((size_t)(j->M == 1 ? j->N : j->M), DG_GEMV_ALIGN, t, nt, &lo, &hi);
+    dg_split((size_t)(j->M == 1 ? j->N : j->M), gemv_align(j->M), t, nt, &lo, &hi);
     int n = (int)(hi - lo);   /* >= 1: gemv runs at most one task per aligned block */
     if (j->M == 1) {
         /* c (1, N) = a (1, K) @ op(B) (K, N): c^T = op(B)^T a^T;
@@ -290,7 +300,7 @@ static dg_status gemv(int transA, int transB, int M, int N, int K, float alpha,
     gemv_job j = {transA, transB, M, N, K, alpha, A, B, C, lda, ldb, ldc};
     size_t span = (size_t)(M == 1 ? N : M);
     int nt = dg_threads_for((double)span * K, DG_GEMV_GRAIN);
-    size_t blocks = (span + DG_GEMV_ALIGN - 1) / DG_GEMV_ALIGN;   /* >= 1 */
+    size_t blocks = (span + gemv_align(M) - 1) / gemv_align(M);   /* >= 1 */
     if ((size_t)nt > blocks) nt = (int)blocks;
     dg_parallel(gemv_task, &j, nt);
     return DG_STATUS_OK;
@@ -318,7 +328,7 @@ dg_status dg_sgemm(int transA, int transB, int M, int N, int K, float alpha,
      * DG_GEMM_MIN_SPLIT wide at least, a multiple of the thread count when
      * there are more blocks than threads */
     int size = dg_threads_get();
-    int nt = dg_threads_for(2.0 * M * (double)N * K, DG_GEMM_GRAIN);
+    int nt = dg_threads_for((2.0 * K + DG_GEMM_C_FLOPS) * M * (double)N, DG_GEMM_GRAIN);
     if (nt > 2 * size) nt = 2 * size;
     if (nt > span / DG_GEMM_MIN_SPLIT) nt = span / DG_GEMM_MIN_SPLIT;
     if (nt > size) nt -= nt % size;
