@@ -59,6 +59,10 @@
 #define DG_THIN_ROW 64
 /* FLOPs per task at least */
 #define DG_THIN_GRAIN 2.0e6
+/* What splitting a large map's pixel is counted as against that grain: it moves
+ * data rather than multiplying (a batch of 64 28x28 images: 12.8 M, split over 2
+ * threads) */
+#define DG_THIN_SPLIT_FLOPS 256.0
 /* Input channels per chunk of dg_thin_convt, each chunk summed apart (blocked
  * summation: a chain of 4 * K products per output would be ~2.5x less accurate) */
 #define DG_THIN_CC 16
@@ -587,9 +591,16 @@ dg_status dg_thin_dweight(float *dweight, float *dbias, float *ws, size_t ws_flo
     for (int n0 = 0; n0 < N; n0 += chunk) {
         j.n0 = n0;
         j.nb = N - n0 < chunk ? N - n0 : chunk;
-        dg_parallel(thin_split_task, &j, thin_tasks(64.0 * j.nb * H * W, (size_t)j.nb, 0, 0));
-        dg_parallel(thin_dw_task, &j,
-                    thin_tasks(32.0 * j.nb * K * (H / 2) * (W / 2), (size_t)K, 0, 0));
+        /* one task per thread at most in both: splitting is a uniform pass, and
+         * every unit's task reads all the round's split images (at 8 tasks to 2
+         * threads, a 1 -> 64 critic layer's weight gradient read its 490 KB four
+         * times as often, and took 1.00-1.29 ms instead of 0.93-0.98 at batch 64;
+         * PERFORMANCE.md, log 91) */
+        int most = dg_threads_get();
+        int ns = thin_tasks(DG_THIN_SPLIT_FLOPS * j.nb * H * W, (size_t)j.nb, 0, 0);
+        int nu = thin_tasks(32.0 * j.nb * K * (H / 2) * (W / 2), (size_t)K, 0, 0);
+        dg_parallel(thin_split_task, &j, ns < most ? ns : most);
+        dg_parallel(thin_dw_task, &j, nu < most ? nu : most);
     }
     return DG_STATUS_OK;
 #else
