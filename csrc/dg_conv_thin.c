@@ -85,7 +85,7 @@ static int thin_shape(int K, int H, int W, int KH, int KW, int SH, int SW, int P
 }
 
 /* Floats of one split image (dg_thin_conv: one per task; dg_thin_dweight: one per
- * image of a round, after the lane sums, K * 16 taps * 16 lanes). */
+ * image of a round, after its sums, sums_floats). */
 static size_t split_floats(int H) { return (size_t)(H + 2) * DG_THIN_ROW; }
 
 /* Floats of dg_thin_dweight's sums at the start of its workspace: the lane sums
@@ -407,9 +407,9 @@ DG_INLINE_AVX512 double plane_sum(const float *g, const float *y, int act, __m51
         if (y != NULL) v = act_grad16(v, _mm512_maskz_loadu_ps(m, y + p), act, sv);
         /* lanes past the plane add +0.0, which leaves a chain as it is (a chain
          * that starts at +0.0 is never -0.0) */
+        __m256 v8 = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
         lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(
-                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(v8));   /* lanes 8 .. 15 */
     }
     __m512d a8 = _mm512_add_pd(lo, hi);
     __m256d a4 = _mm256_add_pd(_mm512_castpd512_pd256(a8), _mm512_extractf64x4_pd(a8, 1));
@@ -477,8 +477,8 @@ DG_AVX512 static void thin_dw_units(const thin_job *j, size_t lo, size_t hi) {
             }
             const float *src = own ? gq : dk;   /* the quad's rows of g */
             if (j->dbias != NULL && kh == 0)
-                bias_quad((char *)j->bsums + (size_t)k * sizeof(double), n == 0, src, own ? NULL : yk, j->act,
-                          sv, plane);
+                bias_quad((char *)j->bsums + (size_t)k * sizeof(double), n == 0, src,
+                          own ? NULL : yk, j->act, sv, plane);
             for (int oh = 0; oh < OH; oh++) {
                 for (size_t b = (size_t)oh * 256;
                      kh == 0 && b < quad_bytes && b < (size_t)(oh + 1) * 256; b += 64) {
