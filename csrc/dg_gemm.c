@@ -300,7 +300,8 @@ static dg_status gemv(int transA, int transB, int M, int N, int K, float alpha,
     gemv_job j = {transA, transB, M, N, K, alpha, A, B, C, lda, ldb, ldc};
     size_t span = (size_t)(M == 1 ? N : M);
     int nt = dg_threads_for((double)span * K, DG_GEMV_GRAIN);
-    size_t blocks = (span + gemv_align(M) - 1) / gemv_align(M);   /* >= 1 */
+    size_t align = gemv_align(M);
+    size_t blocks = (span + align - 1) / align;   /* >= 1 */
     if ((size_t)nt > blocks) nt = (int)blocks;
     dg_parallel(gemv_task, &j, nt);
     return DG_STATUS_OK;
