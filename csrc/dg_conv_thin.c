@@ -548,7 +548,8 @@ dg_status dg_thin_conv(float *small, int add, float *ws, size_t ws_floats,
     size_t split = split_floats(H);
     if (split > ws_floats) return DG_STATUS_ERR_SHAPE;
     thin_job j = {small, NULL, ws, NULL, NULL, NULL, large, weight, add ? NULL : bias, add, N,
-                  K, H, W, H / 2, W / 2, split, 0, N, NULL, add ? DG_ACT_NONE : act, slope};
+                  K, H, W, H / 2, W / 2, split, 0, N, NULL, add ? DG_ACT_NONE : act, slope, NULL,
+                  NULL};
     dg_parallel(thin_conv_task, &j,
                 thin_tasks(32.0 * N * K * (H / 2) * (W / 2), (size_t)N, split, ws_floats));
     return DG_STATUS_OK;
@@ -564,7 +565,8 @@ dg_status dg_thin_convt(float *large, int add, const float *small, const float *
                         int H, int W) {
 #if DG_HAVE_AVX2
     thin_job j = {NULL, large, NULL, NULL, NULL, small, NULL, weight, add ? NULL : bias, add,
-                  N, K, H, W, H / 2, W / 2, 0, 0, N, act != DG_ACT_NONE ? y : NULL, act, slope};
+                  N, K, H, W, H / 2, W / 2, 0, 0, N, act != DG_ACT_NONE ? y : NULL, act, slope,
+                  NULL, NULL};
     dg_parallel(thin_convt_task, &j,
                 thin_tasks(32.0 * N * K * (H / 2) * (W / 2), (size_t)N, 0, 0));
     return DG_STATUS_OK;
