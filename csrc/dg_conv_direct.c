@@ -28,7 +28,8 @@
  * Why: on an AVX-512 CPU, im2col + OpenBLAS spends ~40 % of such a layer outside
  * the GEMM kernel (writing the col matrix, packing it, col2im, zeroing C for
  * beta = 0; PERFORMANCE.md, logs 35 and 36). Here the weights are packed once per
- * call into one panel per block of 32 output channels, (C*16, 32) (row c*16 +
+ * call (by each task, when they are at most DG_DIRECT_PART_BYTES: direct_run)
+ * into one panel per block of 32 output channels, (C*16, 32) (row c*16 +
  * kh*4 + kw: that tap's 32 weights), and each output row of at most
  * DG_DIRECT_MAXW pixels is computed for the block in registers: per input
  * channel and tap, two 16-float weight vectors times each pixel's input value,
@@ -118,7 +119,8 @@ static double few_share(void) {
 }
 
 /* A call of either image kernel (dg_direct_conv, dg_direct_convt): the packed
- * weights first in ws (wp_floats), then each task's `group` image slots of
+ * weights first in ws (`copies` copies of wp_floats: one that all tasks read, or
+ * one per task, which that task packs), then each task's `group` image slots of
  * task_floats floats. */
 typedef struct {
     int add;
@@ -130,6 +132,7 @@ typedef struct {
     float *lists;                    /* dg_direct_convt_few: every image's few_lists,
                                       * few_list_floats apart (NULL: the dense rows) */
     atomic_size_t next;              /* the image tasks' next unit to claim (0) */
+    int copies;                      /* of the panels: 1 (shared) or one per task (direct_run) */
 } direct_job;
 
 /* Workspace floats of each task: the padded image, then the row buffer
@@ -137,6 +140,11 @@ typedef struct {
 static size_t task_floats(int C, int H, int W, int OH, int OW) {
     size_t xp = ((size_t)C * (H + 2) * (W + 2) + 15) & ~(size_t)15;
     return xp + (size_t)OH * OW * DG_DIRECT_OCB;
+}
+
+/* The tasks' image slots, after the copies of the panels. */
+static float *panels_end(const direct_job *j) {
+    return j->ws + (size_t)j->copies * j->wp_floats;
 }
 
 /* Tasks for a call: at most one per thread and item (an image, or an image's
@@ -303,15 +311,13 @@ static void pad_image(float *xp, const float *x, int C, int H, int W) {
  * block's weights of consecutive channels and taps are consecutive in memory
  * (rows of all OC weights would put the channels of a chunk 16*OC floats apart,
  * on the same few L1 sets: 1.5x slower). */
-DG_AVX512 static void pack_task(void *ctx, int t, int nt) {
-    const direct_job *j = (const direct_job *)ctx;
-    size_t rows = (size_t)j->C * 16, lo, hi;
-    dg_split(rows, 16, t, nt, &lo, &hi);   /* whole tiles: rows is C*16 */
+DG_AVX512 static void pack_rows(const direct_job *j, float *wp, size_t lo, size_t hi) {
+    size_t rows = (size_t)j->C * 16;
     /* a tile of 16 rows of a panel (2 KB) at a time: each half of its 32
      * channels is a 16x16 transpose in registers (a float at a time, each line
      * of the tile was rewritten 16 times) */
     for (int ob = 0; ob < j->OC; ob += DG_DIRECT_OCB) {
-        float *panel = j->ws + (size_t)ob * rows;
+        float *panel = wp + (size_t)ob * rows;
         for (size_t r0 = lo; r0 < hi; r0 += 16) {
             for (int h = 0; h < DG_DIRECT_OCB; h += 16) {
                 __m512 v[16];
@@ -323,6 +329,14 @@ DG_AVX512 static void pack_task(void *ctx, int t, int nt) {
             }
         }
     }
+}
+
+/* Task t of nt packs its share of the shared panels. */
+static void pack_task(void *ctx, int t, int nt) {
+    const direct_job *j = (const direct_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->C * 16, 16, t, nt, &lo, &hi);   /* whole tiles: rows is C*16 */
+    pack_rows(j, j->ws, lo, hi);
 }
 
 /* One output row of NP pixels for a block of 32 channels: acc (NP, 32) (+)= the
@@ -419,7 +433,8 @@ static const conv_row_fn conv_rows[DG_DIRECT_MAXW + 1] = {
  * image k's padded copy, then its row buffer. Each chunk's weights serve the
  * rows of all nb images while they are in L1; every image is computed as it would
  * be alone. */
-static void image_group(const direct_job *j, size_t n0, int nb, float *scratch) {
+static void image_group(const direct_job *j, const float *wp, size_t n0, int nb,
+                        float *scratch) {
     int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;
     int WP = W + 2;
     size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW, slot = j->task_floats;
@@ -427,7 +442,7 @@ static void image_group(const direct_job *j, size_t n0, int nb, float *scratch) 
     size_t in_img = (size_t)C * H * W, out_img = (size_t)OC * ohw;
     for (int k = 0; k < nb; k++) pad_image(scratch + k * slot, j->inp + (n0 + k) * in_img, C, H, W);
     for (int ob = 0; ob < OC; ob += DG_DIRECT_OCB) {
-        const float *panel = j->ws + (size_t)ob * C * 16;
+        const float *panel = wp + (size_t)ob * C * 16;
         for (int c0 = 0; c0 < C; c0 += DG_DIRECT_CC) {
             int nc = C - c0 < DG_DIRECT_CC ? C - c0 : DG_DIRECT_CC;
             for (int k = 0; k < nb; k++) {
@@ -458,12 +473,16 @@ static void image_group(const direct_job *j, size_t n0, int nb, float *scratch) 
 static void image_task(void *ctx, int t, int nt) {
     direct_job *j = (direct_job *)ctx;
     (void)nt;
-    float *scratch = j->ws + j->wp_floats + (size_t)t * j->group * j->task_floats;
+    float *wp = j->ws, *scratch = panels_end(j) + (size_t)t * j->group * j->task_floats;
+    if (j->copies > 1) {
+        wp += (size_t)t * j->wp_floats;
+        pack_rows(j, wp, 0, (size_t)j->C * 16);
+    }
     size_t N = (size_t)j->N, g = (size_t)j->group;
     for (;;) {
         size_t n = atomic_fetch_add_explicit(&j->next, g, memory_order_relaxed);
         if (n >= N) break;
-        image_group(j, n, N - n < g ? (int)(N - n) : j->group, scratch);
+        image_group(j, wp, n, N - n < g ? (int)(N - n) : j->group, scratch);
     }
 }
 /* ------------------------------------------------------------------------- */
@@ -488,17 +507,14 @@ static void image_task(void *ctx, int t, int nt) {
  * stay in L2). */
 /* panels from weight (C, OC, 16), input channels [lo, hi): wp[(ob*C + c)*256 +
  * t*16 + i] = weight[c, ob*16 + i, t] */
-DG_AVX512 static void convt_pack_task(void *ctx, int t, int nt) {
-    const direct_job *j = (const direct_job *)ctx;
-    size_t lo, hi;
-    dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
+DG_AVX512 static void convt_pack_rows(const direct_job *j, float *wp, size_t lo, size_t hi) {
     /* each block of 16 output channels of channel c: weight[c, block, :] (16
      * channels x 16 taps) transposed in registers (a float at a time before) */
     _Static_assert(DG_DIRECT_T_OCB == 16, "a block is one 16x16 transpose");
     for (size_t c = lo; c < hi; c++) {
         for (int ob = 0; ob < j->OC; ob += DG_DIRECT_T_OCB) {
             const float *w = j->weight + (c * (size_t)j->OC + (size_t)ob) * 16;
-            float *d = j->ws + ((size_t)(ob / DG_DIRECT_T_OCB) * j->C + c) * 256;
+            float *d = wp + ((size_t)(ob / DG_DIRECT_T_OCB) * j->C + c) * 256;
             __m512 v[16];
             _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)
                 v[i] = _mm512_loadu_ps(w + i * 16);
@@ -507,6 +523,14 @@ DG_AVX512 static void convt_pack_task(void *ctx, int t, int nt) {
                 _mm512_storeu_ps(d + k * 16, v[k]);
         }
     }
+}
+
+/* Task t of nt packs its share (input channels) of the shared panels. */
+static void convt_pack_task(void *ctx, int t, int nt) {
+    const direct_job *j = (const direct_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
+    convt_pack_rows(j, j->ws, lo, hi);
 }
 
 /* convt_row_NP's products of one input row (x: NP pixels of a channel) with one
@@ -597,12 +621,12 @@ static int part_channels(int C, int ocb) {
 
 /* One image, output channels [ob0, ob1): out (+)= its transposed convolution;
  * buf the task's (4HW, 16) row buffer. */
-static void convt_image(const direct_job *j, const float *x, float *out, float *buf, int ob0,
-                        int ob1) {
+static void convt_image(const direct_job *j, const float *wp, const float *x, float *out,
+                        float *buf, int ob0, int ob1) {
     int C = j->C, H = j->H, W = j->W, OH = j->OH, OW = j->OW;
     size_t plane = (size_t)H * W, ohw = (size_t)OH * OW;
     for (int ob = ob0; ob < ob1; ob += DG_DIRECT_T_OCB) {
-        const float *panel = j->ws + (size_t)ob * C * 16;
+        const float *panel = wp + (size_t)ob * C * 16;
         for (int c0 = 0; c0 < C; c0 += DG_DIRECT_T_CC) {
             int nc = C - c0 < DG_DIRECT_T_CC ? C - c0 : DG_DIRECT_T_CC;
             const float *xc = x + (size_t)c0 * plane;
@@ -631,7 +655,11 @@ static void convt_image(const direct_job *j, const float *x, float *out, float *
 static void convt_image_task(void *ctx, int t, int nt) {
     direct_job *j = (direct_job *)ctx;
     (void)nt;
-    float *buf = j->ws + j->wp_floats + (size_t)t * j->task_floats;   /* group 1 */
+    float *wp = j->ws, *buf = panels_end(j) + (size_t)t * j->task_floats;   /* group 1 */
+    if (j->copies > 1) {
+        wp += (size_t)t * j->wp_floats;
+        convt_pack_rows(j, wp, 0, (size_t)j->C);
+    }
     size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * j->OH * j->OW;
     size_t N = (size_t)j->N;
     int pc = part_channels(j->C, DG_DIRECT_T_OCB);
@@ -641,7 +669,7 @@ static void convt_image_task(void *ctx, int t, int nt) {
         if (u >= units) break;
         size_t n = u % N;
         int ob0 = (int)(u / N) * pc, ob1 = j->OC - ob0 < pc ? j->OC : ob0 + pc;
-        convt_image(j, j->inp + n * in_img, j->out + n * out_img, buf, ob0, ob1);
+        convt_image(j, wp, j->inp + n * in_img, j->out + n * out_img, buf, ob0, ob1);
     }
 }
 
@@ -1290,7 +1318,18 @@ static dg_status direct_run(direct_job *j, size_t ws_floats, int pixels_h, int p
         j->group = room >= (size_t)nt ? (int)(room / (size_t)nt) : 1;
         if (room < (size_t)nt) nt = (int)room;
     }
-    dg_parallel(pack, j, dg_threads_for((double)j->wp_floats, 65536.0));
+    /* each task packs a copy of its own when the panels are at most a part and
+     * there is room, so that its images read only panels its own core wrote. At 2
+     * threads, the critic layer's input gradient (512 KB of panels) took 93-95 us
+     * an image with a copy per task and 100 us with one shared copy (91 us at 1
+     * thread); the whole step x0.969-0.976 (PERFORMANCE.md log 93). The
+     * generator's 2 MB panels, packed twice, were no faster. */
+    j->copies = 1;
+    if (nt > 1 && j->wp_floats * sizeof(float) <= DG_DIRECT_PART_BYTES &&
+        (size_t)nt * (j->wp_floats + (size_t)j->group * j->task_floats) <= ws_floats)
+        j->copies = nt;
+    else
+        dg_parallel(pack, j, dg_threads_for((double)j->wp_floats, 65536.0));
     dg_parallel(images, j, nt);
     return DG_STATUS_OK;
 }
@@ -1303,7 +1342,7 @@ dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const
     int OH = H / 2, OW = W / 2;
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, OH, OW,
                     (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW), DG_DIRECT_GROUP,
-                    NULL, 0};
+                    NULL, 0, 1};
     return direct_run(&j, ws_floats, OH, OW, pack_task, image_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
@@ -1319,7 +1358,7 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
     /* one image per slot: its (2H*2W, 16) row buffer */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
                     2 * W, (size_t)C * 16 * OC, (size_t)4 * H * W * DG_DIRECT_T_OCB, 1,
-                    NULL, 0};
+                    NULL, 0, 1};
     return direct_run(&j, ws_floats, H, W, convt_pack_task, convt_image_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
@@ -1375,7 +1414,7 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
 #if DG_HAVE_AVX2
     int hw = H * W, blocks = OC / DG_FEW_OCB;
     direct_job j = {0, out, ws, h->hid, weight, bias, 1, C, H, W, OC, 2 * H, 2 * W, 0,
-                    few_task_floats(1, OC, 2 * H, 2 * W, 1), 1, NULL, 0};
+                    few_task_floats(1, OC, 2 * H, 2 * W, 1), 1, NULL, 0, 1};
     if (j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
     /* the lists after the slot, when there is room for them */
     size_t pplane = (size_t)(2 * H + 2) * (2 * W + 2);
@@ -1434,7 +1473,7 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
 #if DG_HAVE_AVX2
     /* each task's slot: the padded planes of its blocks of one image */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
-                    2 * W, 0, 0, 1, NULL, 0};
+                    2 * W, 0, 0, 1, NULL, 0, 1};
     int nt = direct_tasks((size_t)N * (OC / DG_FEW_OCB), N, C, OC, H * W);
     while (nt > 1 && (size_t)nt * few_task_floats(N, OC, 2 * H, 2 * W, nt) > ws_floats) nt--;
     j.task_floats = few_task_floats(N, OC, 2 * H, 2 * W, nt);

@@ -1204,6 +1204,44 @@ static int adjoint_cases(const int (*shapes)[5], size_t n, t_fits_fn fits) {
     return taken;
 }
 
+/* dg_direct_conv and dg_direct_convt at 3 threads, each task with a copy of the
+ * packed weights of its own (a workspace with room for them) against all tasks
+ * reading one copy (a workspace under two copies of the weights): the same bits,
+ * forward with bias and input gradient accumulating. */
+static void direct_copies_case(void) {
+    /* conv2d 8x8 -> 4x4 of 32 -> 64 channels; the transposed 4x4 -> 8x8 of 64 ->
+     * 32, with the same weights (their 128 KB of panels are large beside the
+     * tasks' slots, so that three tasks fit beside one copy) */
+    int N = 16, C = 32, H = 8, W = 8, OC = 64;
+    size_t wp = (size_t)C * 16 * OC, big = 8 * wp, small = 2 * wp - 1;
+    size_t nx = (size_t)N * C * H * W, ny = (size_t)N * OC * (H / 2) * (W / 2);
+    if (!dg_direct_fits(N, C, H, W, OC, 4, 4, 2, 2, 1, 1, H / 2, W / 2, small) ||
+        !dg_direct_t_fits(N, OC, H / 2, W / 2, C, 4, 4, 2, 2, 1, 1, H, W, small))
+        return;
+    int before = dg_get_num_threads();
+    dg_set_num_threads(3);
+    float *x = frandn(nx), *y = frandn(ny), *w = frandn(wp), *b = frandn(OC), *bt = frandn(C);
+    float *ws = fnan(big), *y1 = falloc(ny), *y2 = falloc(ny), *x1 = falloc(nx);
+    float *x2 = falloc(nx);
+    for (int add = 0; add < 2; add++) {
+        for (size_t i = 0; i < ny; i++) y1[i] = y2[i] = 0.5f;
+        for (size_t i = 0; i < nx; i++) x1[i] = x2[i] = 0.5f;
+        int ok = dg_direct_conv(y1, add, ws, big, x, w, b, N, C, H, W, OC) == DG_STATUS_OK &&
+                 dg_direct_conv(y2, add, ws, small, x, w, b, N, C, H, W, OC) ==
+                     DG_STATUS_OK &&
+                 dg_direct_convt(x1, add, ws, big, y, w, bt, N, OC, H / 2, W / 2, C) ==
+                     DG_STATUS_OK &&
+                 dg_direct_convt(x2, add, ws, small, y, w, bt, N, OC, H / 2, W / 2, C) ==
+                     DG_STATUS_OK;
+        CHECK(ok && same_floats(y1, y2, ny) && same_floats(x1, x2, nx),
+              "direct kernels at 3 threads, %s: the weights packed once per task give the "
+              "bits of one shared packing", add ? "accumulating" : "forward with bias");
+    }
+    free(x); free(y); free(w); free(b); free(bt); free(ws); free(y1); free(y2); free(x1);
+    free(x2);
+    dg_set_num_threads(before);
+}
+
 /* The direct AVX-512 kernels (dg_conv_direct.c) of 4x4, stride-2, padding-1
  * convolutions: conv2d forwards and weight gradients and the transposed
  * convolutions' input and weight gradients (dg_direct_conv, dg_direct_conv_dweight), and
@@ -1244,6 +1282,7 @@ static void test_conv_direct(void) {
         CHECK(dw_kernel == 9, "the weight-gradient kernel runs on %d of the shapes, both "
               "ways (9 expected: 32k output channels of the conv2d)", dw_kernel);
     }
+    direct_copies_case();
 }
 
 /* The direct AVX-512 kernel of transposed convolutions of few images
