@@ -469,7 +469,8 @@ static void image_group(const direct_job *j, const float *wp, size_t n0, int nb,
 /* The tasks claim groups of images in turn rather than a fixed share each: the
  * two halves of a call, alike, took 3.2 and 3.8 ms side by side on Ice Lake
  * (PERFORMANCE.md log 82), and the faster thread now takes more of them. Every
- * image is computed as before, so the bits do not depend on who claims it. */
+ * image is computed as before, so the bits do not depend on who claims it. With
+ * a copy of the panels per task (direct_run), a task packs its own first. */
 static void image_task(void *ctx, int t, int nt) {
     direct_job *j = (direct_job *)ctx;
     (void)nt;
@@ -651,7 +652,8 @@ static void convt_image(const direct_job *j, const float *wp, const float *x, fl
     }
 }
 
-/* Units (part, image), part by part, claimed in turn as image_task's groups. */
+/* Units (part, image), part by part, claimed in turn as image_task's groups
+ * (after packing the task's own copy of the panels, as there). */
 static void convt_image_task(void *ctx, int t, int nt) {
     direct_job *j = (direct_job *)ctx;
     (void)nt;
