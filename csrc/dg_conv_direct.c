@@ -147,6 +147,18 @@ static float *panels_end(const direct_job *j) {
     return j->ws + (size_t)j->copies * j->wp_floats;
 }
 
+/* Packs rows [lo, hi) of a kernel's panels into wp (pack_rows, convt_pack_rows). */
+typedef void (*pack_fn)(const direct_job *j, float *wp, size_t lo, size_t hi);
+
+/* The panels task t reads: the shared copy, or (one copy per task) its own,
+ * which it packs here, all `rows` rows of it. */
+static const float *task_panels(const direct_job *j, int t, pack_fn pack, size_t rows) {
+    if (j->copies == 1) return j->ws;
+    float *wp = j->ws + (size_t)t * j->wp_floats;
+    pack(j, wp, 0, rows);
+    return wp;
+}
+
 /* Tasks for a call: at most one per thread and item (an image, or an image's
  * block of channels), DG_DIRECT_GRAIN FLOPs each at least. N images of C -> OC
  * channels, each weight tap meeting pixels pixels of the small map per image. */
@@ -474,11 +486,8 @@ static void image_group(const direct_job *j, const float *wp, size_t n0, int nb,
 static void image_task(void *ctx, int t, int nt) {
     direct_job *j = (direct_job *)ctx;
     (void)nt;
-    float *wp = j->ws, *scratch = panels_end(j) + (size_t)t * j->group * j->task_floats;
-    if (j->copies > 1) {
-        wp += (size_t)t * j->wp_floats;
-        pack_rows(j, wp, 0, (size_t)j->C * 16);
-    }
+    float *scratch = panels_end(j) + (size_t)t * j->group * j->task_floats;
+    const float *wp = task_panels(j, t, pack_rows, (size_t)j->C * 16);
     size_t N = (size_t)j->N, g = (size_t)j->group;
     for (;;) {
         size_t n = atomic_fetch_add_explicit(&j->next, g, memory_order_relaxed);
@@ -657,11 +666,8 @@ static void convt_image(const direct_job *j, const float *wp, const float *x, fl
 static void convt_image_task(void *ctx, int t, int nt) {
     direct_job *j = (direct_job *)ctx;
     (void)nt;
-    float *wp = j->ws, *buf = panels_end(j) + (size_t)t * j->task_floats;   /* group 1 */
-    if (j->copies > 1) {
-        wp += (size_t)t * j->wp_floats;
-        convt_pack_rows(j, wp, 0, (size_t)j->C);
-    }
+    float *buf = panels_end(j) + (size_t)t * j->task_floats;   /* group 1 */
+    const float *wp = task_panels(j, t, convt_pack_rows, (size_t)j->C);
     size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * j->OH * j->OW;
     size_t N = (size_t)j->N;
     int pc = part_channels(j->C, DG_DIRECT_T_OCB);
