@@ -89,9 +89,13 @@
  * images: the output-channel blocks go in parts of at most this many bytes (one
  * block at least), each part over every image of the task in turn (the
  * generator's 2 MB of panels were otherwise read from beyond L2 once per image:
- * 1.01-1.10x on its forward; the same in dg_direct_conv, whose images then pad
- * twice, gave 0.91-1.02x) */
+ * 1.01-1.10x on its forward; the same in dg_direct_conv at 1 thread, whose images
+ * then pad twice, gave 0.91-1.02x). At 2 threads or more both kernels share the
+ * parts out among the tasks (part_task, convt_part_task). */
 #define DG_DIRECT_PART_BYTES ((size_t)1 << 20)
+/* Parts at most for the tasks to share out at 2 threads or more (part_task,
+ * convt_part_task); with more, all tasks take the parts in order, as at 1. */
+#define DG_DIRECT_MAX_PARTS 8
 /* The transposed kernel of few images: output channels per block (four
  * vectors of 16 taps), input pixels per row at most (4 x 7 accumulators). */
 #define DG_FEW_OCB 4
@@ -133,6 +137,9 @@ typedef struct {
                                       * few_list_floats apart (NULL: the dense rows) */
     atomic_size_t next;              /* the image tasks' next unit to claim (0) */
     int copies;                      /* of the panels: 1 (shared) or one per task (direct_run) */
+    int parts;                       /* of the panels (part_task, convt_part_task) */
+    atomic_int part_state[DG_DIRECT_MAX_PARTS];   /* 0, 1 being packed, 2 packed */
+    atomic_size_t part_next[DG_DIRECT_MAX_PARTS]; /* a part's next image to claim */
 } direct_job;
 
 /* Workspace floats of each task: the padded image, then the row buffer
@@ -157,6 +164,32 @@ static const float *task_panels(const direct_job *j, int t, pack_fn pack, size_t
     float *wp = j->ws + (size_t)t * j->wp_floats;
     pack(j, wp, 0, rows);
     return wp;
+}
+
+/* Output channels of a part (DG_DIRECT_PART_BYTES of panels of ocb channels, C
+ * input channels). */
+static int part_channels(int C, int ocb) {
+    size_t blocks = DG_DIRECT_PART_BYTES / ((size_t)C * 16 * ocb * sizeof(float));
+    return (int)(blocks < 1 ? 1 : blocks) * ocb;
+}
+
+/* Packs output channels [ob0, ob1) of the shared panels (every input channel). */
+typedef void (*part_pack_fn)(const direct_job *j, int ob0, int ob1);
+
+/* Part p of the shared panels, output channels [ob0, ob1), packed by the first
+ * task to come to it; the others wait until that task has packed it (it is
+ * running: it took the part while running). */
+static void part_ready(direct_job *j, int p, int ob0, int ob1, part_pack_fn pack) {
+    int idle = 0;
+    if (atomic_compare_exchange_strong_explicit(&j->part_state[p], &idle, 1,
+                                                memory_order_acquire, memory_order_acquire)) {
+        pack(j, ob0, ob1);
+        atomic_store_explicit(&j->part_state[p], 2, memory_order_release);
+        return;
+    }
+    for (int spins = 0; atomic_load_explicit(&j->part_state[p], memory_order_acquire) != 2;
+         spins++)
+        dg_relax(spins);
 }
 
 /* Tasks for a call: at most one per thread and item (an image, or an image's
@@ -323,12 +356,13 @@ static void pad_image(float *xp, const float *x, int C, int H, int W) {
  * block's weights of consecutive channels and taps are consecutive in memory
  * (rows of all OC weights would put the channels of a chunk 16*OC floats apart,
  * on the same few L1 sets: 1.5x slower). */
-DG_AVX512 static void pack_rows(const direct_job *j, float *wp, size_t lo, size_t hi) {
+DG_AVX512 static void pack_block(const direct_job *j, float *wp, size_t lo, size_t hi,
+                                 int ob0, int ob1) {
     size_t rows = (size_t)j->C * 16;
     /* a tile of 16 rows of a panel (2 KB) at a time: each half of its 32
      * channels is a 16x16 transpose in registers (a float at a time, each line
      * of the tile was rewritten 16 times) */
-    for (int ob = 0; ob < j->OC; ob += DG_DIRECT_OCB) {
+    for (int ob = ob0; ob < ob1; ob += DG_DIRECT_OCB) {
         float *panel = wp + (size_t)ob * rows;
         for (size_t r0 = lo; r0 < hi; r0 += 16) {
             for (int h = 0; h < DG_DIRECT_OCB; h += 16) {
@@ -341,6 +375,11 @@ DG_AVX512 static void pack_rows(const direct_job *j, float *wp, size_t lo, size_
             }
         }
     }
+}
+
+/* Rows [lo, hi) of the panels, every output channel. */
+static void pack_rows(const direct_job *j, float *wp, size_t lo, size_t hi) {
+    pack_block(j, wp, lo, hi, 0, j->OC);
 }
 
 /* Task t of nt packs its share of the shared panels. */
@@ -440,20 +479,20 @@ static const conv_row_fn conv_rows[DG_DIRECT_MAXW + 1] = {
     NULL, conv_row_1, conv_row_2, conv_row_3, conv_row_4,
     conv_row_5, conv_row_6, conv_row_7, conv_row_8};
 
-/* Images n0 .. n0 + nb - 1 (nb <= DG_DIRECT_GROUP): out (OC, OH, OW) (+)= each
- * one's convolution; slot k of the task's scratch (`slot` floats apart) holds
- * image k's padded copy, then its row buffer. Each chunk's weights serve the
- * rows of all nb images while they are in L1; every image is computed as it would
- * be alone. */
+/* Images n0 .. n0 + nb - 1 (nb <= DG_DIRECT_GROUP), output channels [ob0, ob1): out
+ * (OC, OH, OW) (+)= each one's convolution; slot k of the task's scratch (`slot`
+ * floats apart) holds image k's padded copy, then its row buffer. Each chunk's
+ * weights serve the rows of all nb images while they are in L1; every image is
+ * computed as it would be alone. */
 static void image_group(const direct_job *j, const float *wp, size_t n0, int nb,
-                        float *scratch) {
+                        float *scratch, int ob0, int ob1) {
     int C = j->C, H = j->H, W = j->W, OC = j->OC, OH = j->OH, OW = j->OW;
     int WP = W + 2;
     size_t plane = (size_t)(H + 2) * WP, ohw = (size_t)OH * OW, slot = j->task_floats;
     size_t xpf = slot - ohw * DG_DIRECT_OCB;   /* the padded image's floats */
     size_t in_img = (size_t)C * H * W, out_img = (size_t)OC * ohw;
     for (int k = 0; k < nb; k++) pad_image(scratch + k * slot, j->inp + (n0 + k) * in_img, C, H, W);
-    for (int ob = 0; ob < OC; ob += DG_DIRECT_OCB) {
+    for (int ob = ob0; ob < ob1; ob += DG_DIRECT_OCB) {
         const float *panel = wp + (size_t)ob * C * 16;
         for (int c0 = 0; c0 < C; c0 += DG_DIRECT_CC) {
             int nc = C - c0 < DG_DIRECT_CC ? C - c0 : DG_DIRECT_CC;
@@ -492,7 +531,32 @@ static void image_task(void *ctx, int t, int nt) {
     for (;;) {
         size_t n = atomic_fetch_add_explicit(&j->next, g, memory_order_relaxed);
         if (n >= N) break;
-        image_group(j, wp, n, N - n < g ? (int)(N - n) : j->group, scratch);
+        image_group(j, wp, n, N - n < g ? (int)(N - n) : j->group, scratch, 0, j->OC);
+    }
+}
+
+/* Output channels [ob0, ob1) of the shared panels (part_ready). */
+static void pack_part(const direct_job *j, int ob0, int ob1) {
+    pack_block(j, j->ws, 0, (size_t)j->C * 16, ob0, ob1);
+}
+
+/* image_task's groups part by part, the parts shared out as in convt_part_task
+ * (each image is padded again for each part it takes). */
+static void part_task(void *ctx, int t, int nt) {
+    direct_job *j = (direct_job *)ctx;
+    float *scratch = panels_end(j) + (size_t)t * j->group * j->task_floats;
+    size_t N = (size_t)j->N, g = (size_t)j->group;
+    int pc = part_channels(j->C, DG_DIRECT_OCB), first = t * j->parts / nt;
+    for (int k = 0; k < j->parts; k++) {
+        int p = (first + k) % j->parts;
+        if (atomic_load_explicit(&j->part_next[p], memory_order_relaxed) >= N) continue;
+        int ob0 = p * pc, ob1 = j->OC - ob0 < pc ? j->OC : ob0 + pc;
+        part_ready(j, p, ob0, ob1, pack_part);
+        for (;;) {
+            size_t n = atomic_fetch_add_explicit(&j->part_next[p], g, memory_order_relaxed);
+            if (n >= N) break;
+            image_group(j, j->ws, n, N - n < g ? (int)(N - n) : j->group, scratch, ob0, ob1);
+        }
     }
 }
 /* ------------------------------------------------------------------------- */
@@ -517,12 +581,13 @@ static void image_task(void *ctx, int t, int nt) {
  * stay in L2). */
 /* panels from weight (C, OC, 16), input channels [lo, hi): wp[(ob*C + c)*256 +
  * t*16 + i] = weight[c, ob*16 + i, t] */
-DG_AVX512 static void convt_pack_rows(const direct_job *j, float *wp, size_t lo, size_t hi) {
+DG_AVX512 static void convt_pack_block(const direct_job *j, float *wp, size_t c0, size_t c1,
+                                       int ob0, int ob1) {
     /* each block of 16 output channels of channel c: weight[c, block, :] (16
      * channels x 16 taps) transposed in registers (a float at a time before) */
     _Static_assert(DG_DIRECT_T_OCB == 16, "a block is one 16x16 transpose");
-    for (size_t c = lo; c < hi; c++) {
-        for (int ob = 0; ob < j->OC; ob += DG_DIRECT_T_OCB) {
+    for (size_t c = c0; c < c1; c++) {
+        for (int ob = ob0; ob < ob1; ob += DG_DIRECT_T_OCB) {
             const float *w = j->weight + (c * (size_t)j->OC + (size_t)ob) * 16;
             float *d = wp + ((size_t)(ob / DG_DIRECT_T_OCB) * j->C + c) * 256;
             __m512 v[16];
@@ -533,6 +598,11 @@ DG_AVX512 static void convt_pack_rows(const direct_job *j, float *wp, size_t lo,
                 _mm512_storeu_ps(d + k * 16, v[k]);
         }
     }
+}
+
+/* Input channels [lo, hi) of the panels, every output channel. */
+static void convt_pack_rows(const direct_job *j, float *wp, size_t lo, size_t hi) {
+    convt_pack_block(j, wp, lo, hi, 0, j->OC);
 }
 
 /* Task t of nt packs its share (input channels) of the shared panels. */
@@ -622,13 +692,6 @@ static const convt_row_fn convt_rows[DG_DIRECT_MAXW + 1] = {
     NULL, convt_row_1, convt_row_2, convt_row_3, convt_row_4,
     convt_row_5, convt_row_6, convt_row_7, convt_row_8};
 
-/* Output channels of a part (DG_DIRECT_PART_BYTES of panels of ocb channels, C
- * input channels). */
-static int part_channels(int C, int ocb) {
-    size_t blocks = DG_DIRECT_PART_BYTES / ((size_t)C * 16 * ocb * sizeof(float));
-    return (int)(blocks < 1 ? 1 : blocks) * ocb;
-}
-
 /* One image, output channels [ob0, ob1): out (+)= its transposed convolution;
  * buf the task's (4HW, 16) row buffer. */
 static void convt_image(const direct_job *j, const float *wp, const float *x, float *out,
@@ -678,6 +741,38 @@ static void convt_image_task(void *ctx, int t, int nt) {
         size_t n = u % N;
         int ob0 = (int)(u / N) * pc, ob1 = j->OC - ob0 < pc ? j->OC : ob0 + pc;
         convt_image(j, wp, j->inp + n * in_img, j->out + n * out_img, buf, ob0, ob1);
+    }
+}
+
+/* Output channels [ob0, ob1) of the shared panels (part_ready). */
+static void convt_pack_part(const direct_job *j, int ob0, int ob1) {
+    convt_pack_block(j, j->ws, 0, (size_t)j->C, ob0, ob1);
+}
+
+/* The tasks of a call whose panels go in several parts (direct_run), when
+ * several threads run it: task t starts at part t * parts / nt, packs it and
+ * takes its images in turn, then goes on round the parts to the next whose
+ * images are not all taken, packing it if no task has. A core then reads
+ * mostly the part of the panels it packed itself, from its own L2, where with
+ * the parts taken in order both cores took turns at the images of each part
+ * after packing all of them together (PERFORMANCE.md log 95). Each (part,
+ * image) is computed as convt_image_task computes it: the same bits. */
+static void convt_part_task(void *ctx, int t, int nt) {
+    direct_job *j = (direct_job *)ctx;
+    float *buf = panels_end(j) + (size_t)t * j->task_floats;   /* group 1 */
+    size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * j->OH * j->OW;
+    size_t N = (size_t)j->N;
+    int pc = part_channels(j->C, DG_DIRECT_T_OCB), first = t * j->parts / nt;
+    for (int k = 0; k < j->parts; k++) {
+        int p = (first + k) % j->parts;
+        if (atomic_load_explicit(&j->part_next[p], memory_order_relaxed) >= N) continue;
+        int ob0 = p * pc, ob1 = j->OC - ob0 < pc ? j->OC : ob0 + pc;
+        part_ready(j, p, ob0, ob1, convt_pack_part);
+        for (;;) {
+            size_t n = atomic_fetch_add_explicit(&j->part_next[p], 1, memory_order_relaxed);
+            if (n >= N) break;
+            convt_image(j, j->ws, j->inp + n * in_img, j->out + n * out_img, buf, ob0, ob1);
+        }
     }
 }
 
@@ -1313,12 +1408,14 @@ dg_status dg_direct_conv_dweight(float *dweight, float *ws, size_t ws_floats,
 }
 
 #if DG_HAVE_AVX2
-/* Packs the weights, then runs the images in as many tasks as direct_tasks asks
- * for and the workspace holds (j->group images each, fewer images per chunk
- * before fewer tasks; neither changes a bit). pixels_h x pixels_w: the pixels
- * each weight tap meets per image (the small map), for the FLOP count. */
+/* Packs the weights (pack), then runs the images (images) in as many tasks as
+ * direct_tasks asks for and the workspace holds (j->group images each, fewer
+ * images per chunk before fewer tasks; neither changes a bit); or, with several
+ * tasks and j->parts parts of panels, part_images, whose tasks pack the parts
+ * themselves. pixels_h x pixels_w: the pixels each weight tap meets per image
+ * (the small map), for the FLOP count. */
 static dg_status direct_run(direct_job *j, size_t ws_floats, int pixels_h, int pixels_w,
-                            dg_task_fn pack, dg_task_fn images) {
+                            dg_task_fn pack, dg_task_fn images, dg_task_fn part_images) {
     if (j->wp_floats + j->task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
     size_t room = (ws_floats - j->wp_floats) / j->task_floats;   /* image slots */
     int nt = direct_tasks((size_t)j->N, j->N, j->C, j->OC, pixels_h * pixels_w);
@@ -1331,8 +1428,14 @@ static dg_status direct_run(direct_job *j, size_t ws_floats, int pixels_h, int p
      * threads, the critic layer's input gradient (512 KB of panels) took 93-95 us
      * an image with a copy per task and 100 us with one shared copy (91 us at 1
      * thread); the whole step x0.969-0.976 (PERFORMANCE.md log 93). The
-     * generator's 2 MB panels, packed twice, were no faster. */
+     * generator's 2 MB panels, packed twice, were no faster; they go in parts,
+     * which the tasks share out (part_task, convt_part_task), each packing the
+     * parts it comes to first. */
     j->copies = 1;
+    if (nt > 1 && part_images != NULL && j->parts > 1 && j->parts <= DG_DIRECT_MAX_PARTS) {
+        dg_parallel(part_images, j, nt);
+        return DG_STATUS_OK;
+    }
     if (nt > 1 && j->wp_floats * sizeof(float) <= DG_DIRECT_PART_BYTES &&
         (size_t)nt * (j->wp_floats + (size_t)j->group * j->task_floats) <= ws_floats)
         j->copies = nt;
@@ -1350,8 +1453,10 @@ dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const
     int OH = H / 2, OW = W / 2;
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, OH, OW,
                     (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW), DG_DIRECT_GROUP,
-                    NULL, 0, 1};
-    return direct_run(&j, ws_floats, OH, OW, pack_task, image_task);
+                    NULL, 0, 1, 0, {0}, {0}};
+    int pc = part_channels(C, DG_DIRECT_OCB);
+    j.parts = (OC + pc - 1) / pc;
+    return direct_run(&j, ws_floats, OH, OW, pack_task, image_task, part_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
     (void)N; (void)C; (void)H; (void)W; (void)OC;
@@ -1366,8 +1471,10 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
     /* one image per slot: its (2H*2W, 16) row buffer */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
                     2 * W, (size_t)C * 16 * OC, (size_t)4 * H * W * DG_DIRECT_T_OCB, 1,
-                    NULL, 0, 1};
-    return direct_run(&j, ws_floats, H, W, convt_pack_task, convt_image_task);
+                    NULL, 0, 1, 0, {0}, {0}};
+    int pc = part_channels(C, DG_DIRECT_T_OCB);
+    j.parts = (OC + pc - 1) / pc;
+    return direct_run(&j, ws_floats, H, W, convt_pack_task, convt_image_task, convt_part_task);
 #else
     (void)out; (void)add; (void)ws; (void)ws_floats; (void)inp; (void)weight; (void)bias;
     (void)N; (void)C; (void)H; (void)W; (void)OC;
@@ -1422,7 +1529,7 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
 #if DG_HAVE_AVX2
     int hw = H * W, blocks = OC / DG_FEW_OCB;
     direct_job j = {0, out, ws, h->hid, weight, bias, 1, C, H, W, OC, 2 * H, 2 * W, 0,
-                    few_task_floats(1, OC, 2 * H, 2 * W, 1), 1, NULL, 0, 1};
+                    few_task_floats(1, OC, 2 * H, 2 * W, 1), 1, NULL, 0, 1, 0, {0}, {0}};
     if (j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
     /* the lists after the slot, when there is room for them */
     size_t pplane = (size_t)(2 * H + 2) * (2 * W + 2);
@@ -1481,7 +1588,7 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
 #if DG_HAVE_AVX2
     /* each task's slot: the padded planes of its blocks of one image */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
-                    2 * W, 0, 0, 1, NULL, 0, 1};
+                    2 * W, 0, 0, 1, NULL, 0, 1, 0, {0}, {0}};
     int nt = direct_tasks((size_t)N * (OC / DG_FEW_OCB), N, C, OC, H * W);
     while (nt > 1 && (size_t)nt * few_task_floats(N, OC, 2 * H, 2 * W, nt) > ws_floats) nt--;
     j.task_floats = few_task_floats(N, OC, 2 * H, 2 * W, nt);

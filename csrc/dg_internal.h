@@ -66,6 +66,10 @@ void dg_parallel(dg_task_fn fn, void *ctx, int nt);
  * repacking of a split GEMM). Which values a task computes then does not change:
  * the ops split by nt compute each value the same way whatever nt. */
 int dg_threads_for(double work, double grain);
+/* One round of a task's wait for another task of its region (a flag the other
+ * sets): a pause for the first 4096 rounds, then the CPU given up, as the pool's
+ * own waits do (the tests run more threads than CPUs). */
+void dg_relax(int spins);
 /* [*lo, *hi) = task t's share of [0, n) in nt near-equal parts whose bounds
  * are multiples of align (except n itself). */
 void dg_split(size_t n, size_t align, int t, int nt, size_t *lo, size_t *hi);

@@ -15,7 +15,10 @@
  * exception, in dg_conv_direct.c: its tasks, one per thread since each owns a
  * scratch slot, take images from a counter of their own, so WHICH images a task
  * computes depends on timing; every image is still computed the same way and
- * written to its own memory, so the values do not.) The
+ * written to its own memory, so the values do not. Its transposed kernel's tasks
+ * may also wait for the task packing the weights of a part to finish (dg_relax);
+ * only a task that is running packs, and tasks run one after the other pack as
+ * they come, so the wait always ends.) The
  * threads of the pool CLAIM tasks one at a time from a shared counter, so a
  * thread that the OS delays (a loaded machine) leaves its share to the others
  * instead of stalling the region; which thread runs a task changes nothing in
@@ -304,6 +307,14 @@ void dg_parallel(dg_task_fn fn, void *ctx, int nt) {
         }
     }
     pthread_mutex_unlock(&pool.busy);
+}
+
+void dg_relax(int spins) {
+    if (spins < 4096) {
+        DG_PAUSE();
+    } else {
+        sched_yield();
+    }
 }
 
 void dg_split(size_t n, size_t align, int t, int nt, size_t *lo, size_t *hi) {

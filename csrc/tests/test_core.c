@@ -1242,6 +1242,51 @@ static void direct_copies_case(void) {
     dg_set_num_threads(before);
 }
 
+/* The direct kernels with panels of more than one part (1 MB each): at 2 and 3
+ * threads the tasks share the parts out (convt_part_task, part_task; 2 and 3
+ * parts, more tasks than parts and the other way round), each packing a part
+ * when it comes to it first; the bits of 1 thread, where the panels are packed
+ * before the images and the parts (the transposed kernel's) taken in order.
+ * Every call gets a workspace of NaN: nothing packed by the call before. */
+static void direct_parts_case(void) {
+    int N = 8, C = 128, H = 4, W = 4;
+    int before = dg_get_num_threads();
+    for (int OC = 256; OC <= 384; OC += 128) {
+        /* the transposed (N, C, H, W) -> (N, OC, 2H, 2W); the conv2d (N, C, 2H, 2W)
+         * -> (N, OC, H, W) with weights (OC, C, 4, 4) of the same size */
+        size_t wp = (size_t)C * 16 * OC;
+        size_t wsf = wp + 3 * 2 * ((size_t)C * (2 * H + 2) * (2 * W + 2) + 32 * 4 * H * W);
+        size_t nx = (size_t)N * C * H * W, ny = (size_t)N * OC * 4 * H * W;
+        if (!dg_direct_t_fits(N, C, H, W, OC, 4, 4, 2, 2, 1, 1, 2 * H, 2 * W, wsf) ||
+            !dg_direct_fits(N, C, 2 * H, 2 * W, OC, 4, 4, 2, 2, 1, 1, H, W, wsf))
+            break;
+        float *x = frandn(4 * nx), *w = frandn(wp), *b = frandn(OC), *ws = falloc(wsf);
+        float *y1 = falloc(ny), *y2 = falloc(ny);
+        for (int kind = 0; kind < 2; kind++) {
+            for (int add = 0; add < 2; add++) {
+                for (int nt = 1; nt <= 3; nt++) {
+                    float *y = nt == 1 ? y1 : y2;
+                    size_t n = kind == 0 ? ny : ny / 4;
+                    for (size_t i = 0; i < wsf; i++) ws[i] = NAN;
+                    for (size_t i = 0; i < n; i++) y[i] = 0.5f;
+                    dg_set_num_threads(nt);
+                    dg_status st =
+                        kind == 0
+                            ? dg_direct_convt(y, add, ws, wsf, x, w, b, N, C, H, W, OC)
+                            : dg_direct_conv(y, add, ws, wsf, x, w, b, N, C, 2 * H, 2 * W, OC);
+                    if (nt == 1) continue;
+                    CHECK(st == DG_STATUS_OK && same_floats(y1, y2, n),
+                          "direct %s kernel, %d parts of panels at %d threads, %s: the bits "
+                          "of 1 thread", kind == 0 ? "transposed" : "conv2d", OC / 128, nt,
+                          add ? "accumulating" : "with bias");
+                }
+            }
+        }
+        free(x); free(w); free(b); free(ws); free(y1); free(y2);
+    }
+    dg_set_num_threads(before);
+}
+
 /* The direct AVX-512 kernels (dg_conv_direct.c) of 4x4, stride-2, padding-1
  * convolutions: conv2d forwards and weight gradients and the transposed
  * convolutions' input and weight gradients (dg_direct_conv, dg_direct_conv_dweight), and
@@ -1283,6 +1328,7 @@ static void test_conv_direct(void) {
               "ways (9 expected: 32k output channels of the conv2d)", dw_kernel);
     }
     direct_copies_case();
+    direct_parts_case();
 }
 
 /* The direct AVX-512 kernel of transposed convolutions of few images
