@@ -192,6 +192,36 @@ static void part_ready(direct_job *j, int p, int ob0, int ob1, part_pack_fn pack
         dg_relax(spins);
 }
 
+/* Images n .. n + nb - 1 of task t, output channels [ob0, ob1), from the shared
+ * panels (a part's unit of work: image_group, convt_image). */
+typedef void (*part_unit_fn)(const direct_job *j, int t, size_t n, int nb, int ob0, int ob1);
+
+/* Task t of nt's share of a call whose panels go in j->parts parts of pc output
+ * channels, when several threads run it (direct_run): it starts at part
+ * t * parts / nt, packs it (part_ready) and takes its images, g at a time, from
+ * the part's own counter; then it goes on round the parts to the next whose
+ * images are not all taken, packing it if no task has. A core then reads mostly
+ * the part of the panels it packed itself, from its own L2, where with the parts
+ * taken in order both cores took turns at the images of each part after packing
+ * all of them together (PERFORMANCE.md log 95). Each (part, image) is computed
+ * as the image tasks compute it: the same bits. */
+static void parts_run(direct_job *j, int t, int nt, int pc, size_t g, part_pack_fn pack,
+                      part_unit_fn unit) {
+    size_t N = (size_t)j->N;
+    int first = t * j->parts / nt;
+    for (int k = 0; k < j->parts; k++) {
+        int p = (first + k) % j->parts;
+        if (atomic_load_explicit(&j->part_next[p], memory_order_relaxed) >= N) continue;
+        int ob0 = p * pc, ob1 = j->OC - ob0 < pc ? j->OC : ob0 + pc;
+        part_ready(j, p, ob0, ob1, pack);
+        for (;;) {
+            size_t n = atomic_fetch_add_explicit(&j->part_next[p], g, memory_order_relaxed);
+            if (n >= N) break;
+            unit(j, t, n, N - n < g ? (int)(N - n) : (int)g, ob0, ob1);
+        }
+    }
+}
+
 /* Tasks for a call: at most one per thread and item (an image, or an image's
  * block of channels), DG_DIRECT_GRAIN FLOPs each at least. N images of C -> OC
  * channels, each weight tap meeting pixels pixels of the small map per image. */
@@ -540,24 +570,18 @@ static void pack_part(const direct_job *j, int ob0, int ob1) {
     pack_block(j, j->ws, 0, (size_t)j->C * 16, ob0, ob1);
 }
 
-/* image_task's groups part by part, the parts shared out as in convt_part_task
- * (each image is padded again for each part it takes). */
+/* A group of part_task's: image_group on task t's scratch. */
+static void part_group(const direct_job *j, int t, size_t n, int nb, int ob0, int ob1) {
+    image_group(j, j->ws, n, nb, panels_end(j) + (size_t)t * j->group * j->task_floats,
+                ob0, ob1);
+}
+
+/* image_task's groups, part by part (parts_run); each image is padded again for
+ * each part it takes. */
 static void part_task(void *ctx, int t, int nt) {
     direct_job *j = (direct_job *)ctx;
-    float *scratch = panels_end(j) + (size_t)t * j->group * j->task_floats;
-    size_t N = (size_t)j->N, g = (size_t)j->group;
-    int pc = part_channels(j->C, DG_DIRECT_OCB), first = t * j->parts / nt;
-    for (int k = 0; k < j->parts; k++) {
-        int p = (first + k) % j->parts;
-        if (atomic_load_explicit(&j->part_next[p], memory_order_relaxed) >= N) continue;
-        int ob0 = p * pc, ob1 = j->OC - ob0 < pc ? j->OC : ob0 + pc;
-        part_ready(j, p, ob0, ob1, pack_part);
-        for (;;) {
-            size_t n = atomic_fetch_add_explicit(&j->part_next[p], g, memory_order_relaxed);
-            if (n >= N) break;
-            image_group(j, j->ws, n, N - n < g ? (int)(N - n) : j->group, scratch, ob0, ob1);
-        }
-    }
+    parts_run(j, t, nt, part_channels(j->C, DG_DIRECT_OCB), (size_t)j->group, pack_part,
+              part_group);
 }
 /* ------------------------------------------------------------------------- */
 /* Transposed convolution                                                     */
@@ -749,31 +773,19 @@ static void convt_pack_part(const direct_job *j, int ob0, int ob1) {
     convt_pack_block(j, j->ws, 0, (size_t)j->C, ob0, ob1);
 }
 
-/* The tasks of a call whose panels go in several parts (direct_run), when
- * several threads run it: task t starts at part t * parts / nt, packs it and
- * takes its images in turn, then goes on round the parts to the next whose
- * images are not all taken, packing it if no task has. A core then reads
- * mostly the part of the panels it packed itself, from its own L2, where with
- * the parts taken in order both cores took turns at the images of each part
- * after packing all of them together (PERFORMANCE.md log 95). Each (part,
- * image) is computed as convt_image_task computes it: the same bits. */
+/* An image of convt_part_task's: convt_image with task t's row buffer. */
+static void convt_part_image(const direct_job *j, int t, size_t n, int nb, int ob0, int ob1) {
+    size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * j->OH * j->OW;
+    (void)nb;   /* 1 */
+    convt_image(j, j->ws, j->inp + n * in_img, j->out + n * out_img,
+                panels_end(j) + (size_t)t * j->task_floats, ob0, ob1);
+}
+
+/* convt_image_task's units, part by part (parts_run). */
 static void convt_part_task(void *ctx, int t, int nt) {
     direct_job *j = (direct_job *)ctx;
-    float *buf = panels_end(j) + (size_t)t * j->task_floats;   /* group 1 */
-    size_t in_img = (size_t)j->C * j->H * j->W, out_img = (size_t)j->OC * j->OH * j->OW;
-    size_t N = (size_t)j->N;
-    int pc = part_channels(j->C, DG_DIRECT_T_OCB), first = t * j->parts / nt;
-    for (int k = 0; k < j->parts; k++) {
-        int p = (first + k) % j->parts;
-        if (atomic_load_explicit(&j->part_next[p], memory_order_relaxed) >= N) continue;
-        int ob0 = p * pc, ob1 = j->OC - ob0 < pc ? j->OC : ob0 + pc;
-        part_ready(j, p, ob0, ob1, convt_pack_part);
-        for (;;) {
-            size_t n = atomic_fetch_add_explicit(&j->part_next[p], 1, memory_order_relaxed);
-            if (n >= N) break;
-            convt_image(j, j->ws, j->inp + n * in_img, j->out + n * out_img, buf, ob0, ob1);
-        }
-    }
+    parts_run(j, t, nt, part_channels(j->C, DG_DIRECT_T_OCB), 1, convt_pack_part,
+              convt_part_image);
 }
 
 /* ------------------------------------------------------------------------- */
