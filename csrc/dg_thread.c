@@ -15,8 +15,8 @@
  * exception, in dg_conv_direct.c: its tasks, one per thread since each owns a
  * scratch slot, take images from a counter of their own, so WHICH images a task
  * computes depends on timing; every image is still computed the same way and
- * written to its own memory, so the values do not. Its transposed kernel's tasks
- * may also wait for the task packing the weights of a part to finish (dg_relax);
+ * written to its own memory, so the values do not. Its tasks may
+ * also wait for the task packing the weights of a part to finish (dg_relax);
  * only a task that is running packs, and tasks run one after the other pack as
  * they come, so the wait always ends.) The
  * threads of the pool CLAIM tasks one at a time from a shared counter, so a
@@ -262,6 +262,14 @@ static void run_serial(dg_task_fn fn, void *ctx, int nt) {
     in_task--;
 }
 
+void dg_relax(int spins) {
+    if (spins < 4096) {
+        DG_PAUSE();
+    } else {
+        sched_yield();
+    }
+}
+
 void dg_parallel(dg_task_fn fn, void *ctx, int nt) {
     if (nt <= 1) {
         fn(ctx, 0, 1);
@@ -279,13 +287,7 @@ void dg_parallel(dg_task_fn fn, void *ctx, int nt) {
     /* set the region up: gen odd, wait for the workers still inside the last one */
     unsigned g = atomic_load(&pool.gen);
     atomic_store(&pool.gen, g + 1);
-    for (int spins = 0; atomic_load(&pool.active) != 0; spins++) {
-        if (spins < 4096) {
-            DG_PAUSE();
-        } else {
-            sched_yield();
-        }
-    }
+    for (int spins = 0; atomic_load(&pool.active) != 0; spins++) dg_relax(spins);
     pool.fn = fn;
     pool.ctx = ctx;
     pool.nt = nt;
@@ -299,22 +301,9 @@ void dg_parallel(dg_task_fn fn, void *ctx, int nt) {
     run_tasks(fn, ctx, nt);
     /* the tasks other threads claimed */
     for (int spins = 0;
-         atomic_load_explicit(&pool.finished, memory_order_acquire) < nt; spins++) {
-        if (spins < 4096) {
-            DG_PAUSE();
-        } else {
-            sched_yield();
-        }
-    }
+         atomic_load_explicit(&pool.finished, memory_order_acquire) < nt; spins++)
+        dg_relax(spins);
     pthread_mutex_unlock(&pool.busy);
-}
-
-void dg_relax(int spins) {
-    if (spins < 4096) {
-        DG_PAUSE();
-    } else {
-        sched_yield();
-    }
 }
 
 void dg_split(size_t n, size_t align, int t, int nt, size_t *lo, size_t *hi) {
