@@ -103,6 +103,11 @@
 /* Input channels per chunk of the few-image kernel: 64 x 4 x 16 x 4 bytes =
  * 16 KiB of a block's weights, in L1 over the block's input rows. */
 #define DG_FEW_CC 64
+/* Pieces in which dg_direct_convt_few_head makes the next chunk's input (the
+ * linear layer's rows, batch norm and activation) while a chunk computes: after
+ * each block (32 pieces of DCGAN's 256 -> 128) the calls' own costs took 3 % of
+ * a teacher's sample of one image on Emerald Rapids (PERFORMANCE.md, log 99). */
+#define DG_FEW_HEAD_PIECES 4
 _Static_assert(DG_FEW_CC <= 64, "a pixel's channels of a chunk are bits of a uint64_t");
 /* The few-image kernel sums only the nonzero inputs (few_lists,
  * convt_sparse_row_*) when at most this share of a call's inputs is nonzero and
@@ -1551,6 +1556,9 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
     if (lists != NULL) few_list_parts(lists, C, hw, &mask, &val);
     float pk[DG_FEW_CC * 16 * DG_FEW_OCB] __attribute__((aligned(64)));
     size_t K = (size_t)h->K, lrow = K * sizeof(float);
+    /* blocks per piece of the next chunk's rows, and pieces per chunk */
+    int g = (blocks + DG_FEW_HEAD_PIECES - 1) / DG_FEW_HEAD_PIECES;
+    int pieces = (blocks + g - 1) / g;
     /* the first chunk, with nothing to overlap */
     dg_status st = few_head_rows(h, 0, few_head_end(C, hw, 0));
     if (st != DG_STATUS_OK) return st;
@@ -1562,16 +1570,22 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
         size_t s = (size_t)(c0 / DG_FEW_CC) * hw, nx = (size_t)cc * hw;
         int sparse = lists != NULL && few_sparse(xc, nx);
         if (sparse) few_lists(xc, cc, hw, mask + s, val + s * DG_FEW_CC);
-        /* the next chunk's rows [r0, r1), made a piece after each block, the piece's
-         * weights fetched into L2 while the block computes (a piece ahead: no
-         * faster, log 70) */
+        /* the next chunk's rows [r0, r1), made in DG_FEW_HEAD_PIECES pieces, each
+         * after its run of g blocks, its weights fetched into L2 while the run
+         * computes, a share per block (a piece ahead: no faster, log 70) */
         size_t r0 = (size_t)(c0 + cc) * hw, r1 = few_head_end(C, hw, r0);
-        for (int b = 0; b < blocks; b++) {
-            size_t p0 = few_piece(r0, r1, b, blocks), p1 = few_piece(r0, r1, b + 1, blocks);
-            few_chunk(&j, ws, 0, blocks, b, b + 1, h->hid, c0,
-                      sparse ? mask + s : NULL, sparse ? val + s * DG_FEW_CC : NULL,
-                      h->lweight + p0 * K,
-                      ((p1 - p0) * lrow + 63) / 64, pk);
+        for (int b0 = 0, p = 0; b0 < blocks; b0 += g, p++) {
+            int b1 = b0 + g < blocks ? b0 + g : blocks;
+            size_t p0 = few_piece(r0, r1, p, pieces), p1 = few_piece(r0, r1, p + 1, pieces);
+            size_t lines = ((p1 - p0) * lrow + 63) / 64;
+            const char *far = (const char *)(h->lweight + p0 * K);
+            for (int b = b0; b < b1; b++) {
+                size_t l0 = lines * (size_t)(b - b0) / (size_t)(b1 - b0);
+                size_t l1 = lines * (size_t)(b + 1 - b0) / (size_t)(b1 - b0);
+                few_chunk(&j, ws, 0, blocks, b, b + 1, h->hid, c0,
+                          sparse ? mask + s : NULL, sparse ? val + s * DG_FEW_CC : NULL,
+                          (const float *)(const void *)(far + 64 * l0), l1 - l0, pk);
+            }
             st = few_head_rows(h, p0, p1 - p0);
             if (st != DG_STATUS_OK) return st;
         }

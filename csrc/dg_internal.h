@@ -159,10 +159,11 @@ typedef struct {
 } dg_few_head;
 /* dg_direct_convt_few (assigning plus bias) of one image's hid as h makes it, in
  * one task, chunk of DG_FEW_CC input channels by chunk: the next chunk's rows of
- * the linear layer, batch norm and activation are made a piece after each block
- * of output channels, each piece's rows of lweight fetched into L2 while the
- * block sums (the first chunk's made first), so that streaming the linear
- * layer's weights overlaps the sums. lin and hid as the layers one by one make
+ * the linear layer, batch norm and activation are made a piece after each run
+ * of blocks of output channels (DG_FEW_HEAD_PIECES runs), each piece's rows of
+ * lweight fetched into L2 while its run sums (the first chunk's made first), so
+ * that streaming the linear layer's weights overlaps the sums. lin and hid as
+ * the layers one by one make
  * them (dg_linear_forward's one-image rows), out as dg_direct_convt_few makes it
  * from hid. Sizes and arguments checked by the caller (dg_linear_bn_convt_forward);
  * the workspace: what dg_direct_tfew_fits accepted. */

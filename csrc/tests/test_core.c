@@ -512,8 +512,10 @@ static void test_linear_batch(void) {
  * AVX-512 CPU on one thread goes chunk of input channels by chunk) and two (the
  * three calls), with ReLU (half the transposed layer's inputs zero: its sparse
  * rows), no activation (its dense rows) and a leaky ReLU, at 1 and 2 threads; on
- * 80 input channels (a chunk of 64 and one of 16), 7x7 -> 14x14, and on 8
- * channels of 4x4 with K = 17; then its errors. */
+ * 80 input channels (a chunk of 64 and one of 16), 7x7 -> 14x14, to 8 output
+ * channels and to 28 (seven blocks, the next chunk's input made in runs of two
+ * blocks, the last run of one), and on 8 channels of 4x4 with K = 17; then its
+ * errors. */
 static void head_case(int N, int K, int C, int H, int OC, int act, int threads) {
     int W = H, F = C * H * W, OH = 2 * H, OW = 2 * W;
     float *z = frandn((size_t)N * K), *lw = frandn((size_t)F * K), *lb = frandn(F);
@@ -547,7 +549,8 @@ static void head_case(int N, int K, int C, int H, int OC, int act, int threads) 
 static void test_linear_bn_convt(void) {
     printf("# linear, batch norm, transposed convolution in one call\n");
     int before = dg_get_num_threads();
-    static const int shapes[][4] = {{100, 80, 7, 8}, {17, 8, 4, 4}};   /* K, C, H, OC */
+    static const int shapes[][4] = {{100, 80, 7, 8}, {100, 80, 7, 28}, {17, 8, 4, 4}};
+    /* K, C, H, OC */
     static const int acts[] = {DG_ACT_RELU, DG_ACT_NONE, DG_ACT_LEAKY_RELU};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int N = 1; N <= 2; N++)
