@@ -103,12 +103,13 @@
 /* Input channels per chunk of the few-image kernel: 64 x 4 x 16 x 4 bytes =
  * 16 KiB of a block's weights, in L1 over the block's input rows. */
 #define DG_FEW_CC 64
-/* Pieces in which dg_direct_convt_few_head makes the next chunk's input (the
- * linear layer's rows, batch norm and activation) while a chunk computes: after
- * each block (32 pieces of DCGAN's 256 -> 128) the calls' own costs took 3 % of
- * a teacher's sample of one image on Emerald Rapids (PERFORMANCE.md, log 99). */
-#define DG_FEW_HEAD_PIECES 4
 _Static_assert(DG_FEW_CC <= 64, "a pixel's channels of a chunk are bits of a uint64_t");
+/* Pieces in which dg_direct_convt_few_head makes the next chunk's input (the
+ * linear layer's rows, batch norm and activation) while a chunk computes. Made
+ * after every block instead (32 pieces per chunk of DCGAN's 256 -> 128), the
+ * calls' own costs took ~3 % of a one-image teacher sample on Emerald Rapids
+ * (PERFORMANCE.md, log 99). */
+#define DG_FEW_HEAD_PIECES 4
 /* The few-image kernel sums only the nonzero inputs (few_lists,
  * convt_sparse_row_*) when at most this share of a call's inputs is nonzero and
  * the block's weights of the chunk are finite; few_sparse_max < 0: the CPU's

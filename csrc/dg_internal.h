@@ -163,10 +163,10 @@ typedef struct {
  * of blocks of output channels (DG_FEW_HEAD_PIECES runs), each piece's rows of
  * lweight fetched into L2 while its run sums (the first chunk's made first), so
  * that streaming the linear layer's weights overlaps the sums. lin and hid as
- * the layers one by one make
- * them (dg_linear_forward's one-image rows), out as dg_direct_convt_few makes it
- * from hid. Sizes and arguments checked by the caller (dg_linear_bn_convt_forward);
- * the workspace: what dg_direct_tfew_fits accepted. */
+ * the layers one by one make them (dg_linear_forward's one-image rows), out as
+ * dg_direct_convt_few makes it from hid. Sizes and arguments checked by the
+ * caller (dg_linear_bn_convt_forward); the workspace: what dg_direct_tfew_fits
+ * accepted. */
 dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
                                    const dg_few_head *h, const float *weight,
                                    const float *bias, int C, int H, int W, int OC);

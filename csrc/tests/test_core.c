@@ -549,8 +549,8 @@ static void head_case(int N, int K, int C, int H, int OC, int act, int threads) 
 static void test_linear_bn_convt(void) {
     printf("# linear, batch norm, transposed convolution in one call\n");
     int before = dg_get_num_threads();
-    static const int shapes[][4] = {{100, 80, 7, 8}, {100, 80, 7, 28}, {17, 8, 4, 4}};
     /* K, C, H, OC */
+    static const int shapes[][4] = {{100, 80, 7, 8}, {100, 80, 7, 28}, {17, 8, 4, 4}};
     static const int acts[] = {DG_ACT_RELU, DG_ACT_NONE, DG_ACT_LEAKY_RELU};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int N = 1; N <= 2; N++)
