@@ -15,10 +15,10 @@
  * exception, in dg_conv_direct.c: its tasks, one per thread since each owns a
  * scratch slot, take images from a counter of their own, so WHICH images a task
  * computes depends on timing; every image is still computed the same way and
- * written to its own memory, so the values do not. Its tasks may
- * also wait for the task packing the weights of a part to finish (dg_relax);
- * only a task that is running packs, and tasks run one after the other pack as
- * they come, so the wait always ends.) The
+ * written to its own memory, so the values do not. Its tasks may also wait for
+ * the task packing the weights of a part to finish (dg_relax); only a task that
+ * is running packs, and tasks run one after the other pack as they come, so the
+ * wait always ends.) The
  * threads of the pool CLAIM tasks one at a time from a shared counter, so a
  * thread that the OS delays (a loaded machine) leaves its share to the others
  * instead of stalling the region; which thread runs a task changes nothing in
