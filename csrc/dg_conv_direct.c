@@ -1058,11 +1058,12 @@ DG_AVX512 static int few_copy_finite(float *pk, const float *wb, int cc, size_t 
  * for each block, its weights of the chunk copied together (pk: 16 KiB, which
  * stay in L1 over the block's input rows), then every input row's patches added
  * on (from the chunk's lists of nonzeros, mask/val at its first slot, when
- * mask is set), while the next block's weights in the run are fetched (rows 8 KB
- * apart, which the hardware did not fetch ahead: 1.06-1.09x with the weights in
- * L3, log 68), and the far_lines 64-byte lines at far into L2, a share per input
- * row, one per step of the row's loop (the next chunk's rows of the linear layer
- * before this one, dg_direct_convt_few_head). */
+ * mask is set), while the next block's weights in the run are fetched into L2
+ * (rows 8 KB apart, which the hardware did not fetch ahead: 1.06-1.09x with the
+ * weights in L3, log 68; fetched into L1 as well, 1.014x, log 100: their rows
+ * fall in four of L1's 64 sets), and the far_lines 64-byte lines at far into
+ * L2, a share per input row, one per step of the row's loop (the next chunk's
+ * rows of the linear layer before this one, dg_direct_convt_few_head). */
 DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl, int b0,
                                 int b1, const float *x, int c0, const uint64_t *mask,
                                 const float *val, const float *far,
@@ -1092,11 +1093,11 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
             nw = j->weight + (size_t)(c0 + DG_FEW_CC) * ldw + (size_t)bf * bw,
             ncc = C - c0 - DG_FEW_CC < DG_FEW_CC ? C - c0 - DG_FEW_CC : DG_FEW_CC;
         for (int y = 0; y < H; y++, step++) {
-            /* its rows fetched while this block computes, a share per input row */
+            /* its rows fetched into L2 while this block computes, a share per row */
             if (nw != NULL)
                 for (int c = y * ncc / H; c < (y + 1) * ncc / H; c++)
                     for (int l = 0; l < DG_FEW_OCB; l++)   /* its 64-byte lines */
-                        __builtin_prefetch(nw + (size_t)c * ldw + 16 * l, 0, 3);
+                        __builtin_prefetch(nw + (size_t)c * ldw + 16 * l, 0, 2);
             far_stream fs = {NULL, NULL};
             if (far != NULL)
                 fs.p = (const char *)far + 64 * (step * far_lines / steps),
