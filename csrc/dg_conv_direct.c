@@ -1574,19 +1574,15 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
         if (sparse) few_lists(xc, cc, hw, mask + s, val + s * DG_FEW_CC);
         /* the next chunk's rows [r0, r1), made in DG_FEW_HEAD_PIECES pieces, each
          * after its run of g blocks, its weights fetched into L2 while the run
-         * computes, a share per block (a piece ahead: no faster, log 70) */
+         * computes (few_chunk's far lines, a share per input row of each block; a
+         * piece ahead: no faster, log 70) */
         size_t r0 = (size_t)(c0 + cc) * hw, r1 = few_head_end(C, hw, r0);
         for (int p = 0; p < pieces; p++) {
             int b0 = p * g, b1 = b0 + g < blocks ? b0 + g : blocks;
             size_t p0 = few_piece(r0, r1, p, pieces), p1 = few_piece(r0, r1, p + 1, pieces);
-            size_t lines = ((p1 - p0) * lrow + 63) / 64;   /* 64 bytes: 16 floats */
-            for (int b = b0; b < b1; b++) {
-                size_t l0 = lines * (size_t)(b - b0) / (size_t)(b1 - b0);
-                size_t l1 = lines * (size_t)(b + 1 - b0) / (size_t)(b1 - b0);
-                few_chunk(&j, ws, 0, blocks, b, b + 1, h->hid, c0,
-                          sparse ? mask + s : NULL, sparse ? val + s * DG_FEW_CC : NULL,
-                          h->lweight + p0 * K + 16 * l0, l1 - l0, pk);
-            }
+            few_chunk(&j, ws, 0, blocks, b0, b1, h->hid, c0, sparse ? mask + s : NULL,
+                      sparse ? val + s * DG_FEW_CC : NULL, h->lweight + p0 * K,
+                      ((p1 - p0) * lrow + 63) / 64, pk);   /* 64-byte lines */
             st = few_head_rows(h, p0, p1 - p0);
             if (st != DG_STATUS_OK) return st;
         }
