@@ -7,6 +7,8 @@
 * convolutions split over images, and conv2d's kept im2col matrix (col=);
 * the SSE2 tanh (Cephes' algorithm) against float64 tanh, and tanh and the normal
   draws split over the pool: the same bits at every thread count;
+* batch norm in eval mode for one image of a flat batch: its scales are the scalar
+  formula's bits, and its outputs those of the same image in a batch of two;
 * a generator's head in one call (_linear_bn_convt_forward, and Network's eval-mode
   forward through it): the bits of its layers one by one, forward and backward.
 """
@@ -615,6 +617,66 @@ def test_few_image_transposed_kernel_accuracy(N, rng):
             T(x), T(w), None if bias is None else T(bias), 2, 1).numpy()
         assert rel_err(got, want) < 1e-6
     assert all(np.array_equal(a, c) for a, c in zip(res[1], res[2]))
+
+
+# -- batch norm in eval mode for one image of a flat batch ---------------------------
+
+def _rstd_ref(var, eps):
+    """(float)(1.0 / sqrt((double)var + (double)eps)), the core's scalar formula."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (1.0 / np.sqrt(var.astype(np.float64) + np.float64(np.float32(eps)))).astype(np.float32)
+
+
+def _same_or_both_nan(a, b):
+    """The same bits, or NaN in both (a NaN's sign follows the order of an op's operands)."""
+    return (a.view(np.uint32) == b.view(np.uint32)) | (np.isnan(a) & np.isnan(b))
+
+
+@pytest.mark.parametrize("eps", [1e-5, 1e-3, 1e-30])
+def test_batchnorm_eval_one_image_scale_is_the_scalar_formula(eps):
+    """A flat batch of one (N = 1, HW = 1, a generator's head sampling one image) takes
+    its scales 1/sqrt(var + eps) from a reciprocal square root estimate, two Newton
+    steps and a check that both ends of the error interval round to the same float
+    (on AVX-512 CPUs): every float variance in [1, 4) (both exponent parities, so
+    every significand) and special values give the scalar formula's bits."""
+    var = np.arange(np.float32(1.0).view(np.uint32), np.float32(4.0).view(np.uint32),
+                    dtype=np.uint32).view(np.float32)
+    var = np.concatenate([var, np.array([0.0, -0.0, -eps, -1.0, np.inf, -np.inf, np.nan, 1e-45,
+                                         1e-38, 3e38, 2.0 ** -121, 2.0 ** 121], np.float32)])
+    C = var.size
+    x = np.ones((1, C), np.float32)
+    out = np.empty_like(x)
+    _core._batchnorm_forward_eval(out, x, np.zeros(C, np.float32), var, None, None, eps)
+    assert _same_or_both_nan(out[0], _rstd_ref(var, eps)).all()
+
+
+@pytest.mark.parametrize("act,slope", [(0, 0.0), (_core.ACT_RELU, 0.0),
+                                       (_core.ACT_LEAKY_RELU, 0.2)])
+def test_batchnorm_eval_one_image_matches_two_images(rng, act, slope):
+    """An image alone (the path of one image of a flat batch) gets the bits it gets in a
+    batch of two (the general path), with gamma and beta or without, NaN, inf, -0,
+    tiny and negative values among the inputs, and channel counts that are not
+    multiples of 16."""
+    special = np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-45, -1e-45, 1e38, -1e38],
+                       np.float32)
+
+    def arr(C, scale):
+        a = (scale * rng.standard_normal(C)).astype(np.float32)
+        k = rng.random(C) < 0.05
+        a[k] = rng.choice(special, k.sum())
+        return a
+
+    for C in (1, 15, 16, 17, 255, 784, 3136 + 5):
+        for affine in (True, False):
+            x, mean, var = arr(C, 3), arr(C, 1), np.abs(arr(C, 2))
+            var[rng.random(C) < 0.02] = -1.0
+            gamma, beta = (arr(C, 1), arr(C, 1)) if affine else (None, None)
+            one, two = np.empty((1, C), np.float32), np.empty((2, C), np.float32)
+            _core._batchnorm_forward_eval(one, x[None], mean, var, gamma, beta, 1e-5,
+                                          act=act, slope=slope)
+            _core._batchnorm_forward_eval(two, np.stack([x, x]), mean, var, gamma, beta, 1e-5,
+                                          act=act, slope=slope)
+            assert _same_or_both_nan(one[0], two[0]).all(), (C, affine)
 
 
 # -- a generator's head in one call (_linear_bn_convt_forward) ------------------------
