@@ -505,8 +505,13 @@ typedef struct {
     float slope;
 } bn_fwd_eval_job;
 
+/* An eval-mode scale before gamma: 1 / sqrt(var + eps) in double, rounded to float. */
+static inline float bn_eval_rstd(float var, float eps) {
+    return (float)(1.0 / sqrt((double)var + (double)eps));
+}
+
 #if DG_HAVE_AVX2
-/* (float)(1.0 / sqrt((double)v + (double)eps)) for the 8 floats at v, to the
+/* bn_eval_rstd of the 8 floats at v, to the
  * bit, without a square root or a division: y, 1/sqrt(x) from vrsqrt14pd
  * (relative error < 2^-14) and two Newton steps in double, is within 2^-50 of
  * 1/sqrt(x) (each step squares the error and times 1.5, plus a few roundings of
@@ -541,9 +546,9 @@ DG_AVX512 static inline __m256 bn_rstd8(const float *v, __m512d ve, __mmask8 *ba
  * (((x - mean) - 0) * scale + shift, then act; subtracting +0 changes nothing,
  * not even -0 or a NaN), 16 channels at a time with their scales from
  * bn_rstd8; only a NaN's sign may differ, as it follows the order in which the
- * compiler puts a product's operands. A generator's head sampling one image runs its wide batch norm
- * this way (12544 channels: 30 -> 15 us alone, PERFORMANCE.md log 101).
- * Returns the channels done. */
+ * compiler puts a product's operands. A generator's head sampling one image
+ * runs its wide batch norm this way (12544 channels: 30 -> 15 us alone,
+ * PERFORMANCE.md log 101). Returns the channels done. */
 __attribute__((noinline)) DG_AVX512 static int bn_eval_one_avx512(
     float *out, const float *inp, const float *mean, const float *var, const float *gamma,
     const float *beta, float eps, int cA, int cB, int act, float slope) {
@@ -561,7 +566,7 @@ __attribute__((noinline)) DG_AVX512 static int bn_eval_one_avx512(
             _mm512_storeu_ps(f, r);
             for (; bad != 0; bad &= bad - 1) {
                 int k = __builtin_ctz(bad);
-                f[k] = (float)(1.0 / sqrt((double)var[c + k] + (double)eps));
+                f[k] = bn_eval_rstd(var[c + k], eps);
             }
             r = _mm512_loadu_ps(f);
         }
@@ -618,7 +623,7 @@ static void bn_fwd_eval_range(float *out, const float *inp, const float *running
         for (; j < cb; j++) {
             int c = c0 + j;
             zero[j] = 0.0f;
-            scale[j] = (float)(1.0 / sqrt((double)running_var[c] + (double)eps)) *
+            scale[j] = bn_eval_rstd(running_var[c], eps) *
                        (gamma != NULL ? gamma[c] : 1.0f);
             shift[j] = beta != NULL ? beta[c] : 0.0f;
         }
