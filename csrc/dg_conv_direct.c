@@ -118,14 +118,15 @@ _Static_assert(DG_FEW_CC <= 64, "a pixel's channels of a chunk are bits of a uin
  * Rapids (at 0.6 as long; PERFORMANCE.md, log 68), but 1.04-1.15x on Ice Lake,
  * in whole samples of one image (log 72): they load 1.25 vectors per FMA, which
  * the Golden Cove cores of Sapphire and Emerald Rapids sustain and Ice Lake's
- * Sunny Cove does not (1.2 cycles per FMA with every operand in L1). AVX512-FP16
- * marks the former (CPUs without it, Zen 4 among them, untried: dense). */
+ * Sunny Cove does not (1.2 cycles per FMA with every operand in L1). On Zen 4,
+ * whose one 512-bit FMA per cycle leaves the dense rows FMA-bound, a whole sample
+ * took 0.83 of the dense rows' time (log 102). dg_few_sparse_cpu names the CPUs. */
 #define DG_FEW_SPARSE 0.55
 static double few_sparse_max = -1.0;
 
 static double few_share(void) {
     if (few_sparse_max >= 0.0) return few_sparse_max;
-    return dg_avx512fp16() ? DG_FEW_SPARSE : 0.0;
+    return dg_few_sparse_cpu() ? DG_FEW_SPARSE : 0.0;
 }
 
 /* A call of either image kernel (dg_direct_conv, dg_direct_convt): the packed

@@ -87,17 +87,22 @@ int dg_avx2(void) { return SIMD_CPU_HAS("avx2"); }
  * zeros with tzcnt, dg_conv_direct.c). */
 int dg_avx512(void) { return SIMD_CPU_HAS("avx512f") && SIMD_CPU_HAS("bmi"); }
 
-/* AVX512-FP16, which marks the Golden Cove cores and their successors (Sapphire
- * and Emerald Rapids): the few-image kernel's sparse rows pay there
- * (dg_conv_direct.c). GCC knows the name from version 12, clang from 16; older
- * compilers say no. */
-int dg_avx512fp16(void) {
+/* The CPUs on which the few-image kernel's sparse rows measured faster than its
+ * dense rows (dg_conv_direct.c, few_share): Golden Cove cores and their successors
+ * (Sapphire and Emerald Rapids), which AVX512-FP16 marks, and AMD's with AVX-512
+ * (Zen 4; Zen 5 untried). Ice Lake, AVX-512 without either, is the one measured
+ * slower. GCC knows the name avx512fp16 from version 12, clang from 16; older
+ * compilers say no to it. */
+int dg_few_sparse_cpu(void) {
+#if DG_HAVE_AVX2
+    if (!dg_avx512()) return 0;
+    if (__builtin_cpu_is("amd")) return 1;
 #if (defined(__clang__) && __clang_major__ >= 16) || \
     (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 12)
-    return dg_avx512() && SIMD_CPU_HAS("avx512fp16");
-#else
-    return 0;
+    return SIMD_CPU_HAS("avx512fp16");
 #endif
+#endif
+    return 0;
 }
 
 /* Once per process: the pool starts with the thread count OpenBLAS chose at

@@ -103,8 +103,9 @@ int dg_avx2(void);
  * it against the naive loops, across thread counts bit for bit, and within
  * rounding of the GEMM path. */
 int dg_avx512(void);
-/* 1 when dg_avx512() and the CPU has AVX512-FP16 (dg_gemm.c). */
-int dg_avx512fp16(void);
+/* 1 when dg_avx512() and the CPU is one on which the few-image kernel sums only
+ * the nonzero inputs (dg_gemm.c, dg_conv_direct.c). */
+int dg_few_sparse_cpu(void);
 
 /* ------------------------------------------------------------------------- */
 /* Direct convolution kernel (dg_conv_direct.c)                               */

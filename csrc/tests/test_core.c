@@ -1390,9 +1390,9 @@ static void test_conv_direct_few(void) {
     }
     conv_zero_share = 0.0;
     dg_set_num_threads(before);
-    /* the share itself: the CPU's (0.55 with AVX512-FP16, else 0) until set; NaN
+    /* the share itself: the CPU's (0.55 where dg_few_sparse_cpu, else 0) until set; NaN
      * asks, [0, 1] sets, < 0 goes back to the CPU's; each returns the one before */
-    double cpu = dg_avx512fp16() ? 0.55 : 0.0, now = dg_few_sparse_share(NAN);
+    double cpu = dg_few_sparse_cpu() ? 0.55 : 0.0, now = dg_few_sparse_share(NAN);
     double set = dg_few_sparse_share(0.25), asked = dg_few_sparse_share(NAN);
     double reset = dg_few_sparse_share(-1.0), after = dg_few_sparse_share(NAN);
     double high = dg_few_sparse_share(2.0), kept = dg_few_sparse_share(NAN);
