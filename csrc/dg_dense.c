@@ -66,6 +66,7 @@ typedef struct {
     float *out;
     const float *inp, *weight, *bias;
     int C, OC;
+    int in_order;   /* one_rows_sum's order: each row's weights in turn (dg_cpu_amd) */
 } one_job;
 
 /* The sums of the lanes of a[0..15], r[i] = a[i][0] + ... + a[i][15], by a fixed
@@ -90,30 +91,41 @@ DG_AVX512 static inline __m512 sum_lanes16(const __m512 *a) {
 }
 
 /* a[0 .. nr) += the products of weight rows w[0 .. nr) (C floats each) with inp, row
- * r in accumulator r, lane l taking c = l mod 16 in increasing c, by FMA; inlined.
- * Row by row, with DG_DENSE_ONE_VECS vectors of inp at a time in registers: the
- * weights are read in the order they lie, one pointer per row with constant
- * displacements (a row's accumulator goes through L1 between blocks of vectors).
- * Vector by vector across the rows, as before, read 4 C bytes apart (the 16 rows'
- * offsets spilled from the registers): on Zen 4 the first 1.25 MB of a one-image
- * teacher sample's linear layer, read from L3 with nothing to overlap, took 52 us
- * instead of 28-34, and the whole sample 1.10x as long (PERFORMANCE.md, log 102). */
+ * r in accumulator r, lane l taking c = l mod 16 in increasing c, by FMA; inlined,
+ * so that with nr the constant DG_DENSE_ONE_ROWS the accumulators stay in
+ * registers. Two orders of the same FMAs, so the same bits:
+ * - vector by vector across the rows (16 interleaved chains), each load 4 C bytes
+ *   after the last; Emerald Rapids and Ice Lake were measured with this one, and a
+ *   kernel that took a row at a time (with rotated lanes, so not quite this one)
+ *   lost there (PERFORMANCE.md, log 99);
+ * - in_order: row by row, DG_DENSE_ONE_VECS vectors of inp at a time in registers,
+ *   the weights read in the order they lie. On Zen 4 a one-image teacher sample
+ *   took 0.89-0.91 of its time so when the host was busy, 0.97-0.98 when it was
+ *   quiet (log 102). */
 #define DG_DENSE_ONE_VECS 8
 DG_AVX512 static inline __attribute__((always_inline)) void
-one_rows_sum(__m512 *a, const float *w, const float *inp, int C, int nr) {
+one_rows_sum(__m512 *a, const float *w, const float *inp, int C, int nr, int in_order) {
     int full = C / 16;
     __mmask16 tail = (__mmask16)((1u << (C % 16)) - 1);
-    for (int k0 = 0; k0 < full; k0 += DG_DENSE_ONE_VECS) {
-        int nk = full - k0 < DG_DENSE_ONE_VECS ? full - k0 : DG_DENSE_ONE_VECS;
-        __m512 xv[DG_DENSE_ONE_VECS];
-        _Pragma("GCC unroll 8") for (int k = 0; k < DG_DENSE_ONE_VECS; k++)
-            xv[k] = k < nk ? _mm512_loadu_ps(inp + 16 * (k0 + k)) : _mm512_setzero_ps();
-        for (int r = 0; r < nr; r++) {
-            const float *p = w + (size_t)r * C + 16 * k0;
-            __m512 s = a[r];
+    if (!in_order) {
+        for (int k = 0; k < full; k++) {
+            __m512 xv = _mm512_loadu_ps(inp + 16 * k);
+            for (int r = 0; r < nr; r++)
+                a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w + (size_t)r * C + 16 * k), xv, a[r]);
+        }
+    } else {
+        for (int k0 = 0; k0 < full; k0 += DG_DENSE_ONE_VECS) {
+            int nk = full - k0 < DG_DENSE_ONE_VECS ? full - k0 : DG_DENSE_ONE_VECS;
+            __m512 xv[DG_DENSE_ONE_VECS];
             _Pragma("GCC unroll 8") for (int k = 0; k < DG_DENSE_ONE_VECS; k++)
-                if (k < nk) s = _mm512_fmadd_ps(_mm512_loadu_ps(p + 16 * k), xv[k], s);
-            a[r] = s;
+                xv[k] = k < nk ? _mm512_loadu_ps(inp + 16 * (k0 + k)) : _mm512_setzero_ps();
+            for (int r = 0; r < nr; r++) {
+                const float *p = w + (size_t)r * C + 16 * k0;
+                __m512 s = a[r];
+                _Pragma("GCC unroll 8") for (int k = 0; k < DG_DENSE_ONE_VECS; k++)
+                    if (k < nk) s = _mm512_fmadd_ps(_mm512_loadu_ps(p + 16 * k), xv[k], s);
+                a[r] = s;
+            }
         }
     }
     if (tail) {
@@ -137,16 +149,23 @@ DG_AVX512 static void linear_one_rows(const one_job *j, size_t o0, size_t o1) {
         const float *w = j->weight + o * (size_t)C;
         __m512 a[DG_DENSE_ONE_ROWS];
         for (int r = 0; r < DG_DENSE_ONE_ROWS; r++) a[r] = _mm512_setzero_ps();
-        if (nr == DG_DENSE_ONE_ROWS)
-            one_rows_sum(a, w, j->inp, C, DG_DENSE_ONE_ROWS);
+        if (nr == DG_DENSE_ONE_ROWS && j->in_order)
+            one_rows_sum(a, w, j->inp, C, DG_DENSE_ONE_ROWS, 1);
+        else if (nr == DG_DENSE_ONE_ROWS)
+            one_rows_sum(a, w, j->inp, C, DG_DENSE_ONE_ROWS, 0);
         else
-            one_rows_sum(a, w, j->inp, C, nr);
+            one_rows_sum(a, w, j->inp, C, nr, j->in_order);
         __mmask16 m = (__mmask16)((1u << nr) - 1);
         __m512 v = sum_lanes16(a);
         if (j->bias != NULL) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, j->bias + o));
         _mm512_mask_storeu_ps(j->out + o, m, v);
     }
 }
+
+/* one_rows_sum's order: dg_linear_one_order's, else the CPU's. */
+static int one_order = -1;
+
+static int one_in_order(void) { return one_order >= 0 ? one_order : dg_cpu_amd(); }
 
 static void linear_one_task(void *ctx, int t, int nt) {
     const one_job *j = (const one_job *)ctx;
@@ -304,6 +323,17 @@ static void forward_task(void *ctx, int t, int nt) {
 }
 #endif
 
+int dg_linear_one_order(int order) {
+#if DG_HAVE_AVX2
+    int before = one_in_order();
+    one_order = order == 0 || order == 1 ? order : -1;
+    return before;
+#else
+    (void)order;
+    return 0;
+#endif
+}
+
 int dg_linear_batch_fits(int N, int C) {
 #if DG_HAVE_AVX2
     return N >= DG_DENSE_MIN_N && C <= DG_DENSE_MAX_C && dg_avx512();
@@ -323,7 +353,7 @@ dg_status dg_linear_forward(float *out, const float *inp, const float *weight,
         /* one image: a matrix-vector product, in a kernel of its own (1.1-1.3x
          * OpenBLAS's sgemv with the weights in L2, as fast from L3; and its rows'
          * bits independent of the split, PERFORMANCE.md log 70) */
-        one_job j = {out, inp, weight, bias, C, OC};
+        one_job j = {out, inp, weight, bias, C, OC, one_in_order()};
         dg_parallel(linear_one_task, &j,
                     dg_threads_for((double)OC * (double)C, DG_DENSE_ONE_GRAIN));
         return DG_STATUS_OK;

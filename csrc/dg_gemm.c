@@ -87,6 +87,15 @@ int dg_avx2(void) { return SIMD_CPU_HAS("avx2"); }
  * zeros with tzcnt, dg_conv_direct.c). */
 int dg_avx512(void) { return SIMD_CPU_HAS("avx512f") && SIMD_CPU_HAS("bmi"); }
 
+/* An AMD CPU, with the SIMD paths on. */
+int dg_cpu_amd(void) {
+#if DG_HAVE_AVX2
+    return simd_on && __builtin_cpu_is("amd");
+#else
+    return 0;
+#endif
+}
+
 /* The CPUs on which the few-image kernel's sparse rows measured faster than its
  * dense rows (dg_conv_direct.c, few_share): Golden Cove cores and their successors
  * (Sapphire and Emerald Rapids), which AVX512-FP16 marks, and AMD's with AVX-512
@@ -96,7 +105,7 @@ int dg_avx512(void) { return SIMD_CPU_HAS("avx512f") && SIMD_CPU_HAS("bmi"); }
 int dg_few_sparse_cpu(void) {
 #if DG_HAVE_AVX2
     if (!dg_avx512()) return 0;
-    if (__builtin_cpu_is("amd")) return 1;
+    if (dg_cpu_amd()) return 1;
 #if (defined(__clang__) && __clang_major__ >= 16) || \
     (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 12)
     return SIMD_CPU_HAS("avx512fp16");

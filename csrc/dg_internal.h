@@ -106,6 +106,13 @@ int dg_avx512(void);
 /* 1 when dg_avx512() and the CPU is one on which the few-image kernel sums only
  * the nonzero inputs (dg_gemm.c, dg_conv_direct.c). */
 int dg_few_sparse_cpu(void);
+/* 1 on an AMD CPU with the SIMD paths on (dg_gemm.c). */
+int dg_cpu_amd(void);
+/* The order of the one-image linear kernel's sums (dg_dense.c, one_rows_sum): 0
+ * a vector of every row in turn, 1 each row's weights in turn, else the CPU's (1
+ * where dg_cpu_amd); returns the one in effect before. Both give the same bits;
+ * for tests, between calls. */
+int dg_linear_one_order(int order);
 
 /* ------------------------------------------------------------------------- */
 /* Direct convolution kernel (dg_conv_direct.c)                               */

@@ -79,7 +79,8 @@ void dg_set_num_threads(int n);
 int dg_get_num_threads(void);
 /* The share of nonzero inputs up to which the few-image transposed kernel (one
  * to seven images on AVX-512 CPUs) sums only the nonzero inputs: 0.55 on CPUs
- * with AVX512-FP16 (Sapphire Rapids and later), where that pays, else 0. Sets it
+ * with AVX512-FP16 (Sapphire Rapids and later) and AMD's with AVX-512 (Zen 4),
+ * where that pays, else 0. Sets it
  * when 0 <= share <= 1 (0: never, 1: always), goes back to the CPU's when share
  * < 0, only asks when share is NaN; returns the one before. For tests and
  * benchmarks, between calls (not thread-safe): both sums give the same bits. */

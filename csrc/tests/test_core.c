@@ -403,12 +403,20 @@ static void test_linear_one(void) {
                 same &= same_floats(t, out, OC);
             }
             dg_set_num_threads(1);
+            for (int order = 0; order <= 1; order++) {   /* both orders of the sums */
+                int cpu = dg_linear_one_order(order);
+                fill_nan(t, OC);
+                dg_linear_forward(t, x, w, b, 1, C, OC);
+                same &= same_floats(t, out, OC) && dg_linear_one_order(-1) == order;
+                same &= dg_linear_one_order(-1) == cpu;   /* back to the CPU's */
+            }
             int a = OC / 3, e = OC - OC / 4;   /* rows [a, e) alone, then the rest */
             dg_linear_forward(part, x, w, b, 1, C, a > 0 ? a : 1);
             if (e > a) dg_linear_forward(part + a, x, w + (size_t)a * C, b + a, 1, C, e - a);
             if (OC > e) dg_linear_forward(part + e, x, w + (size_t)e * C, b + e, 1, C, OC - e);
             CHECK(same && same_floats(part, out, OC),
-                  "linear of one image C=%d OC=%d: the same bits at 1-3 threads and in parts",
+                  "linear of one image C=%d OC=%d: the same bits at 1-3 threads, in both "
+                  "orders of the sums and in parts",
                   C, OC);
             dg_set_simd(0);
             fill_nan(t, OC);
