@@ -55,6 +55,18 @@ static void dbias_task(void *ctx, int t, int nt) {
 /* dbias_task built for AVX2 (dg_internal.h): the same values */
 DG_AVX2_TASK(dbias_task)
 
+/* The one-image kernel's order of its sums (one_rows_sum): dg_linear_one_order's,
+ * else the CPU's. */
+static int one_order = -1;
+
+static int one_in_order(void) { return one_order >= 0 ? one_order : dg_cpu_amd(); }
+
+int dg_linear_one_order(int order) {
+    int before = one_in_order();
+    one_order = order == 0 || order == 1 ? order : -1;
+    return before;
+}
+
 #if DG_HAVE_AVX2
 #include <immintrin.h>
 
@@ -91,17 +103,17 @@ DG_AVX512 static inline __m512 sum_lanes16(const __m512 *a) {
 }
 
 /* a[0 .. nr) += the products of weight rows w[0 .. nr) (C floats each) with inp, row
- * r in accumulator r, lane l taking c = l mod 16 in increasing c, by FMA; inlined,
- * so that with nr the constant DG_DENSE_ONE_ROWS the accumulators stay in
- * registers. Two orders of the same FMAs, so the same bits:
- * - vector by vector across the rows (16 interleaved chains), each load 4 C bytes
- *   after the last; Emerald Rapids and Ice Lake were measured with this one, and a
- *   kernel that took a row at a time (with rotated lanes, so not quite this one)
- *   lost there (PERFORMANCE.md, log 99);
+ * r in accumulator r, lane l taking c = l mod 16 in increasing c, by FMA; inlined.
+ * Two orders of the same FMAs, so the same bits:
+ * - vector by vector across the rows, each load 4 C bytes after the last: 16
+ *   interleaved chains, in registers when nr is the constant DG_DENSE_ONE_ROWS.
+ *   Emerald Rapids and Ice Lake were measured with this one, and a kernel that took
+ *   a row at a time (with rotated lanes, so not quite the other) lost on Emerald
+ *   Rapids (PERFORMANCE.md, log 99);
  * - in_order: row by row, DG_DENSE_ONE_VECS vectors of inp at a time in registers,
- *   the weights read in the order they lie. On Zen 4 a one-image teacher sample
- *   took 0.89-0.91 of its time so when the host was busy, 0.97-0.98 when it was
- *   quiet (log 102). */
+ *   the weights read in the order they lie (a row's accumulator passing through L1
+ *   between rows). On Zen 4 a one-image teacher sample took 0.89-0.91 of the other
+ *   order's time while the host was busy, 0.97-0.98 while it was quiet (log 102). */
 #define DG_DENSE_ONE_VECS 8
 DG_AVX512 static inline __attribute__((always_inline)) void
 one_rows_sum(__m512 *a, const float *w, const float *inp, int C, int nr, int in_order) {
@@ -161,11 +173,6 @@ DG_AVX512 static void linear_one_rows(const one_job *j, size_t o0, size_t o1) {
         _mm512_mask_storeu_ps(j->out + o, m, v);
     }
 }
-
-/* one_rows_sum's order: dg_linear_one_order's, else the CPU's. */
-static int one_order = -1;
-
-static int one_in_order(void) { return one_order >= 0 ? one_order : dg_cpu_amd(); }
 
 static void linear_one_task(void *ctx, int t, int nt) {
     const one_job *j = (const one_job *)ctx;
@@ -322,17 +329,6 @@ static void forward_task(void *ctx, int t, int nt) {
     }
 }
 #endif
-
-int dg_linear_one_order(int order) {
-#if DG_HAVE_AVX2
-    int before = one_in_order();
-    one_order = order == 0 || order == 1 ? order : -1;
-    return before;
-#else
-    (void)order;
-    return 0;
-#endif
-}
 
 int dg_linear_batch_fits(int N, int C) {
 #if DG_HAVE_AVX2

@@ -80,10 +80,10 @@ int dg_get_num_threads(void);
 /* The share of nonzero inputs up to which the few-image transposed kernel (one
  * to seven images on AVX-512 CPUs) sums only the nonzero inputs: 0.55 on CPUs
  * with AVX512-FP16 (Sapphire Rapids and later) and AMD's with AVX-512 (Zen 4),
- * where that pays, else 0. Sets it
- * when 0 <= share <= 1 (0: never, 1: always), goes back to the CPU's when share
- * < 0, only asks when share is NaN; returns the one before. For tests and
- * benchmarks, between calls (not thread-safe): both sums give the same bits. */
+ * where that pays, else 0. Sets it when 0 <= share <= 1 (0: never, 1: always),
+ * goes back to the CPU's when share < 0, only asks when share is NaN; returns the
+ * one before. For tests and benchmarks, between calls (not thread-safe): both sums
+ * give the same bits. */
 double dg_few_sparse_share(double share);
 /* cblas_sgemm of the BLAS with ITS OWN pool at `threads` threads (then set back
  * to one): the machine's reference GEMM rate, for benchmarks only. Same
