@@ -161,6 +161,8 @@ DG_AVX512 static void linear_one_rows(const one_job *j, size_t o0, size_t o1) {
         const float *w = j->weight + o * (size_t)C;
         __m512 a[DG_DENSE_ONE_ROWS];
         for (int r = 0; r < DG_DENSE_ONE_ROWS; r++) a[r] = _mm512_setzero_ps();
+        /* a call per order with nr the constant: one call taking the row order's nr
+         * at run time instead took 1.03-1.05x a teacher sample's time (log 102) */
         if (nr == DG_DENSE_ONE_ROWS && j->in_order)
             one_rows_sum(a, w, j->inp, C, DG_DENSE_ONE_ROWS, 1);
         else if (nr == DG_DENSE_ONE_ROWS)
