@@ -129,6 +129,22 @@ static double few_share(void) {
     return dg_few_sparse_cpu() ? DG_FEW_SPARSE : 0.0;
 }
 
+/* Whether the sparse rows broadcast their values from registers (1) or each from
+ * memory (0): dg_few_sparse_values' setting, else the CPU's. On Zen 4, whose
+ * one 512-bit load per cycle bounds the rows, a one-image teacher sample took
+ * 0.97 of the time from registers (PERFORMANCE.md, log 103); Golden Cove loads
+ * two vectors per cycle but shuffles on a port of its FMAs, and was not
+ * measured, so Intel CPUs keep the loads. */
+static int few_values_reg = -1;
+
+static int few_reg(void) { return few_values_reg >= 0 ? few_values_reg : dg_cpu_amd(); }
+
+int dg_few_sparse_values(int reg) {
+    int before = few_reg();
+    few_values_reg = reg == 0 || reg == 1 ? reg : -1;
+    return before;
+}
+
 /* A call of either image kernel (dg_direct_conv, dg_direct_convt): the packed
  * weights first in ws (`copies` copies of wp_floats: one that all tasks read, or
  * one per task, which that task packs), then each task's `group` image slots of
@@ -921,6 +937,29 @@ typedef struct {
         s[3] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 48), b_, s[3]);                     \
     } while (0)
 
+/* The same step with the value in a register: lane sel (0x00, 0x55, 0xaa or
+ * 0xff) of xv broadcast by a shuffle instead of a load. */
+#define SPARSE_STEPR(s, w, o, xv, sel)                                                  \
+    do {                                                                                \
+        const float *u_ = (w) + (o);                                                    \
+        __m512 b_ = _mm512_broadcastss_ps(sel == 0 ? (xv) : _mm_permute_ps((xv), sel)); \
+        s[0] = _mm512_fmadd_ps(_mm512_loadu_ps(u_), b_, s[0]);                          \
+        s[1] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 16), b_, s[1]);                     \
+        s[2] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 32), b_, s[2]);                     \
+        s[3] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 48), b_, s[3]);                     \
+    } while (0)
+
+/* A step of a pair of pixels (convt_sparse_row_*), their values in lane sel of
+ * xp and xq. */
+#define PAIR_STEP(xp, xq, sel)                                                          \
+    do {                                                                                \
+        FAR_STEP(fp, fe);                                                               \
+        size_t cp_ = (size_t)_tzcnt_u64(mp), cq_ = (size_t)_tzcnt_u64(mq);              \
+        mp &= mp - 1, mq &= mq - 1;                                                     \
+        SPARSE_STEPR(s, w, cp_ * 16 * DG_FEW_OCB, xp, sel);                             \
+        SPARSE_STEPR(t, w, cq_ * 16 * DG_FEW_OCB, xq, sel);                             \
+    } while (0)
+
 /* The same row from lists of each pixel's nonzero inputs of the chunk (mask:
  * bit c - c0 set for each; val: their values in channel order; as few_lists
  * writes them). Each pixel's accumulators take its listed channels in
@@ -931,9 +970,11 @@ typedef struct {
  * chains), then the rest of the longer one alone. A listed channel's weights
  * are found from its mask bit (count trailing zeros, clear the lowest bit)
  * instead of a stored offset: one load fewer per listed channel, where the
- * loads bound the loop (PERFORMANCE.md log 71). */
-#define CONVT_SPARSE_ROW(NP)                                                            \
-    DG_AVX512 static void convt_sparse_row_##NP(float *pad, int ldp, size_t pplane,     \
+ * loads bound the loop (PERFORMANCE.md log 71). With REG, the pair's values are
+ * loaded four at a time and broadcast from a register (PAIR_STEP), two loads
+ * where eight took each a load of its own (few_reg). */
+#define CONVT_SPARSE_ROW(NP, SUF, REG)                                                  \
+    DG_AVX512 static void convt_sparse_row_##NP##SUF(float *pad, int ldp, size_t pplane, \
                                                 const uint64_t *mask, const float *val, \
                                                 const float *w, far_stream *fs) {       \
         __m512 a[NP][DG_FEW_OCB];                                                       \
@@ -948,6 +989,13 @@ typedef struct {
             __m512 s[DG_FEW_OCB], t[DG_FEW_OCB];                                        \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
                 s[v] = t[v] = _mm512_setzero_ps();                                      \
+            for (; REG && i + 4 <= m; i += 4) {                                         \
+                __m128 xp_ = _mm_loadu_ps(vp + i), xq_ = _mm_loadu_ps(vq + i);          \
+                PAIR_STEP(xp_, xq_, 0x00);                                              \
+                PAIR_STEP(xp_, xq_, 0x55);                                              \
+                PAIR_STEP(xp_, xq_, 0xaa);                                              \
+                PAIR_STEP(xp_, xq_, 0xff);                                              \
+            }                                                                           \
             for (; i < m; i++) {                                                        \
                 FAR_STEP(fp, fe);                                                       \
                 size_t cp = (size_t)_tzcnt_u64(mp), cq = (size_t)_tzcnt_u64(mq);        \
@@ -975,13 +1023,20 @@ CONVT_FEW_ROW(4)
 CONVT_FEW_ROW(5)
 CONVT_FEW_ROW(6)
 CONVT_FEW_ROW(7)
-CONVT_SPARSE_ROW(1)
-CONVT_SPARSE_ROW(2)
-CONVT_SPARSE_ROW(3)
-CONVT_SPARSE_ROW(4)
-CONVT_SPARSE_ROW(5)
-CONVT_SPARSE_ROW(6)
-CONVT_SPARSE_ROW(7)
+CONVT_SPARSE_ROW(1, , 0)
+CONVT_SPARSE_ROW(2, , 0)
+CONVT_SPARSE_ROW(3, , 0)
+CONVT_SPARSE_ROW(4, , 0)
+CONVT_SPARSE_ROW(5, , 0)
+CONVT_SPARSE_ROW(6, , 0)
+CONVT_SPARSE_ROW(7, , 0)
+CONVT_SPARSE_ROW(1, _reg, 1)
+CONVT_SPARSE_ROW(2, _reg, 1)
+CONVT_SPARSE_ROW(3, _reg, 1)
+CONVT_SPARSE_ROW(4, _reg, 1)
+CONVT_SPARSE_ROW(5, _reg, 1)
+CONVT_SPARSE_ROW(6, _reg, 1)
+CONVT_SPARSE_ROW(7, _reg, 1)
 
 typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
                              int, far_stream *);
@@ -993,6 +1048,10 @@ typedef void (*convt_sparse_fn)(float *, int, size_t, const uint64_t *, const fl
 static const convt_sparse_fn convt_sparse_rows[DG_FEW_MAXW + 1] = {
     NULL, convt_sparse_row_1, convt_sparse_row_2, convt_sparse_row_3, convt_sparse_row_4,
     convt_sparse_row_5, convt_sparse_row_6, convt_sparse_row_7};
+static const convt_sparse_fn convt_sparse_rows_reg[DG_FEW_MAXW + 1] = {
+    NULL, convt_sparse_row_1_reg, convt_sparse_row_2_reg, convt_sparse_row_3_reg,
+    convt_sparse_row_4_reg, convt_sparse_row_5_reg, convt_sparse_row_6_reg,
+    convt_sparse_row_7_reg};
 
 /* Lists of the nonzero inputs of one image x (C, HW), chunk by chunk of
  * DG_FEW_CC channels: for chunk k (channels c0 = k * DG_FEW_CC on) and pixel p,
@@ -1075,6 +1134,8 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
     /* a weight row; a block's weights of one input channel */
     size_t ldw = (size_t)j->OC * 16, bw = 16 * DG_FEW_OCB;
     size_t steps = (size_t)(b1 - b0) * H, step = 0;   /* input rows, for far */
+    const convt_sparse_fn *sparse_rows =
+        few_reg() ? convt_sparse_rows_reg : convt_sparse_rows;   /* once per call */
     for (int b = b0; b < b1; b++) {
         const float *wb = j->weight + (size_t)c0 * ldw + (size_t)b * bw;
         /* the sparse rows only where every weight is finite: they skip zero inputs,
@@ -1105,8 +1166,8 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
                 fs.end = (const char *)far + 64 * ((step + 1) * far_lines / steps);
             float *row = pb + (size_t)(2 * y) * ldp;
             if (bm != NULL)
-                convt_sparse_rows[W](row, ldp, pplane, mask + (size_t)y * W,
-                                     val + (size_t)y * W * DG_FEW_CC, pk, &fs);
+                sparse_rows[W](row, ldp, pplane, mask + (size_t)y * W,
+                               val + (size_t)y * W * DG_FEW_CC, pk, &fs);
             else
                 convt_few_rows[W](row, ldp, pplane, x + (size_t)c0 * xplane + (size_t)y * W,
                                   xplane, pk, cc, &fs);

@@ -501,6 +501,22 @@ py_few_sparse_share(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
     return PyFloat_FromDouble(dg_few_sparse_share(share));
 }
 
+static PyObject *
+py_few_sparse_values(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"reg", NULL};
+    int reg;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i:_few_sparse_values", kwlist, &reg)) {
+        return NULL;
+    }
+    if (reg != 0 && reg != 1 && reg != -1) {
+        PyErr_Format(PyExc_ValueError,
+                     "_few_sparse_values: reg must be 0, 1 or -1 (the CPU's), got %d", reg);
+        return NULL;
+    }
+    return PyLong_FromLong(dg_few_sparse_values(reg));
+}
+
 typedef dg_status (*gemm_fn)(int, int, int, int, int, float, const float *, int,
                              const float *, int, float, float *, int);
 
@@ -2510,6 +2526,10 @@ static PyMethodDef dg_methods[] = {
               "The share of nonzero inputs up to which the few-image transposed kernel "
               "sums only the nonzero ones (dg_few_sparse_share): set when 0 <= share <= "
               "1, the CPU's when share < 0, asked when None; returns the one before."),
+    KW_METHOD(_few_sparse_values, "($module, /, reg)",
+              "How the few-image kernel's sparse rows broadcast their inputs "
+              "(dg_few_sparse_values): 0 a load each, 1 from registers, -1 the CPU's; "
+              "returns the one before."),
     KW_METHOD(_sgemm, "($module, /, transA, transB, alpha, A, B, beta, C)",
               "C = alpha * op(A) @ op(B) + beta * C in place on 2-D arrays (dg_sgemm)."),
     KW_METHOD(_sgemm_ref, "($module, /, transA, transB, alpha, A, B, beta, C)",

@@ -85,6 +85,11 @@ int dg_get_num_threads(void);
  * one before. For tests and benchmarks, between calls (not thread-safe): both sums
  * give the same bits. */
 double dg_few_sparse_share(double share);
+/* How those sparse sums broadcast each nonzero input: 0 a load each, 1 four
+ * loaded together and broadcast from a register, else the CPU's (1 on AMD's);
+ * returns the one in effect before. For tests and benchmarks, between calls:
+ * both give the same bits. */
+int dg_few_sparse_values(int reg);
 /* cblas_sgemm of the BLAS with ITS OWN pool at `threads` threads (then set back
  * to one): the machine's reference GEMM rate, for benchmarks only. Same
  * contract as dg_sgemm; threads < 1 is DG_STATUS_ERR_VALUE. The reference

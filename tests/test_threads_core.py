@@ -483,10 +483,11 @@ def test_direct_kernels_claim_images_in_turn_same_bits(rng, threads, N):
 def test_few_image_transposed_kernel_sparse_inputs(threads, rng):
     """Sampling's transposed convolution (the generator's 256 -> 128, 7x7 -> 14x14 at
     1 and 3 images), which on an AVX-512 CPU runs the few-image kernel and may sum
-    only the nonzero inputs (on CPUs with AVX512-FP16, when at most 55 % are nonzero,
-    as after a ReLU): on a ReLU's output, all zeros, a dense input, a ReLU's output
-    with a NaN, and a ReLU's output with an inf weight (NaN wherever that weight meets
-    a zero), with the sparse sums forced on and off: against a float64 reference
+    only the nonzero inputs (on CPUs with AVX512-FP16 and AMD's with AVX-512, when at
+    most 55 % are nonzero, as after a ReLU): on a ReLU's output, all zeros, a dense
+    input, a ReLU's output with a NaN, and a ReLU's output with an inf weight (NaN
+    wherever that weight meets a zero), with the sparse sums forced on (their inputs
+    broadcast from memory and from registers) and off: against a float64 reference
     (normwise < 1e-6; NaN and inf where it has them), the same bits at 1 and 2
     threads, and the same bits (NaN included) sparse or dense."""
     torch = pytest.importorskip("torch")
@@ -513,15 +514,17 @@ def test_few_image_transposed_kernel_sparse_inputs(threads, rng):
                     torch.from_numpy(x).double(), torch.from_numpy(wx).double(),
                     torch.from_numpy(b).double(), 2, 1).numpy()
             res = {}
-            for t, sparse in ((1, 0.0), (1, 1.0), (threads, 1.0), (threads, 0.0)):
+            for t, sparse, reg in ((1, 0.0, -1), (1, 1.0, 0), (1, 1.0, 1),
+                                   (threads, 1.0, 0), (threads, 1.0, 1), (threads, 0.0, -1)):
                 distgan.set_num_threads(t)
                 _core._few_sparse_share(sparse)
+                _core._few_sparse_values(reg)   # the sparse rows' inputs: loads, registers
                 ws = np.empty(_core._conv_transpose2d_workspace_size(
                     N, 256, 7, 7, 128, 4, 4, 2, 2, 1, 1, 14, 14), np.float32)
                 out = np.empty((N, 128, 14, 14), np.float32)
                 _core._conv_transpose2d_forward(out, ws, x, wx, b, 2, 2, 1, 1)
-                res[t, sparse] = out
-            out = res[1, 0.0]
+                res[t, sparse, reg] = out
+            out = res[1, 0.0, -1]
             ok = np.isfinite(ref)   # NaN and inf where the reference has them
             assert np.array_equal(out[~ok], ref[~ok].astype(np.float32), equal_nan=True)
             assert rel_err(out[ok], ref[ok]) < 1e-6, rel_err(out[ok], ref[ok])
@@ -531,6 +534,7 @@ def test_few_image_transposed_kernel_sparse_inputs(threads, rng):
     finally:
         distgan.set_num_threads(before)
         _core._few_sparse_share(-1)   # the CPU's
+        _core._few_sparse_values(-1)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -1369,7 +1369,8 @@ static void test_conv_direct_few(void) {
     /* Its sparse rows (the nonzero inputs listed), forced on, against its dense
      * rows, forced on: the same bits, with none, half and all of the inputs and
      * output gradients zero (the transposed forward reads the input, conv2d's
-     * input gradient the output gradient); and each as above (threads, float64). */
+     * input gradient the output gradient), with the listed values broadcast from
+     * memory and from registers; and each as above (threads, float64). */
     static const double zeros[] = {0.0, 0.5, 1.0};
     int before = dg_get_num_threads();
     for (size_t z = 0; z < sizeof zeros / sizeof zeros[0]; z++) {
@@ -1380,19 +1381,26 @@ static void test_conv_direct_few(void) {
             for (int transposed = 0; transposed < 2; transposed++) {
                 const conv_geom *g = transposed ? &ct : &c2d;
                 size_t m = conv_simd_floats(g);
-                float *dense = falloc(m), *sparse = falloc(m);
+                float *dense = falloc(m), *sparse = falloc(m), *sparse_reg = falloc(m);
                 dg_few_sparse_share(0.0);
                 conv_simd_run(g, transposed, dense);
                 dg_few_sparse_share(1.0);
+                int values = dg_few_sparse_values(0);
                 conv_simd_run(g, transposed, sparse);
-                dg_few_sparse_share(-1.0);   /* the CPU's */
+                int mem = dg_few_sparse_values(1);
+                conv_simd_run(g, transposed, sparse_reg);
+                int reg = dg_few_sparse_values(-1);   /* the CPU's */
+                dg_few_sparse_share(-1.0);
                 kernel_case(g, transposed);
-                CHECK(same_floats(dense, sparse, m),
+                CHECK(same_floats(dense, sparse, m) && same_floats(dense, sparse_reg, m) &&
+                      mem == 0 && reg == 1 && dg_few_sparse_values(-1) == values &&
+                      values == dg_cpu_amd(),
                       "%s N=%d C=%d %dx%d OC=%d, %.0f %% zeros: the few-image kernel's "
-                      "sparse rows give its dense rows' bits",
+                      "sparse rows give its dense rows' bits, their values broadcast from "
+                      "memory and from registers",
                       transposed ? "conv_transpose2d" : "conv2d", g->N, g->C, g->H, g->W,
                       g->OC, 100.0 * zeros[z]);
-                free(dense); free(sparse);
+                free(dense); free(sparse); free(sparse_reg);
             }
         }
     }
