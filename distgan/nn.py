@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import mmap
 
 import numpy as np
 
@@ -38,6 +39,36 @@ _FUSE = True
 # convolution) in eval mode as layers of their own instead of one _core call (for
 # comparisons; Network._head_fits)
 _FUSE_HEAD = True
+# Flat arrays from this many bytes on (Network's params and grads) are laid in
+# 2 MiB pages (_huge_zeros); None lays them as np.zeros does (for comparisons)
+_HUGE_MIN = 1 << 20
+_HUGE = 1 << 21
+
+
+def _huge_zeros(n):
+    """n float32 zeros that the kernel may back with 2 MiB pages: from ``_HUGE_MIN``
+    bytes on, an anonymous mapping marked ``MADV_HUGEPAGE`` and the array 2 MiB
+    aligned in it, so that with transparent huge pages on ("madvise" or "always") a
+    page-table entry covers 2 MiB. Sampling's kernels read the transposed
+    convolution's weights 256 bytes from each 8 KiB row, a 4 KiB page per cache
+    line, and on a virtual machine each miss of the TLB walks two page tables: a
+    one-image sample took 0.965 of the time for the teacher, 0.985 for the student
+    (PERFORMANCE.md, log 103). NumPy marks arrays from 4 MiB on too, but only the
+    whole 2 MiB pages inside them, so the teacher's last 2 MB of weights may lie
+    in 4 KiB pages. Elsewhere (small arrays, no ``madvise``), ``np.zeros``. The
+    array keeps its mapping alive (its base)."""
+    nbytes = 4 * int(n)
+    if _HUGE_MIN is None or nbytes < _HUGE_MIN or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return np.zeros(n, _F32)
+    m = mmap.mmap(-1, -(-nbytes // _HUGE) * _HUGE + _HUGE,   # zeros; room to align
+                  flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        m.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:   # a kernel without transparent huge pages: 4 KiB pages
+        pass
+    buf = np.frombuffer(m, np.uint8)
+    at = -buf.ctypes.data % _HUGE
+    return buf[at:at + nbytes].view(_F32)
 
 
 def _act_args(act):
@@ -755,8 +786,8 @@ class Network:
 
         p_total = sum(int(np.prod(s)) for l in self.layers for s in l.param_shapes.values())
         b_total = sum(int(np.prod(s)) for l in self.layers for s in l.buffer_shapes.values())
-        self.params = np.zeros(p_total, _F32)
-        self.grads = np.zeros(p_total, _F32)
+        self.params = _huge_zeros(p_total)
+        self.grads = _huge_zeros(p_total)
         self.buffers = np.zeros(b_total, _F32)
         self.param_index = []   # (layer index, name, offset, shape)
         po = bo = 0

@@ -131,6 +131,30 @@ def test_dcgan_width1_param_counts_equal_torch(torch):
     assert gan.discriminator.shapes == _torch_shapes(torch, D, (1, 28, 28))
 
 
+def test_large_flat_arrays_in_huge_pages():
+    """A network's flat params and grads from 1 MiB on (``nn._huge_zeros``): where the
+    platform has ``MADV_HUGEPAGE``, 2 MiB aligned in a mapping marked for transparent
+    huge pages, and like ``np.zeros``' arrays otherwise: float32 zeros, writable, and
+    alive while the array is (the mapping is its base); below 1 MiB, ``np.zeros``."""
+    import gc
+    import mmap
+
+    from distgan import nn
+    huge = hasattr(mmap, "MADV_HUGEPAGE")
+    gan = distgan.GAN(models.dcgan(1.0), seed=0)
+    for a in (gan.generator.params, gan.generator.grads, gan.g_ema.params):   # 7.2 MB
+        assert a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
+        assert (a.ctypes.data % (1 << 21) == 0) == huge
+    assert gan.discriminator.params.base is None   # 0.55 MB
+    z = nn._huge_zeros((3 << 20) // 4 + 5)
+    assert z.shape == ((3 << 20) // 4 + 5,) and z.dtype == np.float32 and not z.any()
+    z[:] = np.arange(z.size, dtype=np.float32)
+    gc.collect()
+    assert np.array_equal(z, np.arange(z.size, dtype=np.float32))
+    small = nn._huge_zeros(1000)
+    assert small.base is None and small.dtype == np.float32 and not small.any()
+
+
 def test_dcgan_width1_macs_hand_count():
     """MACs per sample counted by hand: a GEMM layer costs in*out (linear),
     OC*OH*OW*C*K*K (conv), C*H*W*OC*K*K (conv-transpose: every input pixel scatters a
