@@ -531,6 +531,10 @@ def test_few_image_transposed_kernel_sparse_inputs(threads, rng):
             for key, o in res.items():
                 assert np.array_equal(o, out, equal_nan=True), key
         assert np.isnan(out).any()   # the inf weight's case, last
+        with pytest.raises(ValueError, match="reg must be 0, 1 or -1"):
+            _core._few_sparse_values(2)
+        _core._few_sparse_values(0)
+        assert _core._few_sparse_values(-1) == 0   # returns the one before
     finally:
         distgan.set_num_threads(before)
         _core._few_sparse_share(-1)   # the CPU's
