@@ -970,13 +970,13 @@ typedef struct {
  * chains), then the rest of the longer one alone. A listed channel's weights
  * are found from its mask bit (count trailing zeros, clear the lowest bit)
  * instead of a stored offset: one load fewer per listed channel, where the
- * loads bound the loop (PERFORMANCE.md log 71). With REG, the pair's values are
- * loaded four at a time and broadcast from a register (PAIR_STEP), two loads
- * where eight took each a load of its own (few_reg). */
+ * loads bound the loop (PERFORMANCE.md log 71). With REG (convt_sparse_row_*_reg,
+ * few_reg), each pixel's values come four at a time, broadcast from a register
+ * (PAIR_STEP): two loads for four steps of the pair, where each step took two. */
 #define CONVT_SPARSE_ROW(NP, SUF, REG)                                                  \
-    DG_AVX512 static void convt_sparse_row_##NP##SUF(float *pad, int ldp, size_t pplane, \
-                                                const uint64_t *mask, const float *val, \
-                                                const float *w, far_stream *fs) {       \
+    DG_AVX512 static void convt_sparse_row_##NP##SUF(                                   \
+        float *pad, int ldp, size_t pplane, const uint64_t *mask, const float *val,     \
+        const float *w, far_stream *fs) {                                               \
         __m512 a[NP][DG_FEW_OCB];                                                       \
         const char *fp = fs->p, *fe = fs->end; /* in registers, not through *fs */      \
         for (int p = 0; p < NP; p += 2) {                                               \
