@@ -926,38 +926,30 @@ typedef struct {
     }
 
 /* Sums over a pixel's listed channels: one listed channel's 4 vectors of
- * weights (at w + o) times its value v, FMAs onto s[0..3]. */
-#define SPARSE_STEP(s, w, o, v)                                                         \
+ * weights (at w + o) times its value broadcast in b, FMAs onto s[0..3]. */
+#define SPARSE_STEP(s, w, o, b)                                                         \
     do {                                                                                \
         const float *u_ = (w) + (o);                                                    \
-        __m512 b_ = _mm512_set1_ps(v);                                                  \
+        __m512 b_ = (b);                                                                \
         s[0] = _mm512_fmadd_ps(_mm512_loadu_ps(u_), b_, s[0]);                          \
         s[1] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 16), b_, s[1]);                     \
         s[2] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 32), b_, s[2]);                     \
         s[3] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 48), b_, s[3]);                     \
     } while (0)
 
-/* The same step with the value in a register: lane sel (0x00, 0x55, 0xaa or
- * 0xff) of xv broadcast by a shuffle instead of a load. */
-#define SPARSE_STEPR(s, w, o, xv, sel)                                                  \
-    do {                                                                                \
-        const float *u_ = (w) + (o);                                                    \
-        __m512 b_ = _mm512_broadcastss_ps(sel == 0 ? (xv) : _mm_permute_ps((xv), sel)); \
-        s[0] = _mm512_fmadd_ps(_mm512_loadu_ps(u_), b_, s[0]);                          \
-        s[1] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 16), b_, s[1]);                     \
-        s[2] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 32), b_, s[2]);                     \
-        s[3] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 48), b_, s[3]);                     \
-    } while (0)
+/* Lane sel (0x00, 0x55, 0xaa or 0xff) of xv broadcast by a shuffle, not a load. */
+#define LANE_BCAST(xv, sel)                                                             \
+    _mm512_broadcastss_ps((sel) == 0 ? (xv) : _mm_permute_ps((xv), sel))
 
-/* A step of a pair of pixels (convt_sparse_row_*), their values in lane sel of
- * xp and xq. */
-#define PAIR_STEP(xp, xq, sel)                                                          \
+/* A step of a pair of pixels (convt_sparse_row_*): each one's next listed channel,
+ * times its value broadcast in bp and bq. */
+#define PAIR_STEP(bp, bq)                                                               \
     do {                                                                                \
         FAR_STEP(fp, fe);                                                               \
         size_t cp_ = (size_t)_tzcnt_u64(mp), cq_ = (size_t)_tzcnt_u64(mq);              \
         mp &= mp - 1, mq &= mq - 1;                                                     \
-        SPARSE_STEPR(s, w, cp_ * 16 * DG_FEW_OCB, xp, sel);                             \
-        SPARSE_STEPR(t, w, cq_ * 16 * DG_FEW_OCB, xq, sel);                             \
+        SPARSE_STEP(s, w, cp_ * 16 * DG_FEW_OCB, bp);                                   \
+        SPARSE_STEP(t, w, cq_ * 16 * DG_FEW_OCB, bq);                                   \
     } while (0)
 
 /* The same row from lists of each pixel's nonzero inputs of the chunk (mask:
@@ -991,22 +983,18 @@ typedef struct {
                 s[v] = t[v] = _mm512_setzero_ps();                                      \
             for (; REG && i + 4 <= m; i += 4) {                                         \
                 __m128 xp_ = _mm_loadu_ps(vp + i), xq_ = _mm_loadu_ps(vq + i);          \
-                PAIR_STEP(xp_, xq_, 0x00);                                              \
-                PAIR_STEP(xp_, xq_, 0x55);                                              \
-                PAIR_STEP(xp_, xq_, 0xaa);                                              \
-                PAIR_STEP(xp_, xq_, 0xff);                                              \
+                PAIR_STEP(LANE_BCAST(xp_, 0x00), LANE_BCAST(xq_, 0x00));                \
+                PAIR_STEP(LANE_BCAST(xp_, 0x55), LANE_BCAST(xq_, 0x55));                \
+                PAIR_STEP(LANE_BCAST(xp_, 0xaa), LANE_BCAST(xq_, 0xaa));                \
+                PAIR_STEP(LANE_BCAST(xp_, 0xff), LANE_BCAST(xq_, 0xff));                \
             }                                                                           \
-            for (; i < m; i++) {                                                        \
-                FAR_STEP(fp, fe);                                                       \
-                size_t cp = (size_t)_tzcnt_u64(mp), cq = (size_t)_tzcnt_u64(mq);        \
-                mp &= mp - 1, mq &= mq - 1;                                             \
-                SPARSE_STEP(s, w, cp * 16 * DG_FEW_OCB, vp[i]);                         \
-                SPARSE_STEP(t, w, cq * 16 * DG_FEW_OCB, vq[i]);                         \
-            }                                                                           \
+            for (; i < m; i++) PAIR_STEP(_mm512_set1_ps(vp[i]), _mm512_set1_ps(vq[i]));  \
             for (int k = i; k < np; k++, mp &= mp - 1)                                  \
-                SPARSE_STEP(s, w, (size_t)_tzcnt_u64(mp) * 16 * DG_FEW_OCB, vp[k]);     \
+                SPARSE_STEP(s, w, (size_t)_tzcnt_u64(mp) * 16 * DG_FEW_OCB,             \
+                            _mm512_set1_ps(vp[k]));                                     \
             for (int k = i; k < nq; k++, mq &= mq - 1)                                  \
-                SPARSE_STEP(t, w, (size_t)_tzcnt_u64(mq) * 16 * DG_FEW_OCB, vq[k]);     \
+                SPARSE_STEP(t, w, (size_t)_tzcnt_u64(mq) * 16 * DG_FEW_OCB,             \
+                            _mm512_set1_ps(vq[k]));                                     \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++) {              \
                 a[p][v] = s[v];                                                         \
                 if (q != p) a[q][v] = t[v];                                             \
