@@ -154,8 +154,60 @@ one_rows_sum(__m512 *a, const float *w, const float *inp, int C, int nr, int in_
  * its lanes (sum_lanes16), plus the bias. A row's bits do not depend on the rows
  * around it, so not on the split into tasks or into calls on parts of the rows
  * either (dg_direct_convt_few_head makes a layer's rows a piece at a time). */
+/* linear_one_rows of rows of at most 16 * DG_DENSE_ONE_VECS + 15 floats in the
+ * in_order order (a generator's latent code, C = 100): inp in registers for the
+ * whole call, each row's sum one FMA chain in registers over its vectors and its
+ * tail, the rows taken by a pointer stepped row by row; the same FMAs in the same
+ * order per lane as one_rows_sum, so the same bits. one_rows_sum took each
+ * row's tail in a second pass over the 16 rows, its sums passing through L1, and
+ * loaded inp again for every 16 rows: 29 cycles a row of 100 floats on Zen 4,
+ * from L2 as from L3, where this one takes ~20 (PERFORMANCE.md, log 104). */
+DG_AVX512 static void linear_one_short(const one_job *j, size_t o0, size_t o1) {
+    int C = j->C, full = C / 16;
+    __mmask16 tail = (__mmask16)((1u << (C % 16)) - 1);
+    __m512 xv[DG_DENSE_ONE_VECS], xt = _mm512_maskz_loadu_ps(tail, j->inp + 16 * full);
+    _Pragma("GCC unroll 8") for (int k = 0; k < DG_DENSE_ONE_VECS; k++)
+        xv[k] = k < full ? _mm512_loadu_ps(j->inp + 16 * k) : _mm512_setzero_ps();
+    const float *p = j->weight + o0 * (size_t)C;   /* the next row */
+/* a = the next row's sum, p then at the row after it */
+#define ONE_SHORT_ROW(a)                                                                \
+    do {                                                                                \
+        __m512 s_ = _mm512_setzero_ps();                                                \
+        _Pragma("GCC unroll 8") for (int k = 0; k < DG_DENSE_ONE_VECS; k++)             \
+            if (k < full) s_ = _mm512_fmadd_ps(_mm512_loadu_ps(p + 16 * k), xv[k], s_); \
+        if (tail)                                                                       \
+            s_ = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, p + 16 * full), xt, s_);   \
+        (a) = s_;                                                                       \
+        p += C;                                                                         \
+    } while (0)
+    for (size_t o = o0; o < o1; o += DG_DENSE_ONE_ROWS) {
+        int nr = o1 - o < DG_DENSE_ONE_ROWS ? (int)(o1 - o) : DG_DENSE_ONE_ROWS;
+        __m512 a[DG_DENSE_ONE_ROWS];
+        if (nr == DG_DENSE_ONE_ROWS) {
+            _Pragma("GCC unroll 16") for (int r = 0; r < DG_DENSE_ONE_ROWS; r++)
+                ONE_SHORT_ROW(a[r]);
+        } else {
+            for (int r = 0; r < DG_DENSE_ONE_ROWS; r++) {
+                if (r < nr)
+                    ONE_SHORT_ROW(a[r]);
+                else
+                    a[r] = _mm512_setzero_ps();
+            }
+        }
+        __mmask16 m = (__mmask16)((1u << nr) - 1);
+        __m512 v = sum_lanes16(a);
+        if (j->bias != NULL) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, j->bias + o));
+        _mm512_mask_storeu_ps(j->out + o, m, v);
+    }
+#undef ONE_SHORT_ROW
+}
+
 DG_AVX512 static void linear_one_rows(const one_job *j, size_t o0, size_t o1) {
     int C = j->C;
+    if (j->in_order && C / 16 <= DG_DENSE_ONE_VECS) {
+        linear_one_short(j, o0, o1);
+        return;
+    }
     for (size_t o = o0; o < o1; o += DG_DENSE_ONE_ROWS) {
         int nr = o1 - o < DG_DENSE_ONE_ROWS ? (int)(o1 - o) : DG_DENSE_ONE_ROWS;
         const float *w = j->weight + o * (size_t)C;
