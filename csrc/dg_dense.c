@@ -113,7 +113,8 @@ DG_AVX512 static inline __m512 sum_lanes16(const __m512 *a) {
  * - in_order: row by row, DG_DENSE_ONE_VECS vectors of inp at a time in registers,
  *   the weights read in the order they lie (a row's accumulator passing through L1
  *   between rows). On Zen 4 a one-image teacher sample took 0.89-0.91 of the other
- *   order's time while the host was busy, 0.97-0.98 while it was quiet (log 102). */
+ *   order's time while the host was busy, 0.97-0.98 while it was quiet (log 102).
+ *   Rows of fewer than 144 floats take linear_one_short instead, the same order. */
 #define DG_DENSE_ONE_VECS 8
 DG_AVX512 static inline __attribute__((always_inline)) void
 one_rows_sum(__m512 *a, const float *w, const float *inp, int C, int nr, int in_order) {
@@ -160,8 +161,8 @@ one_rows_sum(__m512 *a, const float *w, const float *inp, int C, int nr, int in_
  * tail, the rows taken by a pointer stepped row by row; the same FMAs in the same
  * order per lane as one_rows_sum, so the same bits. one_rows_sum took each
  * row's tail in a second pass over the 16 rows, its sums passing through L1, and
- * loaded inp again for every 16 rows: 29 cycles a row of 100 floats on Zen 4,
- * from L2 as from L3, where this one takes ~20 (PERFORMANCE.md, log 104). */
+ * loaded inp again for every 16 rows: 23-29 cycles a row of 100 floats on Zen 4,
+ * from L2 as from L3, where this one takes ~18-20 (PERFORMANCE.md, log 104). */
 DG_AVX512 static void linear_one_short(const one_job *j, size_t o0, size_t o1) {
     int C = j->C, full = C / 16;
     __mmask16 tail = (__mmask16)((1u << (C % 16)) - 1);
