@@ -149,12 +149,6 @@ one_rows_sum(__m512 *a, const float *w, const float *inp, int C, int nr, int in_
     }
 }
 
-/* out[o] = sum_c weight[o, c] * inp[c] (+ bias[o]) for one image, rows
- * [o0, o1): 16 rows at a time (fewer at the end, the missing rows' sums left at
- * zero), each row summed in one 16-lane accumulator (one_rows_sum), then across
- * its lanes (sum_lanes16), plus the bias. A row's bits do not depend on the rows
- * around it, so not on the split into tasks or into calls on parts of the rows
- * either (dg_direct_convt_few_head makes a layer's rows a piece at a time). */
 /* linear_one_rows of rows of at most 16 * DG_DENSE_ONE_VECS + 15 floats in the
  * in_order order (a generator's latent code, C = 100): inp in registers for the
  * whole call, each row's sum one FMA chain in registers over its vectors and its
@@ -203,6 +197,13 @@ DG_AVX512 static void linear_one_short(const one_job *j, size_t o0, size_t o1) {
 #undef ONE_SHORT_ROW
 }
 
+/* out[o] = sum_c weight[o, c] * inp[c] (+ bias[o]) for one image, rows
+ * [o0, o1): 16 rows at a time (fewer at the end, the missing rows' sums left at
+ * zero), each row summed in one 16-lane accumulator (one_rows_sum), then across
+ * its lanes (sum_lanes16), plus the bias. A row's bits do not depend on the rows
+ * around it, so not on the split into tasks or into calls on parts of the rows
+ * either (dg_direct_convt_few_head makes a layer's rows a piece at a time).
+ * Rows of fewer than 144 floats in the in_order order: linear_one_short. */
 DG_AVX512 static void linear_one_rows(const one_job *j, size_t o0, size_t o1) {
     int C = j->C;
     if (j->in_order && C / 16 <= DG_DENSE_ONE_VECS) {

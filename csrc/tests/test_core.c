@@ -375,7 +375,10 @@ static void test_linear(void) {
  * relies on; with the SIMD paths off, the GEMM path, within rounding. */
 static void test_linear_one(void) {
     printf("# linear: one image\n");
-    static const int Cs[] = {1, 15, 16, 17, 100, 143, 144, 300}, OCs[] = {1, 5, 16, 37, 200};
+    /* 143: the widest row of the short rows' kernel (linear_one_short), 144 the
+     * narrowest of the other */
+    static const int Cs[] = {1, 15, 16, 17, 100, 143, 144, 300};
+    static const int OCs[] = {1, 5, 16, 37, 200};
     int before = dg_get_num_threads();
     for (size_t i = 0; i < sizeof Cs / sizeof Cs[0]; i++) {
         for (size_t k = 0; k < sizeof OCs / sizeof OCs[0]; k++) {
