@@ -149,6 +149,15 @@ one_rows_sum(__m512 *a, const float *w, const float *inp, int C, int nr, int in_
     }
 }
 
+/* out[o .. o + nr) = the lane sums of a[0 .. nr) (sum_lanes16), plus the bias. */
+DG_AVX512 static inline void one_rows_store(const one_job *j, const __m512 *a, size_t o,
+                                            int nr) {
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    __m512 v = sum_lanes16(a);
+    if (j->bias != NULL) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, j->bias + o));
+    _mm512_mask_storeu_ps(j->out + o, m, v);
+}
+
 /* linear_one_rows of rows of at most 16 * DG_DENSE_ONE_VECS + 15 floats in the
  * in_order order (a generator's latent code, C = 100): inp in registers for the
  * whole call, each row's sum one FMA chain in registers over its vectors and its
@@ -189,10 +198,7 @@ DG_AVX512 static void linear_one_short(const one_job *j, size_t o0, size_t o1) {
                     a[r] = _mm512_setzero_ps();
             }
         }
-        __mmask16 m = (__mmask16)((1u << nr) - 1);
-        __m512 v = sum_lanes16(a);
-        if (j->bias != NULL) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, j->bias + o));
-        _mm512_mask_storeu_ps(j->out + o, m, v);
+        one_rows_store(j, a, o, nr);
     }
 #undef ONE_SHORT_ROW
 }
@@ -223,10 +229,7 @@ DG_AVX512 static void linear_one_rows(const one_job *j, size_t o0, size_t o1) {
             one_rows_sum(a, w, j->inp, C, DG_DENSE_ONE_ROWS, 0);
         else
             one_rows_sum(a, w, j->inp, C, nr, j->in_order);
-        __mmask16 m = (__mmask16)((1u << nr) - 1);
-        __m512 v = sum_lanes16(a);
-        if (j->bias != NULL) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, j->bias + o));
-        _mm512_mask_storeu_ps(j->out + o, m, v);
+        one_rows_store(j, a, o, nr);
     }
 }
 
