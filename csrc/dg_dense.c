@@ -152,7 +152,7 @@ one_rows_sum(__m512 *a, const float *w, const float *inp, int C, int nr, int in_
 /* out[o .. o + nr) = the lane sums of a[0 .. nr) (sum_lanes16), plus the bias. */
 DG_AVX512 static inline void one_rows_store(const one_job *j, const __m512 *a, size_t o,
                                             int nr) {
-    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    __mmask16 m = dg_lanes(nr);
     __m512 v = sum_lanes16(a);
     if (j->bias != NULL) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, j->bias + o));
     _mm512_mask_storeu_ps(j->out + o, m, v);
