@@ -1627,12 +1627,20 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
          * computes (few_chunk's far lines, a share per input row of each block; a
          * piece ahead: no faster, log 70) */
         size_t r0 = (size_t)(c0 + cc) * hw, r1 = few_head_end(C, hw, r0);
+        /* the lines fetched: those rows; in the last chunk, which has none to make,
+         * the first chunk's rows, which the next call (a loop of samples) makes
+         * first with nothing to overlap, then from L2 instead of L3 (a teacher's
+         * sample 0.965-0.971 of the time on Granite Rapids, PERFORMANCE.md log
+         * 106). Not with one chunk: there every row stays in L2 between calls. */
+        int again = r0 == r1 && c0 > 0;
+        size_t f0 = again ? 0 : r0, f1 = again ? few_head_end(C, hw, 0) : r1;
         for (int p = 0; p < pieces; p++) {
             int b0 = p * g, b1 = b0 + g < blocks ? b0 + g : blocks;
             size_t p0 = few_piece(r0, r1, p, pieces), p1 = few_piece(r0, r1, p + 1, pieces);
+            size_t q0 = few_piece(f0, f1, p, pieces), q1 = few_piece(f0, f1, p + 1, pieces);
             few_chunk(&j, ws, 0, blocks, b0, b1, h->hid, c0, sparse ? mask + s : NULL,
-                      sparse ? val + s * DG_FEW_CC : NULL, h->lweight + p0 * K,
-                      ((p1 - p0) * lrow + 63) / 64, pk);   /* 64-byte lines */
+                      sparse ? val + s * DG_FEW_CC : NULL, h->lweight + q0 * K,
+                      ((q1 - q0) * lrow + 63) / 64, pk);   /* 64-byte lines */
             st = few_head_rows(h, p0, p1 - p0);
             if (st != DG_STATUS_OK) return st;
         }
