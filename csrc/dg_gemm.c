@@ -19,12 +19,15 @@
  * pool (dg_thread.c): C is cut into blocks (one or two per thread) of columns
  * (when N >= M, so that the smaller operand op(A) is the one every block packs)
  * or of rows, block bounds multiples of 16, and each block is one
- * single-threaded sgemm.
- * Every element of C is then the same dot product over K in the same order,
- * whatever the split; small products (or a split dimension too small to cut)
- * stay on the calling thread. A product with one row or one column of C goes
+ * single-threaded sgemm; small products (or a split dimension too small to cut)
+ * stay on the calling thread. The blocks depend on the thread count only, so
+ * the bits are the same run after run at a count; between counts they may
+ * differ, as OpenBLAS may round an element of C differently when the block
+ * around it has another width (its Haswell kernels on Zen 3: 992 of the 12544
+ * columns of a 64 x 12544 x 100 product differed between 1 and 2 threads,
+ * PERFORMANCE.md log 109). A product with one row or one column of C goes
  * through cblas_sgemv instead, split by ranges of C's elements when its matrix
- * is large (gemv; there the bits may depend on the thread count).
+ * is large (gemv; there too the bits may depend on the thread count).
  */
 #include "distgan.h"
 #include "dg_internal.h"
