@@ -369,10 +369,12 @@ static void test_linear(void) {
 /* One image through a linear layer, which on an AVX-512 CPU runs a kernel of its
  * own (16 rows at a time, each row's sum in one accumulator): against the naive
  * sum within float32 rounding, with and without bias, on widths that leave a tail
- * of lanes (C % 16) and heights that leave a tail of rows (OC % 16); the same bits
- * at 1, 2 and 3 threads, and rows [a, b) computed alone (weight rows a on, OC =
- * b - a) the same bits as in the whole layer, which dg_linear_bn_convt_forward
- * relies on; with the SIMD paths off, the GEMM path, within rounding. */
+ * of lanes (C % 16) and heights that leave a tail of rows (OC % 16); where the
+ * kernel runs, the same bits at 1, 2 and 3 threads, and rows [a, b) computed
+ * alone (weight rows a on, OC = b - a) the same bits as in the whole layer, which
+ * dg_linear_bn_convt_forward relies on (elsewhere, within rounding at each count
+ * and in parts; the head runs layer by layer there); with the SIMD paths off, the
+ * GEMM path, within rounding. */
 static void test_linear_one(void) {
     printf("# linear: one image\n");
     /* 143: the widest row of the short rows' kernel (linear_one_short), 144 the
