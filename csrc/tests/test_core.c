@@ -382,6 +382,11 @@ static void test_linear_one(void) {
     static const int Cs[] = {1, 15, 16, 17, 100, 143, 144, 300};
     static const int OCs[] = {1, 5, 16, 37, 200};
     int before = dg_get_num_threads();
+    /* the kernel's bits do not depend on the split; without AVX-512 the product is
+     * OpenBLAS's sgemv (or the reference GEMM), whose bits may depend on the rows
+     * around an element and on the thread count (Debian's OpenBLAS on Zen 3,
+     * PERFORMANCE.md log 109): there each result is checked against the naive sum */
+    const int kernel = dg_avx512();
     for (size_t i = 0; i < sizeof Cs / sizeof Cs[0]; i++) {
         for (size_t k = 0; k < sizeof OCs / sizeof OCs[0]; k++) {
             int C = Cs[i], OC = OCs[k];
@@ -400,12 +405,6 @@ static void test_linear_one(void) {
                         C, OC);
             CHECK_CLOSE(out_nb, want_nb, (size_t)OC, 1e-5,
                         "linear of one image C=%d OC=%d without bias vs naive", C, OC);
-            /* the kernel's bits do not depend on the split; without AVX-512 the
-             * product is OpenBLAS's sgemv (or the reference GEMM), whose bits may
-             * depend on the rows around an element and on the thread count (Debian's
-             * OpenBLAS on Zen 3, PERFORMANCE.md log 109): there each result is
-             * checked against the naive sum instead */
-            int kernel = dg_avx512();
             int same = 1;
             for (int th = 2; th <= 3; th++) {
                 dg_set_num_threads(th);
@@ -1167,11 +1166,11 @@ static void conv_simd_truth(const conv_geom *g, int transposed, double *t) {
  * NaN where the accumulated input gradient had them. Without AVX-512 (valgrind
  * has none) the kernel is the GEMM path. Leaves one thread set. */
 static void kernel_case(const conv_geom *g, int transposed) {
+    dg_set_num_threads(1);   /* conv_case at 1 thread here; at 2 and 3 below, off AVX-512 */
     conv_case(g, transposed);
     size_t m = conv_simd_floats(g);
     float *r1 = falloc(m), *slow = falloc(m);
     double *truth = xmalloc(m * sizeof(double));
-    dg_set_num_threads(1);
     conv_simd_run(g, transposed, r1);
     dg_set_simd(0);
     conv_simd_run(g, transposed, slow);
