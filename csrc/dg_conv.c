@@ -103,6 +103,19 @@
  * in L1 (16 planes of 14x14 = 12.25 KiB for DCGAN's first up-sampling) */
 #define DG_COLT_CBLOCK 16
 
+/* colt_sparse (below): the columns of a strip of the weights, the channels of a
+ * chunk, and the tasks at most (each copies its chunks into a buffer of its own). */
+#define DG_SPARSE_SB 64
+#define DG_SPARSE_CK 64
+#define DG_SPARSE_TASKS 4
+
+/* Workspace floats beyond col^T for L pixels of C channels: each pixel's list
+ * of offsets and values per chunk, the list lengths and the tasks' buffers. */
+static size_t colt_sparse_floats(size_t C, size_t L) {
+    size_t chunks = (C + DG_SPARSE_CK - 1) / DG_SPARSE_CK;
+    return 2 * L * C + L * chunks + (size_t)DG_SPARSE_TASKS * DG_SPARSE_CK * DG_SPARSE_SB;
+}
+
 /* Largest tensor, in floats, whose byte size and float index fit a ptrdiff_t. */
 #define DG_CONV_MAX_FLOATS ((size_t)PTRDIFF_MAX / sizeof(float))
 
@@ -209,6 +222,15 @@ static dg_status conv_transpose2d_plan(conv_plan *p, int N, int C, int H,
     /* room for the one-channel kernels (dg_conv_thin.c) */
     size_t thin = OC == 1 ? dg_thin_ws(N, C, OH, OW, KH, KW, SH, SW, PH, PW, H, W) : 0;
     if (thin > p->ws) p->ws = thin;
+    /* room for colt_sparse's lists and buffers beside col^T, when the whole batch is
+     * a few columns (whatever the CPU, so that the size does not depend on it) */
+    size_t L = (size_t)N * p->cols;
+    if (L <= DG_COLT_MAX_COLS) {
+        size_t need = L * (p->col_rows + DG_COLT_PAD);
+        size_t extra = colt_sparse_floats((size_t)C, L);   /* C < 2^31, L <= 64 */
+        if (extra > DG_CONV_MAX_FLOATS - need) return DG_STATUS_ERR_SHAPE;
+        if (need + extra > p->ws) p->ws = need + extra;
+    }
     return DG_STATUS_OK;
 }
 
@@ -1525,6 +1547,195 @@ static dg_status convt_forward_range(const range_job *j, float *ws, int n_lo, in
     return DG_STATUS_OK;
 }
 
+/* ------------------------------------------------------------------------- */
+/* The col^T product of a few columns through the zeros of the input (AVX2)    */
+/* ------------------------------------------------------------------------- */
+
+/* One 7x7 image of DCGAN's first up-sampling (a teacher's sample of one): col^T
+ * (L, OC*KK) = x^T (L, C) @ weight (C, OC*KK) with L <= DG_COLT_MAX_COLS pixels,
+ * where x is a ReLU's output, about half zero. OpenBLAS packs the 2 MB of
+ * weights and sums every channel; here each pixel sums only its nonzero
+ * channels (PERFORMANCE.md, log 111). The weights go in strips of
+ * DG_SPARSE_SB columns, a chunk of DG_SPARSE_CK channels at a time copied
+ * together (16 KiB, which stay in L1 while every pixel reads them; read in
+ * place, rows 8 KB apart fall in four L1 sets, log 29), and each pixel keeps
+ * its strip in 8 ymm accumulators over its listed channels. An element of col^T
+ * is one FMA chain over its pixel's channels in increasing order; a zero input
+ * would add a zero product, which leaves a finite sum as it is (but for the
+ * sign of a zero sum), so skipping it changes nothing unless a weight is inf or
+ * NaN (0 * inf = NaN): a chunk of a strip with such a weight sums every channel.
+ * The bits do not depend on the thread count (tasks take whole strips); they
+ * are not OpenBLAS's (another order), and dg_set_simd(0) turns it off. */
+#if DG_HAVE_AVX2
+#define DG_AVX2_FMA __attribute__((target("avx2,fma")))
+
+typedef struct {
+    float *colt;
+    size_t ldt;
+    const float *x;          /* (nimg, C, hw): pixel p is image p / hw, position p % hw */
+    const float *weight;     /* (C, okk) */
+    int L, C, okk, chunks;
+    size_t hw;
+    int *off;                /* (L, C): row offsets in a chunk's copy, per chunk */
+    float *val;              /* (L, C): the values, in the same slots */
+    int *cnt;                /* (L, chunks): list lengths */
+    float *buf;              /* DG_SPARSE_TASKS chunk copies */
+} colt_sparse_job;
+
+/* The lists of pixels [lo, hi): slot p * C + c0 + i of chunk c0's i-th nonzero. */
+static void colt_sparse_lists(void *ctx, int t, int nt) {
+    const colt_sparse_job *j = (const colt_sparse_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->L, 1, t, nt, &lo, &hi);
+    for (size_t p = lo; p < hi; p++) {
+        const float *xp = j->x + (p / j->hw) * (size_t)j->C * j->hw + p % j->hw;
+        for (int k = 0; k < j->chunks; k++) {
+            int c0 = k * DG_SPARSE_CK, cc = j->C - c0 < DG_SPARSE_CK ? j->C - c0 : DG_SPARSE_CK;
+            size_t base = p * (size_t)j->C + (size_t)c0;
+            int n = 0;
+            for (int c = 0; c < cc; c++) {
+                /* branch-free: the slot is written whatever the value (NaN counts) */
+                float v = xp[(size_t)(c0 + c) * j->hw];
+                j->off[base + n] = c * DG_SPARSE_SB;
+                j->val[base + n] = v;
+                n += v != 0.0f;
+            }
+            j->cnt[p * (size_t)j->chunks + k] = n;
+        }
+    }
+}
+
+DG_AVX2_FMA static void colt_sparse_strips(void *ctx, int t, int nt) {
+    const colt_sparse_job *j = (const colt_sparse_job *)ctx;
+    size_t lo, hi;
+    dg_split((size_t)j->okk / DG_SPARSE_SB, 1, t, nt, &lo, &hi);
+    float *pk = j->buf + (size_t)t * DG_SPARSE_CK * DG_SPARSE_SB;
+    for (size_t s = lo; s < hi; s++) {
+        size_t col0 = s * DG_SPARSE_SB;
+        for (int k = 0; k < j->chunks; k++) {
+            int c0 = k * DG_SPARSE_CK, cc = j->C - c0 < DG_SPARSE_CK ? j->C - c0 : DG_SPARSE_CK;
+            /* the chunk's strip copied together, and whether it is all finite */
+            __m256 bad = _mm256_setzero_ps();
+            for (int c = 0; c < cc; c++) {
+                const float *src = j->weight + (size_t)(c0 + c) * j->okk + col0;
+                for (int i = 0; i < DG_SPARSE_SB; i += 8) {
+                    __m256 w = _mm256_loadu_ps(src + i);
+                    bad = _mm256_or_ps(bad, _mm256_sub_ps(w, w));   /* 0 when finite */
+                    _mm256_storeu_ps(pk + c * DG_SPARSE_SB + i, w);
+                }
+            }
+            int dense = _mm256_movemask_ps(_mm256_cmp_ps(bad, bad, _CMP_UNORD_Q)) != 0;
+            for (int p = 0; p < j->L; p++) {
+                float *o = j->colt + (size_t)p * j->ldt + col0;
+                __m256 a0, a1, a2, a3, a4, a5, a6, a7;
+                if (k == 0) {
+                    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = _mm256_setzero_ps();
+                } else {
+                    a0 = _mm256_loadu_ps(o);
+                    a1 = _mm256_loadu_ps(o + 8);
+                    a2 = _mm256_loadu_ps(o + 16);
+                    a3 = _mm256_loadu_ps(o + 24);
+                    a4 = _mm256_loadu_ps(o + 32);
+                    a5 = _mm256_loadu_ps(o + 40);
+                    a6 = _mm256_loadu_ps(o + 48);
+                    a7 = _mm256_loadu_ps(o + 56);
+                }
+#define COLT_SPARSE_FMAS(r, b)                                                           \
+    do {                                                                                 \
+        a0 = _mm256_fmadd_ps(b, _mm256_loadu_ps(r), a0);                                 \
+        a1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(r + 8), a1);                             \
+        a2 = _mm256_fmadd_ps(b, _mm256_loadu_ps(r + 16), a2);                            \
+        a3 = _mm256_fmadd_ps(b, _mm256_loadu_ps(r + 24), a3);                            \
+        a4 = _mm256_fmadd_ps(b, _mm256_loadu_ps(r + 32), a4);                            \
+        a5 = _mm256_fmadd_ps(b, _mm256_loadu_ps(r + 40), a5);                            \
+        a6 = _mm256_fmadd_ps(b, _mm256_loadu_ps(r + 48), a6);                            \
+        a7 = _mm256_fmadd_ps(b, _mm256_loadu_ps(r + 56), a7);                            \
+    } while (0)
+                if (dense) {
+                    /* every channel, zeros included: 0 * inf makes its NaN */
+                    const float *xp =
+                        j->x + (p / j->hw) * (size_t)j->C * j->hw + p % j->hw;
+                    for (int c = 0; c < cc; c++) {
+                        const float *r = pk + c * DG_SPARSE_SB;
+                        __m256 b = _mm256_set1_ps(xp[(size_t)(c0 + c) * j->hw]);
+                        COLT_SPARSE_FMAS(r, b);
+                    }
+                } else {
+                    size_t base = (size_t)p * j->C + (size_t)c0;
+                    const int *off = j->off + base;
+                    const float *val = j->val + base;
+                    int n = j->cnt[(size_t)p * j->chunks + k];
+                    for (int e = 0; e < n; e++) {
+                        const float *r = pk + off[e];
+                        __m256 b = _mm256_broadcast_ss(val + e);
+                        COLT_SPARSE_FMAS(r, b);
+                    }
+                }
+#undef COLT_SPARSE_FMAS
+                _mm256_storeu_ps(o, a0);
+                _mm256_storeu_ps(o + 8, a1);
+                _mm256_storeu_ps(o + 16, a2);
+                _mm256_storeu_ps(o + 24, a3);
+                _mm256_storeu_ps(o + 32, a4);
+                _mm256_storeu_ps(o + 40, a5);
+                _mm256_storeu_ps(o + 48, a6);
+                _mm256_storeu_ps(o + 56, a7);
+            }
+        }
+    }
+}
+
+/* col^T (L, okk) with row stride ldt = x^T @ weight, x the nimg images (C, hw) of
+ * L = nimg * hw pixels, weight (C, okk); colt_sparse_floats more floats after
+ * col^T's rows hold the lists and buffers. */
+static void colt_sparse(float *colt, size_t ldt, const float *x, int nimg, size_t hw,
+                        int C, const float *weight, int okk) {
+    int L = (int)((size_t)nimg * hw), chunks = (C + DG_SPARSE_CK - 1) / DG_SPARSE_CK;
+    float *rest = colt + (size_t)L * ldt;
+    colt_sparse_job j = {.colt = colt, .ldt = ldt, .x = x, .weight = weight, .L = L, .C = C,
+                         .okk = okk, .chunks = chunks, .hw = hw,
+                         .off = (int *)rest, .val = rest + (size_t)L * C,
+                         .cnt = (int *)(rest + 2 * (size_t)L * C),
+                         .buf = rest + 2 * (size_t)L * C + (size_t)L * chunks};
+    double flops = 2.0 * L * (double)C * okk;   /* as if dense */
+    int nt = dg_threads_for(flops, DG_CONV_IMAGE_GRAIN);
+    if (nt > DG_SPARSE_TASKS) nt = DG_SPARSE_TASKS;
+    if (nt > okk / DG_SPARSE_SB) nt = okk / DG_SPARSE_SB;
+    dg_parallel(colt_sparse_lists, &j, nt < 1 ? 1 : nt > L ? L : nt);
+    dg_parallel(colt_sparse_strips, &j, nt < 1 ? 1 : nt);
+}
+
+/* Whether colt_sparse takes a call: the CPU, whole strips, and room in ws_floats
+ * beside col^T (L rows of ldt floats). */
+static int colt_sparse_fits(size_t L, size_t C, size_t okk, size_t ldt, size_t ws_floats) {
+    if (!dg_avx2_fma() || okk % DG_SPARSE_SB != 0 || L > DG_COLT_MAX_COLS) return 0;
+    size_t need = L * ldt;
+    return need <= ws_floats && colt_sparse_floats(C, L) <= ws_floats - need;
+}
+#endif /* DG_HAVE_AVX2 */
+
+int dg_colt_sparse_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                        int PH, int PW, int OH, int OW) {
+#if DG_HAVE_AVX2
+    conv_plan p;
+    if (conv_transpose2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW) !=
+        DG_STATUS_OK) {
+        return 0;
+    }
+    if (OC == 1 && dg_thin_fits(C, OH, OW, KH, KW, SH, SW, PH, PW, H, W, p.ws)) return 0;
+    if (dg_direct_t_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws) ||
+        dg_direct_tfew_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws)) {
+        return 0;
+    }
+    return colt_sparse_fits((size_t)N * p.cols, (size_t)C, p.col_rows,
+                            p.col_rows + DG_COLT_PAD, p.ws);
+#else
+    (void)N; (void)C; (void)H; (void)W; (void)OC; (void)KH; (void)KW; (void)SH; (void)SW;
+    (void)PH; (void)PW; (void)OH; (void)OW;
+    return 0;
+#endif
+}
+
 dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
                                       const float *inp, const float *weight,
                                       const float *bias, int N, int C, int H,
@@ -1553,6 +1764,16 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
         return dg_direct_convt_few(out, 0, workspace, p.ws, inp, weight, bias, N, C, H, W,
                                    OC);
     }
+    size_t L = (size_t)N * p.cols, ldt = p.col_rows + DG_COLT_PAD;
+#if DG_HAVE_AVX2
+    if (colt_sparse_fits(L, (size_t)C, p.col_rows, ldt, p.ws)) {
+        // the whole batch a few columns (one small image): col^T through the zeros of
+        // its input, then the col2im that reads it row by row
+        colt_sparse(workspace, ldt, inp, N, p.cols, C, weight, (int)p.col_rows);
+        col2im_t_bias(out, workspace, ldt, bias, N, OC, OH, OW, KH, KW, SH, SW, PH, PW, H, W);
+        return DG_STATUS_OK;
+    }
+#endif
     return images_run(R_CONVT_FWD, &p, out, workspace, NULL, inp, weight, bias, N, C, H, W,
                       OC, KH, KW, SH, SW, PH, PW, OH, OW);
 }

@@ -86,6 +86,8 @@ void dg_set_simd(int on) { simd_on = on != 0; }
 
 int dg_avx2(void) { return SIMD_CPU_HAS("avx2"); }
 
+int dg_avx2_fma(void) { return SIMD_CPU_HAS("avx2") && SIMD_CPU_HAS("fma"); }
+
 /* AVX-512F with BMI1 (every such CPU has it; the sparse rows count trailing
  * zeros with tzcnt, dg_conv_direct.c). */
 int dg_avx512(void) { return SIMD_CPU_HAS("avx512f") && SIMD_CPU_HAS("bmi"); }

@@ -96,6 +96,15 @@ void dg_threads_init(void);
  * running both. dg_set_simd is for the tests, between calls (not thread-safe). */
 void dg_set_simd(int on);
 int dg_avx2(void);
+/* 1 when dg_avx2() is and the CPU has FMA as well (every AVX2 CPU made so far):
+ * the col^T product of dg_conv.c's few-column transposed convolution, whose
+ * values are not the baseline build's (so dg_set_simd(0) turns it off too). */
+int dg_avx2_fma(void);
+/* 1 when dg_conv_transpose2d_forward takes colt_sparse (dg_conv.c) for these sizes:
+ * the whole batch at most 64 input pixels, OC*KH*KW a multiple of 64, no kernel
+ * before it in line, and dg_avx2_fma(). */
+int dg_colt_sparse_fits(int N, int C, int H, int W, int OC, int KH, int KW, int SH, int SW,
+                        int PH, int PW, int OH, int OW);
 /* 1 when the CPU has AVX-512F (and BMI1, which every such CPU has) and dg_set_simd
  * has not turned the SIMD paths off: the direct convolution kernel
  * (dg_conv_direct.c) may run. Unlike the AVX2 builds above, it does not give the

@@ -1189,6 +1189,11 @@ static void kernel_case(const conv_geom *g, int transposed) {
         if (dg > worst_gemm) worst_gemm = dg;
     }
     const char *op = transposed ? "conv_transpose2d" : "conv2d";
+    /* off AVX-512, a transposed forward of a few columns takes colt_sparse where the
+     * CPU has AVX2 and FMA (test_colt_sparse checks it across thread counts) */
+    int sparse = transposed && !dg_avx512() &&
+                 dg_colt_sparse_fits(g->N, g->C, g->H, g->W, g->OC, g->KH, g->KW, g->SH,
+                                     g->SW, g->PH, g->PW, g->OH, g->OW);
     if (dg_avx512()) {
         float *r = falloc(m);
         int same = 1;
@@ -1206,11 +1211,20 @@ static void kernel_case(const conv_geom *g, int transposed) {
               "GEMM path's inf and NaN",
               op, g->N, g->C, g->H, g->W, g->OC, worst, worst_gemm);
     } else {
-        /* no kernel here (e.g. under valgrind, which has no AVX-512): both runs took
-         * the GEMM path, which conv_case checked against the naive loops */
-        CHECK(same_floats(r1, slow, m),
-              "%s N=%d C=%d %dx%d OC=%d: no AVX-512, the GEMM path both times (same bits)",
-              op, g->N, g->C, g->H, g->W, g->OC);
+        if (sparse) {
+            /* its forward through the zeros of its input, the rest the GEMM path */
+            CHECK(worst < 1e-5 && same_specials,
+                  "%s N=%d C=%d %dx%d OC=%d: no AVX-512, the few-column forward within "
+                  "%.1e of float64 (the GEMM path: %.1e), the GEMM path's inf and NaN",
+                  op, g->N, g->C, g->H, g->W, g->OC, worst, worst_gemm);
+        } else {
+            /* no kernel here (e.g. under valgrind, which has no AVX-512): both runs
+             * took the GEMM path, which conv_case checked against the naive loops */
+            CHECK(same_floats(r1, slow, m),
+                  "%s N=%d C=%d %dx%d OC=%d: no AVX-512, the GEMM path both times (same "
+                  "bits)",
+                  op, g->N, g->C, g->H, g->W, g->OC);
+        }
         /* whose bits may depend on the thread count: its checks at 2 and 3 too */
         for (int th = 2; th <= 3; th++) {
             dg_set_num_threads(th);
@@ -1219,6 +1233,95 @@ static void kernel_case(const conv_geom *g, int transposed) {
         dg_set_num_threads(1);
     }
     free(r1); free(slow); free(truth);
+}
+
+/* colt_sparse (dg_conv.c): the transposed forward of a batch of at most 64 input
+ * pixels (a sample of one image) through the zeros of its input, where the CPU has
+ * AVX2 and FMA and no AVX-512 kernel takes the call. Inputs half zero (-0.0 among
+ * them) as a ReLU's output, C not a multiple of the 64-channel chunks, several
+ * images, with and without bias; and a channel of zero inputs whose weights hold
+ * an inf and a NaN, which the dense product turns into NaN (0 * inf) and the
+ * sums through the zeros must too. Each case: within 1e-5 of float64, |a - t| /
+ * (1 + |t|), where that is finite, NaN where it is NaN; the same bits at 1, 2 and
+ * 3 threads; the GEMM path (dg_set_simd(0)) within the same bound. */
+static void test_colt_sparse(void) {
+    printf("# conv_transpose2d: a few columns through the zeros of the input\n");
+    if (!dg_avx2_fma())
+        printf("  note: this CPU has no AVX2 and FMA: the runs below take the GEMM path\n");
+    /* N, C, H, W, OC of a transposed k4 s2 p1, (H, W) -> (2H, 2W) */
+    static const int shapes[][5] = {
+        {1, 256, 7, 7, 128}, {1, 64, 7, 7, 32}, {1, 80, 7, 7, 8}, {4, 20, 4, 4, 4},
+        {1, 3, 2, 3, 4}, {2, 130, 4, 4, 12},
+    };
+    int before = dg_get_num_threads();
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        const int *q = shapes[k];
+        conv_geom g = {q[0], q[1], q[2], q[3], q[4], 4, 4, 2, 2, 1, 1, 2 * q[2], 2 * q[3]};
+        int fits = dg_colt_sparse_fits(g.N, g.C, g.H, g.W, g.OC, 4, 4, 2, 2, 1, 1, g.OH, g.OW);
+        CHECK(fits == (dg_avx2_fma() && !dg_avx512()),
+              "conv_transpose2d N=%d C=%d %dx%d OC=%d: the few-column path taken on "
+              "AVX2 and FMA without AVX-512 (%d)", g.N, g.C, g.H, g.W, g.OC, fits);
+        size_t nx = (size_t)g.N * g.C * g.H * g.W, nw = (size_t)g.C * g.OC * 16;
+        size_t no = (size_t)g.N * g.OC * g.OH * g.OW;
+        size_t nws = dg_conv_transpose2d_workspace_size(g.N, g.C, g.H, g.W, g.OC, 4, 4, 2, 2,
+                                                        1, 1, g.OH, g.OW);
+        for (int special = 0; special < 2; special++) {
+            float *x = frandn(nx), *w = frandn(nw), *b = frandn((size_t)g.OC);
+            for (size_t i = 0; i < nx; i++)
+                if (x[i] < 0.0f) x[i] = i % 7 == 0 ? -0.0f : 0.0f;
+            if (special) {
+                /* channel C / 2 all zero, with an inf and a NaN among its weights */
+                int c = g.C / 2;
+                for (int n = 0; n < g.N; n++)
+                    for (int p = 0; p < g.H * g.W; p++)
+                        x[((size_t)n * g.C + c) * g.H * g.W + p] = 0.0f;
+                w[(size_t)c * g.OC * 16 + 5] = INFINITY;
+                w[(size_t)c * g.OC * 16 + 16 * (g.OC - 1) + 10] = NAN;
+            }
+            const float *bias = special ? NULL : b;
+            double *truth = xmalloc(no * sizeof(double));
+            conv_t_naive(truth, x, w, bias, &g);
+            float *ws = falloc(nws), *o[3], *slow = falloc(no);
+            int ok = 1;
+            for (int th = 1; th <= 3; th++) {
+                dg_set_num_threads(th);
+                o[th - 1] = falloc(no);
+                ok &= dg_conv_transpose2d_forward(o[th - 1], ws, x, w, bias, g.N, g.C, g.H,
+                                                  g.W, g.OC, 4, 4, 2, 2, 1, 1, g.OH,
+                                                  g.OW) == DG_STATUS_OK;
+            }
+            dg_set_num_threads(1);
+            dg_set_simd(0);
+            dg_conv_transpose2d_forward(slow, ws, x, w, bias, g.N, g.C, g.H, g.W, g.OC, 4, 4,
+                                        2, 2, 1, 1, g.OH, g.OW);
+            dg_set_simd(1);
+            double worst = 0.0, worst_gemm = 0.0;
+            int specials = 1, nans = 0;
+            for (size_t i = 0; i < no; i++) {
+                if (isnan(truth[i])) {
+                    specials &= isnan(o[0][i]) && isnan(slow[i]);
+                    nans++;
+                    continue;
+                }
+                specials &= !isnan(o[0][i]) && !isnan(slow[i]);
+                double d = fabs((double)o[0][i] - truth[i]) / (1.0 + fabs(truth[i]));
+                double dg = fabs((double)slow[i] - truth[i]) / (1.0 + fabs(truth[i]));
+                if (!(d <= worst)) worst = d;
+                if (!(dg <= worst_gemm)) worst_gemm = dg;
+            }
+            CHECK(ok && worst < 1e-5 && worst_gemm < 1e-5 && specials && (nans > 0) == special,
+                  "conv_transpose2d N=%d C=%d %dx%d OC=%d%s: within %.1e of float64 (the "
+                  "GEMM path: %.1e), NaN where it is (%d)",
+                  g.N, g.C, g.H, g.W, g.OC, special ? ", inf and NaN weights" : "", worst,
+                  worst_gemm, nans);
+            CHECK(same_floats(o[0], o[1], no) && same_floats(o[0], o[2], no),
+                  "conv_transpose2d N=%d C=%d %dx%d OC=%d%s: the same bits at 1, 2 and 3 "
+                  "threads", g.N, g.C, g.H, g.W, g.OC, special ? ", inf and NaN weights" : "");
+            for (int th = 0; th < 3; th++) free(o[th]);
+            free(x); free(w); free(b); free(truth); free(ws); free(slow);
+        }
+    }
+    dg_set_num_threads(before);
 }
 
 /* As note_if_no_avx2, for the AVX-512 kernels (valgrind has no AVX-512). */
@@ -2251,6 +2354,7 @@ int main(void) {
     test_conv();
     test_conv_keep();
     test_conv_simd();
+    test_colt_sparse();
     test_conv_direct();
     test_conv_direct_few();
     test_conv_thin();
