@@ -113,7 +113,8 @@
  * of offsets and values per chunk, the list lengths and the tasks' buffers. */
 static size_t colt_sparse_floats(size_t C, size_t L) {
     size_t chunks = (C + DG_SPARSE_CK - 1) / DG_SPARSE_CK;
-    return 2 * L * C + L * chunks + (size_t)DG_SPARSE_TASKS * DG_SPARSE_CK * DG_SPARSE_SB;
+    /* + 16: room to start the buffers on a 64-byte line */
+    return 2 * L * C + L * chunks + 16 + (size_t)DG_SPARSE_TASKS * DG_SPARSE_CK * DG_SPARSE_SB;
 }
 
 /* Largest tensor, in floats, whose byte size and float index fit a ptrdiff_t. */
@@ -1692,11 +1693,13 @@ static void colt_sparse(float *colt, size_t ldt, const float *x, int nimg, size_
                         int C, const float *weight, int okk) {
     int L = (int)((size_t)nimg * hw), chunks = (C + DG_SPARSE_CK - 1) / DG_SPARSE_CK;
     float *rest = colt + (size_t)L * ldt;
+    /* the chunk copies on 64-byte lines, so that no load of a weight vector splits one */
+    uintptr_t b = (uintptr_t)(rest + 2 * (size_t)L * C + (size_t)L * chunks);
     colt_sparse_job j = {.colt = colt, .ldt = ldt, .x = x, .weight = weight, .L = L, .C = C,
                          .okk = okk, .chunks = chunks, .hw = hw,
                          .off = (int *)rest, .val = rest + (size_t)L * C,
                          .cnt = (int *)(rest + 2 * (size_t)L * C),
-                         .buf = rest + 2 * (size_t)L * C + (size_t)L * chunks};
+                         .buf = (float *)((b + 63) & ~(uintptr_t)63)};
     double flops = 2.0 * L * (double)C * okk;   /* as if dense */
     int nt = dg_threads_for(flops, DG_CONV_IMAGE_GRAIN);
     if (nt > DG_SPARSE_TASKS) nt = DG_SPARSE_TASKS;
@@ -1764,8 +1767,8 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
         return dg_direct_convt_few(out, 0, workspace, p.ws, inp, weight, bias, N, C, H, W,
                                    OC);
     }
-    size_t L = (size_t)N * p.cols, ldt = p.col_rows + DG_COLT_PAD;
 #if DG_HAVE_AVX2
+    size_t L = (size_t)N * p.cols, ldt = p.col_rows + DG_COLT_PAD;
     if (colt_sparse_fits(L, (size_t)C, p.col_rows, ldt, p.ws)) {
         // the whole batch a few columns (one small image): col^T through the zeros of
         // its input, then the col2im that reads it row by row
