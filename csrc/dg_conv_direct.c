@@ -822,8 +822,9 @@ static void convt_part_task(void *ctx, int t, int nt) {
  * four consecutive zmm. For a block of 4 output channels and one input row of NP
  * pixels, 4*NP accumulators take every tap of every pixel, summed over the input
  * channels (one FMA per pixel, channel and vector, the pixel's value broadcast);
- * each accumulator is then the 4x4 patch of that pixel and channel, added onto a
- * padded (OH+2, OW+2) plane of the block, one padded row of a patch row at a time
+ * each accumulator is then a kernel row of that pixel's patches of the four
+ * channels (the copied weights' layout, few_copy_finite), added onto the block's
+ * padded (OH+2, OW+2) planes, one padded row of a patch row at a time
  * (FEW_PATCH_ROW). This is the GEMM path's col^T = x^T @ weight and its col2im, in
  * registers, without the 2 MB col^T matrix or OpenBLAS's packing of the whole
  * weights. The input channels go in chunks of DG_FEW_CC; a block's weights of
@@ -845,9 +846,10 @@ static void convt_part_task(void *ctx, int t, int nt) {
  * whose weights of the chunk are not all finite (an inf or NaN weight met only
  * by zero inputs makes NaN in the dense rows) takes the dense rows.
  *
- * Padded row d, lanes m (+)= row K of a row of patches: lane group K (sel = K *
- * 0x55) of the even pixels' e[0..3] at columns 0, 4, 8, 12, plus that of the odd
- * ones' o[0..3] at 2, 6, 10 (o[3], beyond the row, is zero). One add per padded
+ * Padded row d of channel v's plane, lanes m (+)= row K of a row of patches: lane
+ * group v (sel = v * 0x55) of the even pixels' kernel rows K, e[0..3], at columns
+ * 0, 4, 8, 12, plus that of the odd ones' o[0..3] at 2, 6, 10 (o[3], beyond the
+ * row, is zero). One add per padded
  * row: adding the patches one by one reloaded each store, which overlaps the
  * last, a store-forwarding stall per patch (0.6-0.8x). */
 #define FEW_PATCH_ROW(d, m, e, o, sel)                                                  \
@@ -863,23 +865,26 @@ static void convt_part_task(void *ctx, int t, int nt) {
                                             _mm512_add_ps(ev_, od_)));                  \
     } while (0)
 
-/* Pixel p's accumulators a[p][0..3] (its 4x4 patches of four output channels)
- * added onto those channels' padded planes (pad + v * pplane): padded rows 0-3
- * of the patch row, columns 2p .. 2p + 3. */
-#define FEW_PATCHES(NP, a, pad, ldp, pplane)                                            \
+/* Pixel p's accumulators a[p][0..3] (a[p][K]: kernel row K of its patches of
+ * four output channels, lanes 4v .. 4v + 3 channel v's) added onto those
+ * channels' padded planes (pad + v * pplane): padded rows K0 .. K1 - 1 of the patch
+ * row (the others fall in the planes' border, which few_store drops: the rows
+ * computed none of them), columns 2p .. 2p + 3. */
+#define FEW_PATCHES(NP, a, pad, ldp, pplane, K0, K1)                                    \
     do {                                                                                \
         __mmask16 m_ = (__mmask16)((1u << (2 * NP + 2)) - 1);                           \
-        _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++) {                  \
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {                           \
+            if (k < (K0) || k >= (K1)) continue;                                        \
             __m512 e[4], o[4], z = _mm512_setzero_ps();                                 \
             _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {                       \
-                e[q] = 2 * q < NP ? a[2 * q < NP ? 2 * q : 0][v] : z;                   \
-                o[q] = 2 * q + 1 < NP ? a[2 * q + 1 < NP ? 2 * q + 1 : 0][v] : z;       \
+                e[q] = 2 * q < NP ? a[2 * q < NP ? 2 * q : 0][k] : z;                   \
+                o[q] = 2 * q + 1 < NP ? a[2 * q + 1 < NP ? 2 * q + 1 : 0][k] : z;       \
             }                                                                           \
-            float *d = (pad) + (size_t)v * (pplane);                                    \
+            float *d = (pad) + (size_t)k * (ldp);                                       \
             FEW_PATCH_ROW(d, m_, e, o, 0x00);                                           \
-            FEW_PATCH_ROW(d + (ldp), m_, e, o, 0x55);                                   \
-            FEW_PATCH_ROW(d + 2 * (ldp), m_, e, o, 0xaa);                               \
-            FEW_PATCH_ROW(d + 3 * (ldp), m_, e, o, 0xff);                               \
+            FEW_PATCH_ROW(d + (pplane), m_, e, o, 0x55);                                \
+            FEW_PATCH_ROW(d + 2 * (pplane), m_, e, o, 0xaa);                            \
+            FEW_PATCH_ROW(d + 3 * (pplane), m_, e, o, 0xff);                            \
         }                                                                               \
     } while (0)
 
@@ -898,10 +903,20 @@ typedef struct {
         }                                                                               \
     } while (0)
 
+/* convt_few_row_<NP>_<E>: the row of kernel rows [K0, K1), E as SPARSE_ROW_KS's. */
+#define FEW_ROW_KS(NP, E, K0, K1)                                                       \
+    DG_AVX512 static void convt_few_row_##NP##_##E(float *pad, int ldp, size_t pplane,  \
+                                                   const float *x, size_t xplane,      \
+                                                   const float *w, int C,              \
+                                                   far_stream *fs) {                   \
+        convt_few_row_##NP##_k(pad, ldp, pplane, x, xplane, w, C, fs, K0, K1);          \
+    }
+
 #define CONVT_FEW_ROW(NP)                                                               \
-    DG_AVX512 static void convt_few_row_##NP(float *pad, int ldp, size_t pplane,        \
-                                             const float *x, size_t xplane,            \
-                                             const float *w, int C, far_stream *fs) {   \
+    __attribute__((always_inline, target("avx512f,bmi"))) static inline void            \
+    convt_few_row_##NP##_k(float *pad, int ldp, size_t pplane, const float *x,         \
+                           size_t xplane, const float *w, int C, far_stream *fs,       \
+                           const int k0, const int k1) {                                \
         __m512 a[NP][DG_FEW_OCB];                                                       \
         _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++)                            \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
@@ -915,26 +930,32 @@ typedef struct {
             __m512 w2 = _mm512_loadu_ps(wc + 32), w3 = _mm512_loadu_ps(wc + 48);        \
             _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) {                      \
                 __m512 b = _mm512_set1_ps(xc[p]);                                       \
-                a[p][0] = _mm512_fmadd_ps(w0, b, a[p][0]);                              \
+                if (k0 == 0) a[p][0] = _mm512_fmadd_ps(w0, b, a[p][0]);                 \
                 a[p][1] = _mm512_fmadd_ps(w1, b, a[p][1]);                              \
                 a[p][2] = _mm512_fmadd_ps(w2, b, a[p][2]);                              \
-                a[p][3] = _mm512_fmadd_ps(w3, b, a[p][3]);                              \
+                if (k1 == 4) a[p][3] = _mm512_fmadd_ps(w3, b, a[p][3]);                 \
             }                                                                           \
         }                                                                               \
         fs->p = fp;                                                                     \
-        FEW_PATCHES(NP, a, pad, ldp, pplane);                                           \
-    }
+        FEW_PATCHES(NP, a, pad, ldp, pplane, k0, k1);                                   \
+    }                                                                                   \
+    FEW_ROW_KS(NP, 0, 0, 4)                                                             \
+    FEW_ROW_KS(NP, 1, 1, 4)                                                             \
+    FEW_ROW_KS(NP, 2, 0, 3)                                                             \
+    FEW_ROW_KS(NP, 3, 1, 3)
 
 /* Sums over a pixel's listed channels: one listed channel's 4 vectors of
- * weights (at w + o) times its value broadcast in b, FMAs onto s[0..3]. */
+ * weights (at w + o; vector K: kernel row K) times its value broadcast in b,
+ * FMAs onto s[K] for the kernel rows K in [k0, k1) (constants once inlined: the
+ * others fall in the padded planes' border for this input row). */
 #define SPARSE_STEP(s, w, o, b)                                                         \
     do {                                                                                \
         const float *u_ = (w) + (o);                                                    \
         __m512 b_ = (b);                                                                \
-        s[0] = _mm512_fmadd_ps(_mm512_loadu_ps(u_), b_, s[0]);                          \
+        if (k0 == 0) s[0] = _mm512_fmadd_ps(_mm512_loadu_ps(u_), b_, s[0]);             \
         s[1] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 16), b_, s[1]);                     \
         s[2] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 32), b_, s[2]);                     \
-        s[3] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 48), b_, s[3]);                     \
+        if (k1 == 4) s[3] = _mm512_fmadd_ps(_mm512_loadu_ps(u_ + 48), b_, s[3]);        \
     } while (0)
 
 /* Lane sel (0x00, 0x55, 0xaa or 0xff) of xv broadcast by a shuffle, not a load. */
@@ -965,10 +986,20 @@ typedef struct {
  * loads bound the loop (PERFORMANCE.md log 71). With REG (convt_sparse_row_*_reg,
  * few_reg), each pixel's values come four at a time, broadcast from a register
  * (PAIR_STEP): two loads for four steps of the pair, where each step took two. */
-#define CONVT_SPARSE_ROW(NP, SUF, REG)                                                  \
-    DG_AVX512 static void convt_sparse_row_##NP##SUF(                                   \
+/* convt_sparse_row_<NP><SUF>_<E>: the row of kernel rows [K0, K1) (E: bit 0, the
+ * first input row, whose kernel row 0 falls in the top border; bit 1, the last,
+ * whose row 3 falls in the bottom one). */
+#define SPARSE_ROW_KS(NP, SUF, E, K0, K1)                                               \
+    DG_AVX512 static void convt_sparse_row_##NP##SUF##_##E(                             \
         float *pad, int ldp, size_t pplane, const uint64_t *mask, const float *val,     \
         const float *w, far_stream *fs) {                                               \
+        convt_sparse_row_##NP##SUF##_k(pad, ldp, pplane, mask, val, w, fs, K0, K1);     \
+    }
+
+#define CONVT_SPARSE_ROW(NP, SUF, REG)                                                  \
+    __attribute__((always_inline, target("avx512f,bmi"))) static inline void convt_sparse_row_##NP##SUF##_k(                               \
+        float *pad, int ldp, size_t pplane, const uint64_t *mask, const float *val,     \
+        const float *w, far_stream *fs, const int k0, const int k1) {                   \
         __m512 a[NP][DG_FEW_OCB];                                                       \
         const char *fp = fs->p, *fe = fs->end; /* in registers, not through *fs */      \
         for (int p = 0; p < NP; p += 2) {                                               \
@@ -1001,8 +1032,12 @@ typedef struct {
             }                                                                           \
         }                                                                               \
         fs->p = fp;                                                                     \
-        FEW_PATCHES(NP, a, pad, ldp, pplane);                                           \
-    }
+        FEW_PATCHES(NP, a, pad, ldp, pplane, k0, k1);                                   \
+    }                                                                                   \
+    SPARSE_ROW_KS(NP, SUF, 0, 0, 4)                                                     \
+    SPARSE_ROW_KS(NP, SUF, 1, 1, 4)                                                     \
+    SPARSE_ROW_KS(NP, SUF, 2, 0, 3)                                                     \
+    SPARSE_ROW_KS(NP, SUF, 3, 1, 3)
 
 CONVT_FEW_ROW(1)
 CONVT_FEW_ROW(2)
@@ -1028,18 +1063,24 @@ CONVT_SPARSE_ROW(7, _reg, 1)
 
 typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
                              int, far_stream *);
-static const convt_few_fn convt_few_rows[DG_FEW_MAXW + 1] = {
-    NULL, convt_few_row_1, convt_few_row_2, convt_few_row_3, convt_few_row_4,
-    convt_few_row_5, convt_few_row_6, convt_few_row_7};
+static const convt_few_fn convt_few_rows[4][DG_FEW_MAXW + 1] = {
+    {NULL, convt_few_row_1_0, convt_few_row_2_0, convt_few_row_3_0, convt_few_row_4_0, convt_few_row_5_0, convt_few_row_6_0, convt_few_row_7_0},
+    {NULL, convt_few_row_1_1, convt_few_row_2_1, convt_few_row_3_1, convt_few_row_4_1, convt_few_row_5_1, convt_few_row_6_1, convt_few_row_7_1},
+    {NULL, convt_few_row_1_2, convt_few_row_2_2, convt_few_row_3_2, convt_few_row_4_2, convt_few_row_5_2, convt_few_row_6_2, convt_few_row_7_2},
+    {NULL, convt_few_row_1_3, convt_few_row_2_3, convt_few_row_3_3, convt_few_row_4_3, convt_few_row_5_3, convt_few_row_6_3, convt_few_row_7_3}};
 typedef void (*convt_sparse_fn)(float *, int, size_t, const uint64_t *, const float *,
                                 const float *, far_stream *);
-static const convt_sparse_fn convt_sparse_rows[DG_FEW_MAXW + 1] = {
-    NULL, convt_sparse_row_1, convt_sparse_row_2, convt_sparse_row_3, convt_sparse_row_4,
-    convt_sparse_row_5, convt_sparse_row_6, convt_sparse_row_7};
-static const convt_sparse_fn convt_sparse_rows_reg[DG_FEW_MAXW + 1] = {
-    NULL, convt_sparse_row_1_reg, convt_sparse_row_2_reg, convt_sparse_row_3_reg,
-    convt_sparse_row_4_reg, convt_sparse_row_5_reg, convt_sparse_row_6_reg,
-    convt_sparse_row_7_reg};
+/* [E][NP]: E as SPARSE_ROW_KS's (few_chunk: the input row's place) */
+static const convt_sparse_fn convt_sparse_rows[4][DG_FEW_MAXW + 1] = {
+    {NULL, convt_sparse_row_1_0, convt_sparse_row_2_0, convt_sparse_row_3_0, convt_sparse_row_4_0, convt_sparse_row_5_0, convt_sparse_row_6_0, convt_sparse_row_7_0},
+    {NULL, convt_sparse_row_1_1, convt_sparse_row_2_1, convt_sparse_row_3_1, convt_sparse_row_4_1, convt_sparse_row_5_1, convt_sparse_row_6_1, convt_sparse_row_7_1},
+    {NULL, convt_sparse_row_1_2, convt_sparse_row_2_2, convt_sparse_row_3_2, convt_sparse_row_4_2, convt_sparse_row_5_2, convt_sparse_row_6_2, convt_sparse_row_7_2},
+    {NULL, convt_sparse_row_1_3, convt_sparse_row_2_3, convt_sparse_row_3_3, convt_sparse_row_4_3, convt_sparse_row_5_3, convt_sparse_row_6_3, convt_sparse_row_7_3}};
+static const convt_sparse_fn convt_sparse_rows_reg[4][DG_FEW_MAXW + 1] = {
+    {NULL, convt_sparse_row_1_reg_0, convt_sparse_row_2_reg_0, convt_sparse_row_3_reg_0, convt_sparse_row_4_reg_0, convt_sparse_row_5_reg_0, convt_sparse_row_6_reg_0, convt_sparse_row_7_reg_0},
+    {NULL, convt_sparse_row_1_reg_1, convt_sparse_row_2_reg_1, convt_sparse_row_3_reg_1, convt_sparse_row_4_reg_1, convt_sparse_row_5_reg_1, convt_sparse_row_6_reg_1, convt_sparse_row_7_reg_1},
+    {NULL, convt_sparse_row_1_reg_2, convt_sparse_row_2_reg_2, convt_sparse_row_3_reg_2, convt_sparse_row_4_reg_2, convt_sparse_row_5_reg_2, convt_sparse_row_6_reg_2, convt_sparse_row_7_reg_2},
+    {NULL, convt_sparse_row_1_reg_3, convt_sparse_row_2_reg_3, convt_sparse_row_3_reg_3, convt_sparse_row_4_reg_3, convt_sparse_row_5_reg_3, convt_sparse_row_6_reg_3, convt_sparse_row_7_reg_3}};
 
 /* Lists of the nonzero inputs of one image x (C, HW), chunk by chunk of
  * DG_FEW_CC channels: for chunk k (channels c0 = k * DG_FEW_CC on) and pixel p,
@@ -1088,16 +1129,31 @@ DG_AVX512 static int few_sparse(const float *x, size_t n) {
 }
 
 /* pk = a block's weights of a chunk (cc rows of 16 * DG_FEW_OCB floats, from
- * rows ldw apart at wb), as few_chunk copies them; 1 when all are finite. */
+ * rows ldw apart at wb), as few_chunk's rows take them: each row's four vectors
+ * (output channel v's 16 taps, kernel row K in lanes 4K .. 4K + 3) transposed by
+ * 128-bit lanes, vector K holding kernel row K of the four channels (channel v's
+ * in lanes 4v .. 4v + 3), so that a row of inputs whose kernel row 0 or 3 falls
+ * in the padded planes' border skips that vector's FMAs (SPARSE_STEP): 7.1 % of
+ * the products of DCGAN's 7x7 -> 14x14, 0.961-0.973 of a one-image teacher
+ * sample's time on Zen 4 (PERFORMANCE.md log 115). Returns 1 when all are
+ * finite. The shuffles run while the rows' lines arrive. */
 DG_AVX512 static int few_copy_finite(float *pk, const float *wb, int cc, size_t ldw) {
     const __m512i e = _mm512_set1_epi32(0x7f800000);   /* the exponent's bits */
     __mmask16 bad = 0;
-    for (int c = 0; c < cc; c++)
-        for (int l = 0; l < DG_FEW_OCB; l++) {
-            __m512i v = _mm512_loadu_si512(wb + (size_t)c * ldw + 16 * l);
-            _mm512_store_si512(pk + (size_t)(c * DG_FEW_OCB + l) * 16, v);
-            bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(v, e), e);
+    _Static_assert(DG_FEW_OCB == 4, "four channels' rows of four taps in a vector");
+    for (int c = 0; c < cc; c++) {
+        const float *r = wb + (size_t)c * ldw;
+        __m512 v0 = _mm512_loadu_ps(r), v1 = _mm512_loadu_ps(r + 16);
+        __m512 v2 = _mm512_loadu_ps(r + 32), v3 = _mm512_loadu_ps(r + 48);
+        __m512 t0 = _mm512_shuffle_f32x4(v0, v1, 0x44), t1 = _mm512_shuffle_f32x4(v0, v1, 0xee);
+        __m512 t2 = _mm512_shuffle_f32x4(v2, v3, 0x44), t3 = _mm512_shuffle_f32x4(v2, v3, 0xee);
+        __m512 u[4] = {_mm512_shuffle_f32x4(t0, t2, 0x88), _mm512_shuffle_f32x4(t0, t2, 0xdd),
+                       _mm512_shuffle_f32x4(t1, t3, 0x88), _mm512_shuffle_f32x4(t1, t3, 0xdd)};
+        _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
+            _mm512_store_ps(pk + (size_t)(c * DG_FEW_OCB + k) * 16, u[k]);
+            bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(u[k]), e), e);
         }
+    }
     return bad == 0;
 }
 
@@ -1122,18 +1178,13 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
     /* a weight row; a block's weights of one input channel */
     size_t ldw = (size_t)j->OC * 16, bw = 16 * DG_FEW_OCB;
     size_t steps = (size_t)(b1 - b0) * H, step = 0;   /* input rows, for far */
-    const convt_sparse_fn *sparse_rows =
+    const convt_sparse_fn(*sparse_rows)[DG_FEW_MAXW + 1] =
         few_reg() ? convt_sparse_rows_reg : convt_sparse_rows;   /* once per call */
     for (int b = b0; b < b1; b++) {
         const float *wb = j->weight + (size_t)c0 * ldw + (size_t)b * bw;
         /* the sparse rows only where every weight is finite: they skip zero inputs,
          * which an inf or NaN weight would make NaN in the dense rows */
-        const uint64_t *bm = NULL;
-        if (mask != NULL)
-            bm = few_copy_finite(pk, wb, cc, ldw) ? mask : NULL;
-        else
-            for (int c = 0; c < cc; c++)
-                memcpy(pk + (size_t)c * bw, wb + (size_t)c * ldw, sizeof(float) * bw);
+        const uint64_t *bm = few_copy_finite(pk, wb, cc, ldw) && mask != NULL ? mask : NULL;
         float *pb = pad + (size_t)(b - bf) * DG_FEW_OCB * pplane;
         /* the next piece of weights: the next block's, or the next chunk's first */
         const float *nw = NULL;
@@ -1153,11 +1204,12 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
                 fs.p = (const char *)far + 64 * (step * far_lines / steps),
                 fs.end = (const char *)far + 64 * ((step + 1) * far_lines / steps);
             float *row = pb + (size_t)(2 * y) * ldp;
+            int e = (y == 0) | (y == H - 1) << 1;   /* kernel rows in the border */
             if (bm != NULL)
-                sparse_rows[W](row, ldp, pplane, mask + (size_t)y * W,
-                               val + (size_t)y * W * DG_FEW_CC, pk, &fs);
+                sparse_rows[e][W](row, ldp, pplane, mask + (size_t)y * W,
+                                  val + (size_t)y * W * DG_FEW_CC, pk, &fs);
             else
-                convt_few_rows[W](row, ldp, pplane, x + (size_t)c0 * xplane + (size_t)y * W,
+                convt_few_rows[e][W](row, ldp, pplane, x + (size_t)c0 * xplane + (size_t)y * W,
                                   xplane, pk, cc, &fs);
             while (fs.p < fs.end) FAR_STEP(fs.p, fs.end);   /* what the row's steps left */
         }
