@@ -811,6 +811,19 @@ static void convt_part_task(void *ctx, int t, int nt) {
               convt_part_image);
 }
 
+/* y[v] = 128-bit lane v of x[0], x[1], x[2], x[3], in that order: the 4x4
+ * transpose of x's lanes, in 8 shuffles. */
+DG_INLINE_AVX512 void lanes4_transpose(__m512 y[4], const __m512 x[4]) {
+    __m512 t0 = _mm512_shuffle_f32x4(x[0], x[1], 0x44);
+    __m512 t1 = _mm512_shuffle_f32x4(x[0], x[1], 0xee);
+    __m512 t2 = _mm512_shuffle_f32x4(x[2], x[3], 0x44);
+    __m512 t3 = _mm512_shuffle_f32x4(x[2], x[3], 0xee);
+    y[0] = _mm512_shuffle_f32x4(t0, t2, 0x88);
+    y[1] = _mm512_shuffle_f32x4(t0, t2, 0xdd);
+    y[2] = _mm512_shuffle_f32x4(t1, t3, 0x88);
+    y[3] = _mm512_shuffle_f32x4(t1, t3, 0xdd);
+}
+
 /* ------------------------------------------------------------------------- */
 /* Transposed convolution of few images                                       */
 /* ------------------------------------------------------------------------- */
@@ -847,22 +860,25 @@ static void convt_part_task(void *ctx, int t, int nt) {
  * by zero inputs makes NaN in the dense rows) takes the dense rows.
  *
  * Padded row d of channel v's plane, lanes m (+)= row K of a row of patches: lane
- * group v (sel = v * 0x55) of the even pixels' kernel rows K, e[0..3], at columns
- * 0, 4, 8, 12, plus that of the odd ones' o[0..3] at 2, 6, 10 (o[3], beyond the
- * row, is zero). One add per padded
+ * group v of the even pixels' kernel rows K, e[0..3], at columns 0, 4, 8, 12 (ev,
+ * the four groups of e transposed: one transpose for the four planes, 16 shuffles
+ * for both where taking each plane's groups apart took 24), plus that of the odd
+ * ones' o[0..3] at 2, 6, 10 (o[3], beyond the row, is zero). One add per padded
  * row: adding the patches one by one reloaded each store, which overlaps the
  * last, a store-forwarding stall per patch (0.6-0.8x). */
-#define FEW_PATCH_ROW(d, m, e, o, sel)                                                  \
+#define FEW_PATCH_ROWS(d, m, e, o, pplane)                                              \
     do {                                                                                \
-        __m512 ev_ = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(e[0], e[1], sel),        \
-                                          _mm512_shuffle_f32x4(e[2], e[3], sel), 0x88); \
-        __m512 od_ = _mm512_shuffle_f32x4(_mm512_shuffle_f32x4(o[0], o[1], sel),        \
-                                          _mm512_shuffle_f32x4(o[2], o[3], sel), 0x88); \
-        od_ = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(od_),         \
-                                                      _mm512_setzero_si512(), 14));     \
-        _mm512_mask_storeu_ps((d), (m),                                                 \
-                              _mm512_add_ps(_mm512_maskz_loadu_ps((m), (d)),            \
-                                            _mm512_add_ps(ev_, od_)));                  \
+        __m512 ev_[4], od_[4];                                                          \
+        lanes4_transpose(ev_, e);                                                       \
+        lanes4_transpose(od_, o);                                                       \
+        _Pragma("GCC unroll 4") for (int v_ = 0; v_ < 4; v_++) {                        \
+            __m512 o_ = _mm512_castsi512_ps(_mm512_alignr_epi32(                        \
+                _mm512_castps_si512(od_[v_]), _mm512_setzero_si512(), 14));             \
+            float *dv_ = (d) + (size_t)v_ * (pplane);                                   \
+            _mm512_mask_storeu_ps(dv_, (m),                                             \
+                                  _mm512_add_ps(_mm512_maskz_loadu_ps((m), dv_),        \
+                                                _mm512_add_ps(ev_[v_], o_)));           \
+        }                                                                               \
     } while (0)
 
 /* Pixel p's accumulators a[p][0..3] (a[p][K]: kernel row K of its patches of
@@ -880,11 +896,7 @@ static void convt_part_task(void *ctx, int t, int nt) {
                 e[q] = 2 * q < NP ? a[2 * q < NP ? 2 * q : 0][k] : z;                   \
                 o[q] = 2 * q + 1 < NP ? a[2 * q + 1 < NP ? 2 * q + 1 : 0][k] : z;       \
             }                                                                           \
-            float *d = (pad) + (size_t)k * (ldp);                                       \
-            FEW_PATCH_ROW(d, m_, e, o, 0x00);                                           \
-            FEW_PATCH_ROW(d + (pplane), m_, e, o, 0x55);                                \
-            FEW_PATCH_ROW(d + 2 * (pplane), m_, e, o, 0xaa);                            \
-            FEW_PATCH_ROW(d + 3 * (pplane), m_, e, o, 0xff);                            \
+            FEW_PATCH_ROWS((pad) + (size_t)k * (ldp), m_, e, o, pplane);                \
         }                                                                               \
     } while (0)
 
@@ -1143,12 +1155,9 @@ DG_AVX512 static int few_copy_finite(float *pk, const float *wb, int cc, size_t 
     _Static_assert(DG_FEW_OCB == 4, "four channels' rows of four taps in a vector");
     for (int c = 0; c < cc; c++) {
         const float *r = wb + (size_t)c * ldw;
-        __m512 v0 = _mm512_loadu_ps(r), v1 = _mm512_loadu_ps(r + 16);
-        __m512 v2 = _mm512_loadu_ps(r + 32), v3 = _mm512_loadu_ps(r + 48);
-        __m512 t0 = _mm512_shuffle_f32x4(v0, v1, 0x44), t1 = _mm512_shuffle_f32x4(v0, v1, 0xee);
-        __m512 t2 = _mm512_shuffle_f32x4(v2, v3, 0x44), t3 = _mm512_shuffle_f32x4(v2, v3, 0xee);
-        __m512 u[4] = {_mm512_shuffle_f32x4(t0, t2, 0x88), _mm512_shuffle_f32x4(t0, t2, 0xdd),
-                       _mm512_shuffle_f32x4(t1, t3, 0x88), _mm512_shuffle_f32x4(t1, t3, 0xdd)};
+        __m512 v[4] = {_mm512_loadu_ps(r), _mm512_loadu_ps(r + 16), _mm512_loadu_ps(r + 32),
+                       _mm512_loadu_ps(r + 48)}, u[4];
+        lanes4_transpose(u, v);
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
             _mm512_store_ps(pk + (size_t)(c * DG_FEW_OCB + k) * 16, u[k]);
             bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(u[k]), e), e);
