@@ -1009,9 +1009,11 @@ typedef struct {
     }
 
 #define CONVT_SPARSE_ROW(NP, SUF, REG)                                                  \
-    __attribute__((always_inline, target("avx512f,bmi"))) static inline void convt_sparse_row_##NP##SUF##_k(                               \
-        float *pad, int ldp, size_t pplane, const uint64_t *mask, const float *val,     \
-        const float *w, far_stream *fs, const int k0, const int k1) {                   \
+    __attribute__((always_inline, target("avx512f,bmi"))) static inline void            \
+    convt_sparse_row_##NP##SUF##_k(float *pad, int ldp, size_t pplane,                  \
+                                   const uint64_t *mask, const float *val,              \
+                                   const float *w, far_stream *fs, const int k0,        \
+                                   const int k1) {                                      \
         __m512 a[NP][DG_FEW_OCB];                                                       \
         const char *fp = fs->p, *fe = fs->end; /* in registers, not through *fs */      \
         for (int p = 0; p < NP; p += 2) {                                               \
@@ -1076,23 +1078,43 @@ CONVT_SPARSE_ROW(7, _reg, 1)
 typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
                              int, far_stream *);
 static const convt_few_fn convt_few_rows[4][DG_FEW_MAXW + 1] = {
-    {NULL, convt_few_row_1_0, convt_few_row_2_0, convt_few_row_3_0, convt_few_row_4_0, convt_few_row_5_0, convt_few_row_6_0, convt_few_row_7_0},
-    {NULL, convt_few_row_1_1, convt_few_row_2_1, convt_few_row_3_1, convt_few_row_4_1, convt_few_row_5_1, convt_few_row_6_1, convt_few_row_7_1},
-    {NULL, convt_few_row_1_2, convt_few_row_2_2, convt_few_row_3_2, convt_few_row_4_2, convt_few_row_5_2, convt_few_row_6_2, convt_few_row_7_2},
-    {NULL, convt_few_row_1_3, convt_few_row_2_3, convt_few_row_3_3, convt_few_row_4_3, convt_few_row_5_3, convt_few_row_6_3, convt_few_row_7_3}};
+    {NULL, convt_few_row_1_0, convt_few_row_2_0, convt_few_row_3_0, convt_few_row_4_0,
+     convt_few_row_5_0, convt_few_row_6_0, convt_few_row_7_0},
+    {NULL, convt_few_row_1_1, convt_few_row_2_1, convt_few_row_3_1, convt_few_row_4_1,
+     convt_few_row_5_1, convt_few_row_6_1, convt_few_row_7_1},
+    {NULL, convt_few_row_1_2, convt_few_row_2_2, convt_few_row_3_2, convt_few_row_4_2,
+     convt_few_row_5_2, convt_few_row_6_2, convt_few_row_7_2},
+    {NULL, convt_few_row_1_3, convt_few_row_2_3, convt_few_row_3_3, convt_few_row_4_3,
+     convt_few_row_5_3, convt_few_row_6_3, convt_few_row_7_3}};
 typedef void (*convt_sparse_fn)(float *, int, size_t, const uint64_t *, const float *,
                                 const float *, far_stream *);
 /* [E][NP]: E as SPARSE_ROW_KS's (few_chunk: the input row's place) */
 static const convt_sparse_fn convt_sparse_rows[4][DG_FEW_MAXW + 1] = {
-    {NULL, convt_sparse_row_1_0, convt_sparse_row_2_0, convt_sparse_row_3_0, convt_sparse_row_4_0, convt_sparse_row_5_0, convt_sparse_row_6_0, convt_sparse_row_7_0},
-    {NULL, convt_sparse_row_1_1, convt_sparse_row_2_1, convt_sparse_row_3_1, convt_sparse_row_4_1, convt_sparse_row_5_1, convt_sparse_row_6_1, convt_sparse_row_7_1},
-    {NULL, convt_sparse_row_1_2, convt_sparse_row_2_2, convt_sparse_row_3_2, convt_sparse_row_4_2, convt_sparse_row_5_2, convt_sparse_row_6_2, convt_sparse_row_7_2},
-    {NULL, convt_sparse_row_1_3, convt_sparse_row_2_3, convt_sparse_row_3_3, convt_sparse_row_4_3, convt_sparse_row_5_3, convt_sparse_row_6_3, convt_sparse_row_7_3}};
+    {NULL, convt_sparse_row_1_0, convt_sparse_row_2_0, convt_sparse_row_3_0,
+     convt_sparse_row_4_0, convt_sparse_row_5_0, convt_sparse_row_6_0,
+     convt_sparse_row_7_0},
+    {NULL, convt_sparse_row_1_1, convt_sparse_row_2_1, convt_sparse_row_3_1,
+     convt_sparse_row_4_1, convt_sparse_row_5_1, convt_sparse_row_6_1,
+     convt_sparse_row_7_1},
+    {NULL, convt_sparse_row_1_2, convt_sparse_row_2_2, convt_sparse_row_3_2,
+     convt_sparse_row_4_2, convt_sparse_row_5_2, convt_sparse_row_6_2,
+     convt_sparse_row_7_2},
+    {NULL, convt_sparse_row_1_3, convt_sparse_row_2_3, convt_sparse_row_3_3,
+     convt_sparse_row_4_3, convt_sparse_row_5_3, convt_sparse_row_6_3,
+     convt_sparse_row_7_3}};
 static const convt_sparse_fn convt_sparse_rows_reg[4][DG_FEW_MAXW + 1] = {
-    {NULL, convt_sparse_row_1_reg_0, convt_sparse_row_2_reg_0, convt_sparse_row_3_reg_0, convt_sparse_row_4_reg_0, convt_sparse_row_5_reg_0, convt_sparse_row_6_reg_0, convt_sparse_row_7_reg_0},
-    {NULL, convt_sparse_row_1_reg_1, convt_sparse_row_2_reg_1, convt_sparse_row_3_reg_1, convt_sparse_row_4_reg_1, convt_sparse_row_5_reg_1, convt_sparse_row_6_reg_1, convt_sparse_row_7_reg_1},
-    {NULL, convt_sparse_row_1_reg_2, convt_sparse_row_2_reg_2, convt_sparse_row_3_reg_2, convt_sparse_row_4_reg_2, convt_sparse_row_5_reg_2, convt_sparse_row_6_reg_2, convt_sparse_row_7_reg_2},
-    {NULL, convt_sparse_row_1_reg_3, convt_sparse_row_2_reg_3, convt_sparse_row_3_reg_3, convt_sparse_row_4_reg_3, convt_sparse_row_5_reg_3, convt_sparse_row_6_reg_3, convt_sparse_row_7_reg_3}};
+    {NULL, convt_sparse_row_1_reg_0, convt_sparse_row_2_reg_0, convt_sparse_row_3_reg_0,
+     convt_sparse_row_4_reg_0, convt_sparse_row_5_reg_0, convt_sparse_row_6_reg_0,
+     convt_sparse_row_7_reg_0},
+    {NULL, convt_sparse_row_1_reg_1, convt_sparse_row_2_reg_1, convt_sparse_row_3_reg_1,
+     convt_sparse_row_4_reg_1, convt_sparse_row_5_reg_1, convt_sparse_row_6_reg_1,
+     convt_sparse_row_7_reg_1},
+    {NULL, convt_sparse_row_1_reg_2, convt_sparse_row_2_reg_2, convt_sparse_row_3_reg_2,
+     convt_sparse_row_4_reg_2, convt_sparse_row_5_reg_2, convt_sparse_row_6_reg_2,
+     convt_sparse_row_7_reg_2},
+    {NULL, convt_sparse_row_1_reg_3, convt_sparse_row_2_reg_3, convt_sparse_row_3_reg_3,
+     convt_sparse_row_4_reg_3, convt_sparse_row_5_reg_3, convt_sparse_row_6_reg_3,
+     convt_sparse_row_7_reg_3}};
 
 /* Lists of the nonzero inputs of one image x (C, HW), chunk by chunk of
  * DG_FEW_CC channels: for chunk k (channels c0 = k * DG_FEW_CC on) and pixel p,
@@ -1160,7 +1182,8 @@ DG_AVX512 static int few_copy_finite(float *pk, const float *wb, int cc, size_t 
         lanes4_transpose(u, v);
         _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {
             _mm512_store_ps(pk + (size_t)(c * DG_FEW_OCB + k) * 16, u[k]);
-            bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(u[k]), e), e);
+            __m512i b = _mm512_castps_si512(u[k]);
+            bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(b, e), e);
         }
     }
     return bad == 0;
@@ -1218,8 +1241,9 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
                 sparse_rows[e][W](row, ldp, pplane, mask + (size_t)y * W,
                                   val + (size_t)y * W * DG_FEW_CC, pk, &fs);
             else
-                convt_few_rows[e][W](row, ldp, pplane, x + (size_t)c0 * xplane + (size_t)y * W,
-                                  xplane, pk, cc, &fs);
+                convt_few_rows[e][W](row, ldp, pplane,
+                                     x + (size_t)c0 * xplane + (size_t)y * W, xplane, pk, cc,
+                                     &fs);
             while (fs.p < fs.end) FAR_STEP(fs.p, fs.end);   /* what the row's steps left */
         }
     }
