@@ -1077,44 +1077,20 @@ CONVT_SPARSE_ROW(7, _reg, 1)
 
 typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
                              int, far_stream *);
-static const convt_few_fn convt_few_rows[4][DG_FEW_MAXW + 1] = {
-    {NULL, convt_few_row_1_0, convt_few_row_2_0, convt_few_row_3_0, convt_few_row_4_0,
-     convt_few_row_5_0, convt_few_row_6_0, convt_few_row_7_0},
-    {NULL, convt_few_row_1_1, convt_few_row_2_1, convt_few_row_3_1, convt_few_row_4_1,
-     convt_few_row_5_1, convt_few_row_6_1, convt_few_row_7_1},
-    {NULL, convt_few_row_1_2, convt_few_row_2_2, convt_few_row_3_2, convt_few_row_4_2,
-     convt_few_row_5_2, convt_few_row_6_2, convt_few_row_7_2},
-    {NULL, convt_few_row_1_3, convt_few_row_2_3, convt_few_row_3_3, convt_few_row_4_3,
-     convt_few_row_5_3, convt_few_row_6_3, convt_few_row_7_3}};
+/* [E][NP] tables of the row functions P<NP>S_<E> (E as SPARSE_ROW_KS's) */
+#define FEW_FNS(P, S, E)                                                                \
+    {NULL, P##1##S##_##E, P##2##S##_##E, P##3##S##_##E, P##4##S##_##E, P##5##S##_##E,   \
+     P##6##S##_##E, P##7##S##_##E}
+#define FEW_TABLE(P, S) \
+    {FEW_FNS(P, S, 0), FEW_FNS(P, S, 1), FEW_FNS(P, S, 2), FEW_FNS(P, S, 3)}
+static const convt_few_fn convt_few_rows[4][DG_FEW_MAXW + 1] = FEW_TABLE(convt_few_row_, );
 typedef void (*convt_sparse_fn)(float *, int, size_t, const uint64_t *, const float *,
                                 const float *, far_stream *);
 /* [E][NP]: E as SPARSE_ROW_KS's (few_chunk: the input row's place) */
-static const convt_sparse_fn convt_sparse_rows[4][DG_FEW_MAXW + 1] = {
-    {NULL, convt_sparse_row_1_0, convt_sparse_row_2_0, convt_sparse_row_3_0,
-     convt_sparse_row_4_0, convt_sparse_row_5_0, convt_sparse_row_6_0,
-     convt_sparse_row_7_0},
-    {NULL, convt_sparse_row_1_1, convt_sparse_row_2_1, convt_sparse_row_3_1,
-     convt_sparse_row_4_1, convt_sparse_row_5_1, convt_sparse_row_6_1,
-     convt_sparse_row_7_1},
-    {NULL, convt_sparse_row_1_2, convt_sparse_row_2_2, convt_sparse_row_3_2,
-     convt_sparse_row_4_2, convt_sparse_row_5_2, convt_sparse_row_6_2,
-     convt_sparse_row_7_2},
-    {NULL, convt_sparse_row_1_3, convt_sparse_row_2_3, convt_sparse_row_3_3,
-     convt_sparse_row_4_3, convt_sparse_row_5_3, convt_sparse_row_6_3,
-     convt_sparse_row_7_3}};
-static const convt_sparse_fn convt_sparse_rows_reg[4][DG_FEW_MAXW + 1] = {
-    {NULL, convt_sparse_row_1_reg_0, convt_sparse_row_2_reg_0, convt_sparse_row_3_reg_0,
-     convt_sparse_row_4_reg_0, convt_sparse_row_5_reg_0, convt_sparse_row_6_reg_0,
-     convt_sparse_row_7_reg_0},
-    {NULL, convt_sparse_row_1_reg_1, convt_sparse_row_2_reg_1, convt_sparse_row_3_reg_1,
-     convt_sparse_row_4_reg_1, convt_sparse_row_5_reg_1, convt_sparse_row_6_reg_1,
-     convt_sparse_row_7_reg_1},
-    {NULL, convt_sparse_row_1_reg_2, convt_sparse_row_2_reg_2, convt_sparse_row_3_reg_2,
-     convt_sparse_row_4_reg_2, convt_sparse_row_5_reg_2, convt_sparse_row_6_reg_2,
-     convt_sparse_row_7_reg_2},
-    {NULL, convt_sparse_row_1_reg_3, convt_sparse_row_2_reg_3, convt_sparse_row_3_reg_3,
-     convt_sparse_row_4_reg_3, convt_sparse_row_5_reg_3, convt_sparse_row_6_reg_3,
-     convt_sparse_row_7_reg_3}};
+static const convt_sparse_fn convt_sparse_rows[4][DG_FEW_MAXW + 1] =
+    FEW_TABLE(convt_sparse_row_, );
+static const convt_sparse_fn convt_sparse_rows_reg[4][DG_FEW_MAXW + 1] =
+    FEW_TABLE(convt_sparse_row_, _reg);
 
 /* Lists of the nonzero inputs of one image x (C, HW), chunk by chunk of
  * DG_FEW_CC channels: for chunk k (channels c0 = k * DG_FEW_CC on) and pixel p,
