@@ -1077,7 +1077,8 @@ CONVT_SPARSE_ROW(7, _reg, 1)
 
 typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
                              int, far_stream *);
-/* [E][NP] tables of the row functions P<NP>S_<E> (E as SPARSE_ROW_KS's) */
+/* [E][NP] tables of the row functions P<NP>S_<E> (E as SPARSE_ROW_KS's: the input
+ * row's place, which few_chunk picks) */
 #define FEW_FNS(P, S, E)                                                                \
     {NULL, P##1##S##_##E, P##2##S##_##E, P##3##S##_##E, P##4##S##_##E, P##5##S##_##E,   \
      P##6##S##_##E, P##7##S##_##E}
@@ -1086,7 +1087,6 @@ typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const 
 static const convt_few_fn convt_few_rows[4][DG_FEW_MAXW + 1] = FEW_TABLE(convt_few_row_, );
 typedef void (*convt_sparse_fn)(float *, int, size_t, const uint64_t *, const float *,
                                 const float *, far_stream *);
-/* [E][NP]: E as SPARSE_ROW_KS's (few_chunk: the input row's place) */
 static const convt_sparse_fn convt_sparse_rows[4][DG_FEW_MAXW + 1] =
     FEW_TABLE(convt_sparse_row_, );
 static const convt_sparse_fn convt_sparse_rows_reg[4][DG_FEW_MAXW + 1] =
