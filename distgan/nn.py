@@ -55,11 +55,11 @@ def _huge_zeros(n):
     one-image sample took 0.965 of the time for the teacher, 0.985 for the student
     (PERFORMANCE.md, log 103). NumPy marks arrays from 4 MiB on too, but only the
     whole 2 MiB pages inside them, so the teacher's last 2 MB of weights may lie
-    in 4 KiB pages. Elsewhere (small arrays, no ``madvise``), ``np.zeros``. The
-    array keeps its mapping alive (its base)."""
+    in 4 KiB pages. Elsewhere (small arrays, no ``madvise``), ``_aligned``'s zeros.
+    The array keeps its mapping alive (its base)."""
     nbytes = 4 * int(n)
     if _HUGE_MIN is None or nbytes < _HUGE_MIN or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return np.zeros(n, _F32)
+        return _aligned(n, True)
     m = mmap.mmap(-1, -(-nbytes // _HUGE) * _HUGE + _HUGE,   # zeros; room to align
                   flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
@@ -69,6 +69,18 @@ def _huge_zeros(n):
     buf = np.frombuffer(m, np.uint8)
     at = -buf.ctypes.data % _HUGE
     return buf[at:at + nbytes].view(_F32)
+
+
+def _aligned(shape, zero=False):
+    """A float32 array of ``shape`` (zeros when ``zero``) starting on a 64-byte cache
+    line, where NumPy's allocator gives 16 bytes: the core's 64-byte vectors then
+    load and store within a line. The one-image teacher sample, whose transposed
+    kernel adds its patches onto padded planes at the workspace's start, took
+    0.985-0.989 of the time with its workspace aligned (PERFORMANCE.md, log 117)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    buf = (np.zeros if zero else np.empty)(n + 16, _F32)
+    at = (-buf.ctypes.data % 64) // 4
+    return buf[at:at + n].reshape(shape)
 
 
 def _act_args(act):
@@ -860,7 +872,7 @@ class Network:
         key = (id(layer), name)
         a = self._bufs.get(key)
         if a is None or a.shape != tuple(shape):
-            a = np.zeros(shape, _F32) if zero else np.empty(shape, _F32)
+            a = _aligned(shape, zero)
             self._bufs[key] = a
         elif zero:
             _core._zero(a)   # a.fill(0), on the core's threads
@@ -871,7 +883,7 @@ class Network:
             return
         need = max([0] + [l.workspace(n, s) for l, s in zip(self.layers, self.shapes)])
         if need > self.workspace.size:
-            self.workspace = np.zeros(need, _F32)
+            self.workspace = _huge_zeros(need)
         self._ws_batch = n
 
     # -- compute -----------------------------------------------------------------

@@ -135,7 +135,8 @@ def test_large_flat_arrays_in_huge_pages():
     """A network's flat params and grads from 1 MiB on (``nn._huge_zeros``): where the
     platform has ``MADV_HUGEPAGE``, 2 MiB aligned in a mapping marked for transparent
     huge pages, and like ``np.zeros``' arrays otherwise: float32 zeros, writable, and
-    alive while the array is (the mapping is its base); below 1 MiB, ``np.zeros``."""
+    alive while the array is (the mapping is its base); below 1 MiB, zeros on a
+    64-byte line (``nn._aligned``), not in such a mapping."""
     import gc
     import mmap
 
@@ -145,14 +146,37 @@ def test_large_flat_arrays_in_huge_pages():
     for a in (gan.generator.params, gan.generator.grads, gan.g_ema.params):   # 7.2 MB
         assert a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable
         assert (a.ctypes.data % (1 << 21) == 0) == huge
-    assert gan.discriminator.params.base is None   # 0.55 MB
+    small = gan.discriminator.params   # 0.55 MB
+    assert small.ctypes.data % 64 == 0 and isinstance(small.base, np.ndarray)
     z = nn._huge_zeros((3 << 20) // 4 + 5)
     assert z.shape == ((3 << 20) // 4 + 5,) and z.dtype == np.float32 and not z.any()
     z[:] = np.arange(z.size, dtype=np.float32)
     gc.collect()
     assert np.array_equal(z, np.arange(z.size, dtype=np.float32))
     small = nn._huge_zeros(1000)
-    assert small.base is None and small.dtype == np.float32 and not small.any()
+    assert small.ctypes.data % 64 == 0 and small.shape == (1000,)
+    assert small.dtype == np.float32 and not small.any()
+
+
+@pytest.mark.parametrize("shape", [(1,), (1000,), (3, 5, 7), (64, 128, 14, 14)])
+def test_aligned_arrays_start_on_a_cache_line(shape):
+    """``nn._aligned``: float32 arrays of the shape asked for, C-contiguous and
+    writable, starting on a 64-byte line (NumPy's allocator gives 16 bytes), zeros
+    when asked; a network's cached buffers and workspace are such arrays."""
+    from distgan import nn
+    for zero in (False, True):
+        a = nn._aligned(shape, zero)
+        assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
+        assert a.flags.writeable and a.ctypes.data % 64 == 0
+        if zero:
+            assert not a.any()
+        a[...] = 1.0
+        assert (a == 1.0).all()
+    g = distgan.GAN(models.dcgan(0.25), seed=0)
+    g.sample(1)
+    bufs = list(g.g_ema._bufs.values())
+    assert bufs and all(b.ctypes.data % 64 == 0 for b in bufs)
+    assert g.g_ema.workspace.ctypes.data % 64 == 0
 
 
 def test_dcgan_width1_macs_hand_count():
