@@ -516,29 +516,31 @@ static inline float bn_eval_rstd(float var, float eps) {
  * (relative error < 2^-14) and two Newton steps in double, is within 2^-50 of
  * 1/sqrt(x) (each step squares the error and times 1.5, plus a few roundings of
  * 2^-53), and the scalar formula's q (1/sqrt(x) rounded twice in double) within
- * 2^-52 of it, so q lies in [y (1 - 2^-48), y (1 + 2^-48)]. Where both ends of
- * that interval round to the same float, q rounds to it too (rounding is
- * monotone). *bad gets the lanes where they do not (q near a float's rounding
- * boundary: about one in 2^23), or whose x is outside [2^-120, 2^120] (a NaN,
- * inf, zero, negative or extreme variance): those take the scalar formula. */
+ * 2^-52 of it, so q lies in [y (1 - 2^-48), y (1 + 2^-48)], within 32 units of
+ * y's last place (y 2^-48 < 32 ulp(y)). Where y is more than 64 of them from every
+ * midpoint between two floats (its 29 bits below a float's precision more than
+ * 64 from 2^28), that whole interval rounds to the float y rounds to, and so does
+ * q (rounding is monotone): one conversion and an integer test, where rounding
+ * both ends of the interval took three conversions (0.99x of a one-image teacher
+ * sample, PERFORMANCE.md log 117). *bad gets the lanes where y is not (about one
+ * in 2^21), or whose x is outside [2^-120, 2^120] (a NaN, inf, zero, negative or
+ * extreme variance): those take the scalar formula. */
 DG_AVX512 static inline __m256 bn_rstd8(const float *v, __m512d ve, __mmask8 *bad) {
     const __m512d c15 = _mm512_set1_pd(1.5), c05 = _mm512_set1_pd(0.5);
     __m512d x = _mm512_add_pd(_mm512_cvtps_pd(_mm256_loadu_ps(v)), ve);
     __m512d hx = _mm512_mul_pd(c05, x), y = _mm512_rsqrt14_pd(x);
     y = _mm512_mul_pd(y, _mm512_fnmadd_pd(hx, _mm512_mul_pd(y, y), c15));
     y = _mm512_mul_pd(y, _mm512_fnmadd_pd(hx, _mm512_mul_pd(y, y), c15));
-    __m256 f = _mm512_cvtpd_ps(y);
-    __m256 lo = _mm512_cvtpd_ps(_mm512_mul_pd(y, _mm512_set1_pd(1.0 - 0x1p-48)));
-    __m256 hi = _mm512_cvtpd_ps(_mm512_mul_pd(y, _mm512_set1_pd(1.0 + 0x1p-48)));
-    __m512i ends = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_xor_si256(_mm256_castps_si256(f), _mm256_castps_si256(lo))),
-        _mm256_xor_si256(_mm256_castps_si256(f), _mm256_castps_si256(hi)), 1);
-    __mmask16 same = _mm512_testn_epi32_mask(ends, ends);   /* lane k and k + 8: f == lo, f == hi */
-    __mmask8 ok = _mm512_cmp_pd_mask(x, _mm512_set1_pd(0x1p-120), _CMP_GE_OQ) &
-                  _mm512_cmp_pd_mask(x, _mm512_set1_pd(0x1p120), _CMP_LE_OQ) &
-                  (__mmask8)(same & (same >> 8));
+    /* the bits below a float's precision, less 2^28 - 64: in [0, 128] within 64
+     * units of a midpoint (below it, the subtraction wraps to a large number) */
+    __m512i low = _mm512_sub_epi64(_mm512_and_si512(_mm512_castpd_si512(y),
+                                                    _mm512_set1_epi64(0x1fffffff)),
+                                   _mm512_set1_epi64(0x10000000 - 64));
+    __mmask8 ok = _mm512_cmp_pd_mask(x, _mm512_set1_pd(0x1p-120), _CMP_GE_OQ);
+    ok = _mm512_mask_cmp_pd_mask(ok, x, _mm512_set1_pd(0x1p120), _CMP_LE_OQ);
+    ok = _mm512_mask_cmp_epu64_mask(ok, low, _mm512_set1_epi64(128), _MM_CMPINT_NLE);
     *bad = (__mmask8)~ok;
-    return f;
+    return _mm512_cvtpd_ps(y);
 }
 
 /* dg_batchnorm_act_forward_eval of one image of a flat batch (N = 1, HW = 1),
