@@ -523,7 +523,7 @@ static inline float bn_eval_rstd(float var, float eps) {
  * q (rounding is monotone): one conversion and an integer test, where rounding
  * both ends of the interval took three conversions (0.99x of a one-image teacher
  * sample, PERFORMANCE.md log 117). *bad gets the lanes where y is not (about one
- * in 2^21), or whose x is outside [2^-120, 2^120] (a NaN, inf, zero, negative or
+ * in 2^22), or whose x is outside [2^-120, 2^120] (a NaN, inf, zero, negative or
  * extreme variance): those take the scalar formula. */
 DG_AVX512 static inline __m256 bn_rstd8(const float *v, __m512d ve, __mmask8 *bad) {
     const __m512d c15 = _mm512_set1_pd(1.5), c05 = _mm512_set1_pd(0.5);

@@ -66,8 +66,13 @@ def _huge_zeros(n):
         m.madvise(mmap.MADV_HUGEPAGE)
     except OSError:   # a kernel without transparent huge pages: 4 KiB pages
         pass
-    buf = np.frombuffer(m, np.uint8)
-    at = -buf.ctypes.data % _HUGE
+    return _start_on(np.frombuffer(m, np.uint8), nbytes, _HUGE)
+
+
+def _start_on(buf, nbytes, align):
+    """The float32 view of ``nbytes`` bytes of the byte array ``buf`` from its first
+    ``align``-byte boundary (``buf`` holds ``align - 1`` bytes to spare)."""
+    at = -buf.ctypes.data % align
     return buf[at:at + nbytes].view(_F32)
 
 
@@ -77,10 +82,9 @@ def _aligned(shape, zero=False):
     load and store within a line. The one-image teacher sample, whose transposed
     kernel adds its patches onto padded planes at the workspace's start, took
     0.985-0.989 of the time with its workspace aligned (PERFORMANCE.md, log 117)."""
-    n = int(np.prod(shape, dtype=np.int64))
-    buf = (np.zeros if zero else np.empty)(n + 16, _F32)
-    at = (-buf.ctypes.data % 64) // 4
-    return buf[at:at + n].reshape(shape)
+    nbytes = 4 * int(np.prod(shape, dtype=np.int64))
+    buf = (np.zeros if zero else np.empty)(nbytes + 63, np.uint8)
+    return _start_on(buf, nbytes, 64).reshape(shape)
 
 
 def _act_args(act):

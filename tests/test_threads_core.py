@@ -671,8 +671,9 @@ def test_batchnorm_eval_one_image_scale_is_the_scalar_formula(eps):
     """A flat batch of one (N = 1, HW = 1, a generator's head sampling one image) takes
     its scales 1/sqrt(var + eps) from a reciprocal square root estimate, two Newton
     steps and a check that the estimate lies far enough from every midpoint between
-    two floats for its error interval to round as it does (on AVX-512 CPUs): every float variance in [1, 4) (both exponent parities, so
-    every significand) and special values give the scalar formula's bits."""
+    two floats for its error interval to round as it does (on AVX-512 CPUs): every
+    float variance in [1, 4) (both exponent parities, so every significand) and
+    special values give the scalar formula's bits."""
     var = np.arange(np.float32(1.0).view(np.uint32), np.float32(4.0).view(np.uint32),
                     dtype=np.uint32).view(np.float32)
     var = np.concatenate([var, np.array([0.0, -0.0, -eps, -1.0, np.inf, -np.inf, np.nan, 1e-45,
