@@ -56,10 +56,17 @@ static void dbias_task(void *ctx, int t, int nt) {
 DG_AVX2_TASK(dbias_task)
 
 /* The one-image kernel's order of its sums (one_rows_sum): dg_linear_one_order's,
- * else the CPU's. */
+ * else the CPU's: each row's weights in turn on AMD's (Zen 4, log 102 of
+ * PERFORMANCE.md) and on Golden Cove's server parts, Sapphire and Emerald Rapids
+ * (a one-image teacher sample 0.975-0.981 of the other order's time on Emerald
+ * Rapids, log 120; Granite Rapids and Ice Lake not measured). */
 static int one_order = -1;
 
-static int one_in_order(void) { return one_order >= 0 ? one_order : dg_cpu_amd(); }
+static int one_in_order(void) {
+    if (one_order >= 0) return one_order;
+    unsigned m = dg_cpu_intel_model();
+    return dg_cpu_amd() || m == 0x8f || m == 0xcf;
+}
 
 int dg_linear_one_order(int order) {
     int before = one_in_order();

@@ -104,27 +104,24 @@ int dg_cpu_amd(void) {
 #endif
 }
 
-#if DG_HAVE_AVX2
-/* An Intel CPU of family 6 whose model (CPUID leaf 1, with its extended bits) is
- * one of Golden Cove's server parts or a successor's: Sapphire Rapids (0x8f),
- * Emerald Rapids (0xcf), Granite Rapids (0xad, 0xae). Asked once per process: in a
+/* The model of an Intel CPU of family 6 (CPUID leaf 1, with its extended bits),
+ * with the SIMD paths on; 0 on any other CPU. Asked once per process: in a
  * virtual machine each CPUID traps to the hypervisor. */
-static int golden_cove_server;
-static pthread_once_t golden_cove_once = PTHREAD_ONCE_INIT;
+static unsigned intel_model;
+static pthread_once_t intel_model_once = PTHREAD_ONCE_INIT;
 
-static void golden_cove_init(void) {
+static void intel_model_init(void) {
+#if DG_HAVE_AVX2
     unsigned a, b, c, d;
     if (!__builtin_cpu_is("intel") || !__get_cpuid(1, &a, &b, &c, &d)) return;
-    if (((a >> 8) & 0xf) != 6) return;
-    unsigned model = ((a >> 4) & 0xf) | ((a >> 12) & 0xf0);
-    golden_cove_server = model == 0x8f || model == 0xcf || model == 0xad || model == 0xae;
+    if (((a >> 8) & 0xf) == 6) intel_model = ((a >> 4) & 0xf) | ((a >> 12) & 0xf0);
+#endif
 }
 
-static int intel_golden_cove_server(void) {
-    pthread_once(&golden_cove_once, golden_cove_init);
-    return golden_cove_server;
+unsigned dg_cpu_intel_model(void) {
+    pthread_once(&intel_model_once, intel_model_init);
+    return simd_on ? intel_model : 0;
 }
-#endif
 
 /* The CPUs on which the few-image kernel's sparse rows measured faster than its
  * dense rows (dg_conv_direct.c, few_share): Golden Cove cores and their successors
@@ -133,12 +130,14 @@ static int intel_golden_cove_server(void) {
  * measured slower. Some hypervisors hide AVX512-FP16 from their guests (an Emerald
  * Rapids guest without it took the dense rows and 1.07-1.10x the sparse rows' time
  * per one-image teacher sample, PERFORMANCE.md log 120), so those server parts are
- * also known by their model numbers. GCC knows the name avx512fp16 from version 12,
- * clang from 16; older compilers say no to it. */
+ * also known by their model numbers (dg_cpu_intel_model). GCC knows the name
+ * avx512fp16 from version 12, clang from 16; older compilers say no to it. */
 int dg_few_sparse_cpu(void) {
 #if DG_HAVE_AVX2
     if (!dg_avx512()) return 0;
-    if (dg_cpu_amd() || intel_golden_cove_server()) return 1;
+    /* Sapphire Rapids, Emerald Rapids, Granite Rapids */
+    unsigned m = dg_cpu_intel_model();
+    if (dg_cpu_amd() || m == 0x8f || m == 0xcf || m == 0xad || m == 0xae) return 1;
 #if (defined(__clang__) && __clang_major__ >= 16) || \
     (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 12)
     return SIMD_CPU_HAS("avx512fp16");
