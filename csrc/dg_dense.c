@@ -65,7 +65,7 @@ static int one_order = -1;
 static int one_in_order(void) {
     if (one_order >= 0) return one_order;
     unsigned m = dg_cpu_intel_model();
-    return dg_cpu_amd() || m == 0x8f || m == 0xcf;
+    return dg_cpu_amd() || m == DG_INTEL_SAPPHIRE_RAPIDS || m == DG_INTEL_EMERALD_RAPIDS;
 }
 
 int dg_linear_one_order(int order) {

@@ -128,16 +128,17 @@ unsigned dg_cpu_intel_model(void) {
  * (Sapphire, Emerald and Granite Rapids), which AVX512-FP16 marks, and AMD's with
  * AVX-512 (Zen 4; Zen 5 untried). Ice Lake, AVX-512 without either, is the one
  * measured slower. Some hypervisors hide AVX512-FP16 from their guests (an Emerald
- * Rapids guest without it took the dense rows and 1.07-1.10x the sparse rows' time
+ * Rapids guest without it took the dense rows and 1.06-1.10x the sparse rows' time
  * per one-image teacher sample, PERFORMANCE.md log 120), so those server parts are
  * also known by their model numbers (dg_cpu_intel_model). GCC knows the name
  * avx512fp16 from version 12, clang from 16; older compilers say no to it. */
 int dg_few_sparse_cpu(void) {
 #if DG_HAVE_AVX2
     if (!dg_avx512()) return 0;
-    /* Sapphire Rapids, Emerald Rapids, Granite Rapids */
     unsigned m = dg_cpu_intel_model();
-    if (dg_cpu_amd() || m == 0x8f || m == 0xcf || m == 0xad || m == 0xae) return 1;
+    if (dg_cpu_amd() || m == DG_INTEL_SAPPHIRE_RAPIDS || m == DG_INTEL_EMERALD_RAPIDS ||
+        m == DG_INTEL_GRANITE_RAPIDS_X || m == DG_INTEL_GRANITE_RAPIDS_D)
+        return 1;
 #if (defined(__clang__) && __clang_major__ >= 16) || \
     (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 12)
     return SIMD_CPU_HAS("avx512fp16");

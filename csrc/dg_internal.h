@@ -117,14 +117,17 @@ int dg_avx512(void);
 int dg_few_sparse_cpu(void);
 /* 1 on an AMD CPU with the SIMD paths on (dg_gemm.c). */
 int dg_cpu_amd(void);
-/* The model number of an Intel CPU of family 6 (0x8f Sapphire Rapids, 0xcf
- * Emerald Rapids, ...) with the SIMD paths on, else 0 (dg_gemm.c). */
+/* The model number of an Intel CPU of family 6 with the SIMD paths on, else 0
+ * (dg_gemm.c); the server parts of Golden Cove and its successor: */
 unsigned dg_cpu_intel_model(void);
+#define DG_INTEL_SAPPHIRE_RAPIDS 0x8fu
+#define DG_INTEL_EMERALD_RAPIDS 0xcfu
+#define DG_INTEL_GRANITE_RAPIDS_X 0xadu
+#define DG_INTEL_GRANITE_RAPIDS_D 0xaeu
 /* The order of the one-image linear kernel's sums (dg_dense.c, one_rows_sum): 0
  * a vector of every row in turn, 1 each row's weights in turn, else the CPU's (1
  * where dg_cpu_amd, on Sapphire and Emerald Rapids); returns the one in effect
- * before. Both give the same bits;
- * for tests, between calls. */
+ * before. Both give the same bits; for tests, between calls. */
 int dg_linear_one_order(int order);
 
 /* ------------------------------------------------------------------------- */
