@@ -59,18 +59,20 @@ DG_AVX2_TASK(dbias_task)
  * else the CPU's: each row's weights in turn on AMD's (Zen 4, log 102 of
  * PERFORMANCE.md) and on Golden Cove's server parts, Sapphire and Emerald Rapids
  * (a one-image teacher sample 0.975-0.981 of the other order's time on Emerald
- * Rapids, log 120; Granite Rapids and Ice Lake not measured). */
+ * Rapids, log 120; Granite Rapids and Ice Lake not measured), there from whole
+ * lines (linear_one_lines: 0.978-0.987 of the sample's time, log 121). */
 static int one_order = -1;
 
 static int one_in_order(void) {
     if (one_order >= 0) return one_order;
     unsigned m = dg_cpu_intel_model();
-    return dg_cpu_amd() || m == DG_INTEL_SAPPHIRE_RAPIDS || m == DG_INTEL_EMERALD_RAPIDS;
+    if (m == DG_INTEL_SAPPHIRE_RAPIDS || m == DG_INTEL_EMERALD_RAPIDS) return 2;
+    return dg_cpu_amd();
 }
 
 int dg_linear_one_order(int order) {
     int before = one_in_order();
-    one_order = order == 0 || order == 1 ? order : -1;
+    one_order = order >= 0 && order <= 2 ? order : -1;
     return before;
 }
 
@@ -85,7 +87,8 @@ typedef struct {
     float *out;
     const float *inp, *weight, *bias;
     int C, OC;
-    int in_order;   /* one_rows_sum's order: each row's weights in turn (dg_cpu_amd) */
+    int in_order;   /* one_rows_sum's order: each row's weights in turn (dg_cpu_amd);
+                     * 2: the same, from whole lines where they fit (linear_one_lines) */
 } one_job;
 
 /* The sums of the lanes of a[0..15], r[i] = a[i][0] + ... + a[i][15], by a fixed
@@ -210,16 +213,116 @@ DG_AVX512 static void linear_one_short(const one_job *j, size_t o0, size_t o1) {
 #undef ONE_SHORT_ROW
 }
 
+/* Lines (16 floats) of a row at most: rows of at most 16 * DG_DENSE_ONE_VECS + 15
+ * floats, starting up to 15 floats into a line. */
+#define DG_DENSE_LINES (DG_DENSE_ONE_VECS + 2)
+
+/* Groups of 16 rows from o on while 16 remain (linear_one_lines), each row over NV
+ * lines: rows q, q + 4, q + 8 and q + 12 of each group start m[q] floats into a
+ * line (C a multiple of 4), their first line masked to lanes f[q], their last two
+ * to l2[q] and l[q] (the row's lanes of them: none of the last where the row ends
+ * a line earlier), times inp shifted m[q] lanes up (xs), and their sums rotated
+ * back by back[q]. Returns the first row left. */
+DG_AVX512 static inline __attribute__((always_inline)) size_t
+lines_groups(const one_job *j, size_t o, size_t o1, const int *m, const __mmask16 *f,
+             const __mmask16 *l2, const __mmask16 *l, const __m512i *back, const float *xz,
+             const int NV) {
+    int C = j->C;
+    for (; o1 - o >= DG_DENSE_ONE_ROWS; o += DG_DENSE_ONE_ROWS) {
+        const float *w = j->weight + o * (size_t)C;
+        __m512 a[DG_DENSE_ONE_ROWS];
+        _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {
+            __m512 xs[DG_DENSE_LINES];
+            _Pragma("GCC unroll 10") for (int k = 0; k < NV; k++)
+                xs[k] = _mm512_loadu_ps(xz + 16 + 16 * k - m[q]);
+            _Pragma("GCC unroll 4") for (int r = q; r < DG_DENSE_ONE_ROWS; r += 4) {
+                const float *al = w + (size_t)r * C - m[q];   /* a line's start */
+                __m512 s = _mm512_setzero_ps();
+                _Pragma("GCC unroll 10") for (int k = 0; k < NV; k++) {
+                    if (k > 0 && k + 2 < NV) {   /* a line inside the row */
+                        s = _mm512_fmadd_ps(_mm512_load_ps(al + 16 * k), xs[k], s);
+                        continue;
+                    }
+                    __mmask16 u = (__mmask16)((k == 0 ? f[q] : 0xffffu) &
+                                              (k + 2 == NV ? l2[q] : 0xffffu) &
+                                              (k + 1 == NV ? l[q] : 0xffffu));
+                    s = _mm512_mask3_fmadd_ps(_mm512_maskz_loadu_ps(u, al + 16 * k), xs[k], s,
+                                              u);
+                }
+                a[r] = _mm512_permutexvar_ps(back[q], s);
+            }
+        }
+        one_rows_store(j, a, o, DG_DENSE_ONE_ROWS);
+    }
+    return o;
+}
+
+/* linear_one_short's sums from whole 64-byte lines, for rows of C floats, C a
+ * multiple of 4 (a latent code of 100), in groups of 16 rows; returns the first
+ * row not summed (the last group of fewer than 16 is linear_one_short's). A row
+ * starting m floats into a line: its lines are loaded whole, the first and last
+ * masked to the row's lanes, each times inp shifted m lanes up (from a copy of
+ * inp between zeros), so lane t sums the products of the c = t - m (mod 16) in
+ * increasing c; then the sum is rotated back m lanes. Each lane's products and
+ * their order are linear_one_short's, so the same bits: the lanes it adds a
+ * product 0 * 0 into (beyond C, in the tail) keep their value there, as no sum
+ * is -0 (each starts at +0). Rows 4 apart start at the same m (16 C bytes
+ * apart) and go together, with the shifted inp in registers. linear_one_short's
+ * rows of 100 floats start 16 bytes further into a line each, so 3 rows in 4
+ * load 16 floats across two lines each time: 2048 rows from L2 took 5.3 ns a row
+ * on Emerald Rapids, 4.5-4.6 here, 3.6-4.3 padded to 112 floats, and a one-image
+ * teacher sample 0.978-0.987 of its time (PERFORMANCE.md, log 121). */
+DG_AVX512 static size_t linear_one_lines(const one_job *j, size_t o0, size_t o1) {
+    int C = j->C, m[4], nv = 1;
+    if (o1 - o0 < DG_DENSE_ONE_ROWS) return o0;
+    float xz[16 + 16 * DG_DENSE_LINES] __attribute__((aligned(64)));
+    memset(xz, 0, sizeof xz);
+    memcpy(xz + 16, j->inp, (size_t)C * sizeof(float));
+    const __m512i lane =
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __mmask16 f[4], l2[4], l[4];
+    __m512i back[4];
+    for (int q = 0; q < 4; q++) {
+        uintptr_t at = (uintptr_t)(j->weight + (o0 + (size_t)q) * C);
+        m[q] = (int)(at / sizeof(float) % 16);
+        int n = (m[q] + C + 15) / 16;
+        nv = n > nv ? n : nv;
+        back[q] = _mm512_and_si512(_mm512_add_epi32(lane, _mm512_set1_epi32(m[q])),
+                                   _mm512_set1_epi32(15));
+    }
+    for (int q = 0; q < 4; q++) {   /* over nv lines each (the last one empty in some) */
+        int e = m[q] + C - 16 * (nv - 1);   /* the row's lanes of its nv-th line */
+        f[q] = (__mmask16)(0xffffu << m[q]);
+        l[q] = (__mmask16)(e >= 16 ? 0xffffu : e > 0 ? (1u << e) - 1 : 0);
+        l2[q] = (__mmask16)(e > 0 ? 0xffffu : (1u << (e + 16)) - 1);
+    }
+    switch (nv) {   /* a constant number of lines in each */
+    case 1: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, 1);
+    case 2: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, 2);
+    case 3: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, 3);
+    case 4: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, 4);
+    case 5: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, 5);
+    case 6: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, 6);
+    case 7: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, 7);
+    case 8: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, 8);
+    case 9: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, 9);
+    default: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, DG_DENSE_LINES);
+    }
+}
+
 /* out[o] = sum_c weight[o, c] * inp[c] (+ bias[o]) for one image, rows
  * [o0, o1): 16 rows at a time (fewer at the end, the missing rows' sums left at
  * zero), each row summed in one 16-lane accumulator (one_rows_sum), then across
  * its lanes (sum_lanes16), plus the bias. A row's bits do not depend on the rows
  * around it, so not on the split into tasks or into calls on parts of the rows
  * either (dg_direct_convt_few_head makes a layer's rows a piece at a time).
- * Rows of fewer than 144 floats in the in_order order: linear_one_short. */
+ * Rows of fewer than 144 floats in the in_order order: linear_one_short, or
+ * linear_one_lines first (in_order 2). */
 DG_AVX512 static void linear_one_rows(const one_job *j, size_t o0, size_t o1) {
     int C = j->C;
     if (j->in_order && C / 16 <= DG_DENSE_ONE_VECS) {
+        if (j->in_order == 2 && C % 4 == 0 && (uintptr_t)j->weight % sizeof(float) == 0)
+            o0 = linear_one_lines(j, o0, o1);
         linear_one_short(j, o0, o1);
         return;
     }

@@ -125,9 +125,10 @@ unsigned dg_cpu_intel_model(void);
 #define DG_INTEL_GRANITE_RAPIDS_X 0xadu
 #define DG_INTEL_GRANITE_RAPIDS_D 0xaeu
 /* The order of the one-image linear kernel's sums (dg_dense.c, one_rows_sum): 0
- * a vector of every row in turn, 1 each row's weights in turn, else the CPU's (1
- * where dg_cpu_amd, on Sapphire and Emerald Rapids); returns the one in effect
- * before. Both give the same bits; for tests, between calls. */
+ * a vector of every row in turn, 1 each row's weights in turn, 2 the same from
+ * whole 64-byte lines where the rows' width allows (linear_one_lines), else the
+ * CPU's (2 on Sapphire and Emerald Rapids, 1 where dg_cpu_amd); returns the one
+ * in effect before. All give the same bits; for tests, between calls. */
 int dg_linear_one_order(int order);
 
 /* ------------------------------------------------------------------------- */

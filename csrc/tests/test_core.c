@@ -378,8 +378,10 @@ static void test_linear(void) {
 static void test_linear_one(void) {
     printf("# linear: one image\n");
     /* 143: the widest row of the short rows' kernel (linear_one_short), 144 the
-     * narrowest of the other */
-    static const int Cs[] = {1, 15, 16, 17, 100, 143, 144, 300};
+     * narrowest of the other; multiples of 4 also take linear_one_lines (order 2),
+     * whose rows repeat their place in a line every 4 (4, 12, 36, 100, 140), 2 (8)
+     * or 1 (16) rows */
+    static const int Cs[] = {1, 4, 8, 12, 15, 16, 17, 36, 100, 140, 143, 144, 300};
     static const int OCs[] = {1, 5, 16, 37, 200};
     int before = dg_get_num_threads();
     /* the kernel's bits do not depend on the split; without AVX-512 the product is
@@ -419,7 +421,7 @@ static void test_linear_one(void) {
             }
             dg_set_num_threads(1);
             int same_orders = 1;
-            for (int order = 0; order <= 1; order++) {   /* both orders of the sums */
+            for (int order = 0; order <= 2; order++) {   /* every order of the sums */
                 int cpu = dg_linear_one_order(order);
                 fill_nan(t, OC);
                 dg_linear_forward(t, x, w, b, 1, C, OC);
@@ -432,8 +434,8 @@ static void test_linear_one(void) {
             if (OC > e) dg_linear_forward(part + e, x, w + (size_t)e * C, b + e, 1, C, OC - e);
             if (kernel) {
                 CHECK(same && same_orders && same_floats(part, out, OC),
-                      "linear of one image C=%d OC=%d: the same bits at 1-3 threads, in both "
-                      "orders of the sums and in parts",
+                      "linear of one image C=%d OC=%d: the same bits at 1-3 threads, in "
+                      "every order of the sums and in parts",
                       C, OC);
             } else {
                 CHECK(same_orders, "linear of one image C=%d OC=%d: no AVX-512, the same bits "
@@ -451,6 +453,40 @@ static void test_linear_one(void) {
             free(x); free(w); free(b); free(want); free(want_nb);
             free(out); free(out_nb); free(t); free(part);
         }
+    }
+    /* linear_one_lines (order 2) against linear_one_short (order 1), the same bits:
+     * weights starting 0 to 15 floats into a 64-byte line, so every place of a row
+     * in its lines, and rows with an inf, a NaN and a -inf among their weights, whose
+     * neighbours' sums (which load the lines those share) stay finite */
+    static const int lineCs[] = {4, 8, 12, 16, 36, 100, 140};
+    dg_set_num_threads(1);
+    for (size_t i = 0; i < sizeof lineCs / sizeof lineCs[0]; i++) {
+        int C = lineCs[i], OC = 37, same = 1, finite = 1;
+        float *x = frandn((size_t)C), *b = frandn(OC);
+        float *one = fnan(OC), *lines = fnan(OC);
+        for (int off = 0; off < 16; off++) {
+            float *buf = frandn((size_t)OC * C + 16), *w = buf + off;
+            w[(size_t)5 * C + 3] = INFINITY;
+            w[(size_t)21 * C - 1] = NAN;   /* the last weight of row 20 */
+            w[(size_t)36 * C] = -INFINITY;
+            dg_linear_one_order(1);
+            fill_nan(one, OC);
+            dg_linear_forward(one, x, w, b, 1, C, OC);
+            dg_linear_one_order(2);
+            fill_nan(lines, OC);
+            dg_linear_forward(lines, x, w, b, 1, C, OC);
+            dg_linear_one_order(-1);   /* back to the CPU's */
+            same &= same_floats(one, lines, OC);
+            for (int o = 0; o < OC; o++)
+                if (o != 5 && o != 20 && o != 36) finite &= isfinite(lines[o]) != 0;
+            free(buf);
+        }
+        CHECK(same && finite && !isfinite(lines[5]) && isnan(lines[20]) &&
+                  !isfinite(lines[36]),
+              "linear of one image C=%d OC=%d from whole lines (order 2): the same bits as "
+              "row by row at every offset of the weights in a line; inf and NaN weights "
+              "reach only their rows' sums", C, OC);
+        free(x); free(b); free(one); free(lines);
     }
     dg_set_num_threads(before);
 }
