@@ -293,8 +293,8 @@ DG_AVX512 static size_t linear_one_lines(const one_job *j, size_t o0, size_t o1)
     for (int q = 0; q < 4; q++) {   /* over nv lines each (the last one empty in some) */
         int e = m[q] + C - 16 * (nv - 1);   /* the row's lanes of its nv-th line */
         f[q] = (__mmask16)(0xffffu << m[q]);
-        l[q] = (__mmask16)(e >= 16 ? 0xffffu : e > 0 ? (1u << e) - 1 : 0);
-        l2[q] = (__mmask16)(e > 0 ? 0xffffu : (1u << (e + 16)) - 1);
+        l[q] = dg_lanes(e);
+        l2[q] = dg_lanes(e + 16);   /* the whole line where the row goes on past it */
     }
     switch (nv) {   /* a constant number of lines in each */
     case 1: return lines_groups(j, o0, o1, m, f, l2, l, back, xz, 1);
