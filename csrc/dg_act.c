@@ -157,7 +157,8 @@ dg_status dg_tanh_forward(float *out, const float *inp, size_t n) {
  * over 2^21 inputs, as libm's tanhf (tests/test_threads_core.py). Four lanes
  * at a time with SSE2, 5x faster than libm's tanhf here (1.28 ms -> 0.23 ms
  * for 50,176 floats), which was the second most expensive op of sampling a
- * batch from a small generator. Every element takes the same operations in
+ * batch from a small generator; sixteen with AVX-512 (tanh16, the same bits),
+ * 2.5x faster again. Every element takes the same operations in
  * the same order whatever its position, so a split over threads changes no
  * bit (the tail goes through a padded vector). */
 #define TANH_SMALL 0.625f
@@ -215,8 +216,65 @@ static __m128 tanh4(__m128 x) {
     return _mm_or_ps(_mm_and_ps(nan, x), _mm_andnot_ps(nan, t));
 }
 
+#if DG_HAVE_AVX2
+/* tanh4's operations on 16 lanes (the same bits: each lane takes the same
+ * IEEE operations, and ISO C mode contracts no multiply-add into an FMA); the
+ * tail through a zero-padded vector, as tanh4's. Through _core._tanh_forward on
+ * Emerald Rapids: 2.69 -> 1.28 us for the 784 floats of a sampled 28x28 image
+ * (the call included), 77 -> 30 us for 50,176. */
+DG_AVX512 static __m512 tanh16(__m512 x) {
+    /* the float bit operations as integer ones (AVX512F has no and_ps) */
+    const __m512i absmask = _mm512_set1_epi32(0x7fffffff), xi = _mm512_castps_si512(x);
+    __m512 ax = _mm512_castsi512_ps(_mm512_and_si512(xi, absmask));
+    __m512i sign = _mm512_andnot_si512(absmask, xi);
+    __m512 z = _mm512_mul_ps(ax, ax);
+    __m512 p = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(TANH_P0), z), _mm512_set1_ps(TANH_P1));
+    p = _mm512_add_ps(_mm512_mul_ps(p, z), _mm512_set1_ps(TANH_P2));
+    p = _mm512_add_ps(_mm512_mul_ps(p, z), _mm512_set1_ps(TANH_P3));
+    p = _mm512_add_ps(_mm512_mul_ps(p, z), _mm512_set1_ps(TANH_P4));
+    __m512 small = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, z), ax), ax);
+    __m512 y = _mm512_add_ps(ax, ax);
+    y = _mm512_min_ps(y, _mm512_set1_ps(2.0f * TANH_CAP));
+    __m512i k = _mm512_cvttps_epi32(_mm512_add_ps(_mm512_mul_ps(y, _mm512_set1_ps(EXP_LOG2E)),
+                                                  _mm512_set1_ps(0.5f)));
+    __m512 kf = _mm512_cvtepi32_ps(k);
+    __m512 r = _mm512_sub_ps(y, _mm512_mul_ps(kf, _mm512_set1_ps(EXP_C1)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(kf, _mm512_set1_ps(EXP_C2)));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 q = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(EXP_Q0), r), _mm512_set1_ps(EXP_Q1));
+    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(EXP_Q2));
+    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(EXP_Q3));
+    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(EXP_Q4));
+    q = _mm512_add_ps(_mm512_mul_ps(q, r), _mm512_set1_ps(EXP_Q5));
+    q = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(q, r2), r), _mm512_set1_ps(1.0f));
+    __m512 e = _mm512_mul_ps(q, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                   _mm512_add_epi32(k, _mm512_set1_epi32(127)), 23)));
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 large = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
+    __m512 t = _mm512_mask_mov_ps(large, _mm512_cmp_ps_mask(ax, _mm512_set1_ps(TANH_SMALL),
+                                                            _CMP_LT_OS), small);
+    t = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), sign));
+    return _mm512_mask_mov_ps(t, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+DG_AVX512 static void tanh_forward_k16(float *out, const float *inp, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, tanh16(_mm512_loadu_ps(inp + i)));
+    if (i < n) {
+        __mmask16 m = dg_lanes((int)(n - i));
+        _mm512_mask_storeu_ps(out + i, m, tanh16(_mm512_maskz_loadu_ps(m, inp + i)));
+    }
+}
+#endif
+
 static void tanh_forward_k(float *out, const float *inp, size_t n) {
     size_t i = 0;
+#if DG_HAVE_AVX2
+    if (dg_avx512()) {
+        tanh_forward_k16(out, inp, n);
+        return;
+    }
+#endif
     for (; i + 4 <= n; i += 4) _mm_storeu_ps(out + i, tanh4(_mm_loadu_ps(inp + i)));
     if (i < n) {
         float buf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
