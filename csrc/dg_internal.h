@@ -19,6 +19,13 @@
  * out is (4), ctr is (4), key is (2); out may alias ctr. */
 void dg_philox4x32_10(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);
 
+/* Box-Muller's log (x in (0, 1], normal) and cos (x in [0, 2 pi)), the core's
+ * own (dg_rng.c), exposed so that the tests can check them against libm's. */
+double dg_bm_log(double x);
+double dg_bm_cos(double x);
+/* The two on n (a multiple of 8) inputs, 8 lanes at a time on an AVX-512 CPU */
+void dg_bm_log8_cos8(double *lg, double *cs, const double *u1, const double *x, size_t n);
+
 /* A ReLU or LeakyReLU fused after an op (DG_ACT_RELU, DG_ACT_LEAKY_RELU with
  * slope >= 0): its value at v, and its input gradient for dout dy given its
  * OUTPUT y, exactly as dg_act.c computes them from its input (y > 0 exactly when
