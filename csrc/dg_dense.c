@@ -321,7 +321,7 @@ DG_AVX512 static size_t linear_one_lines(const one_job *j, size_t o0, size_t o1)
 DG_AVX512 static void linear_one_rows(const one_job *j, size_t o0, size_t o1) {
     int C = j->C;
     if (j->in_order && C / 16 <= DG_DENSE_ONE_VECS) {
-        if (j->in_order == 2 && C % 4 == 0 && (uintptr_t)j->weight % sizeof(float) == 0)
+        if (j->in_order == 2 && C % 4 == 0)   /* weight is float-aligned, as C's floats */
             o0 = linear_one_lines(j, o0, o1);
         linear_one_short(j, o0, o1);
         return;
