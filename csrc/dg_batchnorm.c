@@ -505,13 +505,8 @@ typedef struct {
     float slope;
 } bn_fwd_eval_job;
 
-/* An eval-mode scale before gamma: 1 / sqrt(var + eps) in double, rounded to float. */
-static inline float bn_eval_rstd(float var, float eps) {
-    return (float)(1.0 / sqrt((double)var + (double)eps));
-}
-
 #if DG_HAVE_AVX2
-/* bn_eval_rstd of the 8 floats at v, to the
+/* dg_bn_eval_rstd of the 8 floats at v, to the
  * bit, without a square root or a division: y, 1/sqrt(x) from vrsqrt14pd
  * (relative error < 2^-14) and two Newton steps in double, is within 2^-50 of
  * 1/sqrt(x) (each step squares the error and times 1.5, plus a few roundings of
@@ -555,7 +550,7 @@ __attribute__((noinline)) DG_AVX512 static int bn_eval_one_avx512(
     float *out, const float *inp, const float *mean, const float *var, const float *gamma,
     const float *beta, float eps, int cA, int cB, int act, float slope) {
     const __m512d ve = _mm512_set1_pd((double)eps);
-    const __m512 zero = _mm512_setzero_ps(), vslope = _mm512_set1_ps(slope);
+    const __m512 zero = _mm512_setzero_ps();
     int c = cA;
     for (; c + 16 <= cB; c += 16) {
         __mmask8 b0, b1;
@@ -568,7 +563,7 @@ __attribute__((noinline)) DG_AVX512 static int bn_eval_one_avx512(
             _mm512_storeu_ps(f, r);
             for (; bad != 0; bad &= bad - 1) {
                 int k = __builtin_ctz(bad);
-                f[k] = bn_eval_rstd(var[c + k], eps);
+                f[k] = dg_bn_eval_rstd(var[c + k], eps);
             }
             r = _mm512_loadu_ps(f);
         }
@@ -577,12 +572,7 @@ __attribute__((noinline)) DG_AVX512 static int bn_eval_one_avx512(
         __m512 v = _mm512_add_ps(
             _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(inp + c), _mm512_loadu_ps(mean + c)), sc),
             sh);
-        if (act == DG_ACT_RELU)   /* v < 0 ? 0 : v */
-            v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
-        else if (act == DG_ACT_LEAKY_RELU)   /* v > 0 ? v : v * slope */
-            v = _mm512_mask_mov_ps(_mm512_mul_ps(v, vslope),
-                                   _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ), v);
-        _mm512_storeu_ps(out + c, v);
+        _mm512_storeu_ps(out + c, dg_act16(v, act, slope));
     }
     return c - cA;
 }
@@ -625,7 +615,7 @@ static void bn_fwd_eval_range(float *out, const float *inp, const float *running
         for (; j < cb; j++) {
             int c = c0 + j;
             zero[j] = 0.0f;
-            scale[j] = bn_eval_rstd(running_var[c], eps) *
+            scale[j] = dg_bn_eval_rstd(running_var[c], eps) *
                        (gamma != NULL ? gamma[c] : 1.0f);
             shift[j] = beta != NULL ? beta[c] : 0.0f;
         }

@@ -1788,10 +1788,14 @@ dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *
                                      const float *beta, float eps, int act, float slope,
                                      const float *weight, const float *bias, int N, int K,
                                      int C, int H, int W, int OC, int KH, int KW, int SH,
-                                     int SW, int PH, int PW, int OH, int OW) {
+                                     int SW, int PH, int PW, int OH, int OW,
+                                     const float *running_mean2, const float *running_var2,
+                                     const float *gamma2, const float *beta2, float eps2,
+                                     int act2, float slope2) {
     // lin and hid are (N, C*H*W), z is (N, K), lweight is (C*H*W, K), lbias and the
     // batch norm's vectors are (C*H*W) (lbias, gamma, beta may be NULL); out,
-    // workspace, weight and bias as dg_conv_transpose2d_forward's
+    // workspace, weight and bias as dg_conv_transpose2d_forward's; the second batch
+    // norm's vectors (OC), all NULL without it (gamma2, beta2 may be NULL with it)
     conv_plan p;
     dg_status st = conv_transpose2d_plan(&p, N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW);
     if (st != DG_STATUS_OK) return st;
@@ -1802,23 +1806,34 @@ dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *
         return DG_STATUS_ERR_NULL;
     }
     if (dg_bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
+    if ((running_mean2 == NULL) != (running_var2 == NULL)) return DG_STATUS_ERR_NULL;
+    if (running_mean2 == NULL && (gamma2 != NULL || beta2 != NULL)) return DG_STATUS_ERR_NULL;
+    if (running_mean2 != NULL && (dg_bad_eps(eps2) || dg_bad_act(act2, slope2))) {
+        return DG_STATUS_ERR_VALUE;
+    }
     int F = C * H * W;
+    dg_bn_eval tail = {running_mean2, running_var2, gamma2, beta2, eps2, act2, slope2};
     if (N == 1 && dg_direct_tfew_fits(N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW, p.ws) &&
         dg_direct_tfew_tasks(N, C, H, W, OC) == 1) {
         // one image in one task: chunk by chunk of input channels (dg_conv_direct.c;
         // its linear rows are dg_linear_forward's kernel of one image, the whole
         // layer's bits; more images would take the GEMM there)
-        dg_few_head h = {lin, hid, z, lweight, lbias, K, running_mean, running_var, gamma,
-                         beta, eps, act, slope};
-        return dg_direct_convt_few_head(out, workspace, p.ws, &h, weight, bias, C, H, W, OC);
+        dg_few_head h = {lin, hid, z, lweight, lbias, K,
+                         {running_mean, running_var, gamma, beta, eps, act, slope}};
+        return dg_direct_convt_few_head(out, workspace, p.ws, &h, weight, bias, C, H, W, OC,
+                                        running_mean2 != NULL ? &tail : NULL);
     }
     st = dg_linear_forward(lin, z, lweight, lbias, N, K, F);
     if (st != DG_STATUS_OK) return st;
     st = dg_batchnorm_act_forward_eval(hid, lin, running_mean, running_var, gamma, beta, N, F,
                                        1, eps, act, slope);
     if (st != DG_STATUS_OK) return st;
-    return dg_conv_transpose2d_forward(out, workspace, hid, weight, bias, N, C, H, W, OC, KH,
-                                       KW, SH, SW, PH, PW, OH, OW);
+    st = dg_conv_transpose2d_forward(out, workspace, hid, weight, bias, N, C, H, W, OC, KH,
+                                     KW, SH, SW, PH, PW, OH, OW);
+    if (st != DG_STATUS_OK || running_mean2 == NULL) return st;
+    // in place: each value is read, then written, by the same step
+    return dg_batchnorm_act_forward_eval(out, out, running_mean2, running_var2, gamma2, beta2, N,
+                                         OC, OH * OW, eps2, act2, slope2);
 }
 
 dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,

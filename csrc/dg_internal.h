@@ -7,6 +7,7 @@
 #define DG_INTERNAL_H
 
 #include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,6 +52,22 @@ static inline int dg_bad_act(int act, float slope) {
 
 /* 1 unless eps is a batch norm's epsilon: finite and > 0. */
 static inline int dg_bad_eps(float eps) { return !(eps > 0.0f) || eps > FLT_MAX; }
+
+/* An eval-mode batch norm's scale before gamma: 1 / sqrt(var + eps) in double,
+ * rounded to float (dg_batchnorm_act_forward_eval's, to the bit). */
+static inline float dg_bn_eval_rstd(float var, float eps) {
+    return (float)(1.0 / sqrt((double)var + (double)eps));
+}
+
+/* An eval-mode batch norm over channels and its activation, as
+ * dg_batchnorm_act_forward_eval takes them: running mean and variance, gamma and
+ * beta (each may be NULL), eps, act and slope. */
+typedef struct {
+    const float *mean, *var, *gamma, *beta;
+    float eps;
+    int act;
+    float slope;
+} dg_bn_eval;
 
 /* ------------------------------------------------------------------------- */
 /* The thread pool (dg_thread.c)                                              */
@@ -177,17 +194,13 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
 int dg_direct_tfew_tasks(int N, int C, int H, int W, int OC);
 /* The layers before a transposed convolution that dg_direct_convt_few_head makes
  * its input with, for one image: lin (C*H*W) = lweight (C*H*W, K) @ z (K) + lbias
- * (or NULL), then hid (C*H*W) = the eval-mode batch norm of lin (mean, var, gamma,
- * beta, eps: dg_batchnorm_act_forward_eval's, over C*H*W features) and its
- * activation (act, slope). */
+ * (or NULL), then hid (C*H*W) = bn of lin (over C*H*W features) with its
+ * activation. */
 typedef struct {
     float *lin, *hid;
     const float *z, *lweight, *lbias;
     int K;
-    const float *mean, *var, *gamma, *beta;
-    float eps;
-    int act;
-    float slope;
+    dg_bn_eval bn;
 } dg_few_head;
 /* dg_direct_convt_few (assigning plus bias) of one image's hid as h makes it, in
  * one task, chunk of DG_FEW_CC input channels by chunk: the next chunk's rows of
@@ -196,12 +209,15 @@ typedef struct {
  * lweight fetched into L2 while its run sums (the first chunk's made first), so
  * that streaming the linear layer's weights overlaps the sums. lin and hid as
  * the layers one by one make them (dg_linear_forward's one-image rows), out as
- * dg_direct_convt_few makes it from hid. Sizes and arguments checked by the
- * caller (dg_linear_bn_convt_forward); the workspace: what dg_direct_tfew_fits
- * accepted. */
+ * dg_direct_convt_few makes it from hid, or, with a tail (else NULL), that
+ * output through the tail's batch norm over OC channels and its activation as it
+ * is stored (dg_batchnorm_act_forward_eval's bits). Sizes and arguments checked
+ * by the caller (dg_linear_bn_convt_forward); the workspace: what
+ * dg_direct_tfew_fits accepted. */
 dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
                                    const dg_few_head *h, const float *weight,
-                                   const float *bias, int C, int H, int W, int OC);
+                                   const float *bias, int C, int H, int W, int OC,
+                                   const dg_bn_eval *tail);
 /* 1 when dg_direct_conv_dweight takes this conv2d geometry on this CPU, with a
  * workspace of ws_floats floats. */
 /* 1 when dg_linear_forward of N images of C inputs runs its batched kernel
@@ -269,6 +285,17 @@ dg_status dg_thin_dweight(float *dweight, float *dbias, float *ws, size_t ws_flo
  * pixels, or the tail of a run of floats, in one zmm. */
 static inline __mmask16 dg_lanes(int n) {
     return n <= 0 ? 0 : n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+}
+/* dg_act_value of 16 floats (act DG_ACT_NONE: v itself), for AVX-512 callers */
+__attribute__((always_inline, target("avx512f"))) static inline __m512
+dg_act16(__m512 v, int act, float slope) {
+    const __m512 zero = _mm512_setzero_ps();
+    if (act == DG_ACT_RELU)   /* v < 0 ? 0 : v */
+        return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), zero);
+    if (act == DG_ACT_LEAKY_RELU)   /* v > 0 ? v : v * slope */
+        return _mm512_mask_mov_ps(_mm512_mul_ps(v, _mm512_set1_ps(slope)),
+                                  _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ), v);
+    return v;
 }
 #else
 #define DG_HAVE_AVX2 0

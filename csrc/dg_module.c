@@ -1388,29 +1388,42 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
     static const char op[] = "_linear_bn_convt_forward";
     static char *kwlist[] = {"out", "lin", "hid", "workspace", "z", "lweight", "lbias",
                              "running_mean", "running_var", "gamma", "beta", "eps", "weight",
-                             "bias", "SH", "SW", "PH", "PW", "act", "slope", NULL};
+                             "bias", "SH", "SW", "PH", "PW", "act", "slope", "running_mean2",
+                             "running_var2", "gamma2", "beta2", "eps2", "act2", "slope2", NULL};
     dg_arg out = ARG("out"), lin = ARG("lin"), hid = ARG("hid"),
            workspace = ARG("workspace"), z = ARG("z"), lweight = ARG("lweight"),
            lbias = ARG("lbias"), running_mean = ARG("running_mean"),
            running_var = ARG("running_var"), gamma = ARG("gamma"), beta = ARG("beta"),
-           weight = ARG("weight"), bias = ARG("bias");
+           weight = ARG("weight"), bias = ARG("bias"), running_mean2 = ARG("running_mean2"),
+           running_var2 = ARG("running_var2"), gamma2 = ARG("gamma2"), beta2 = ARG("beta2");
     dg_arg *all[] = {&out, &lin, &hid, &workspace, &z, &lweight, &lbias, &running_mean,
-                     &running_var, &gamma, &beta, &weight, &bias};
+                     &running_var, &gamma, &beta, &weight, &bias, &running_mean2,
+                     &running_var2, &gamma2, &beta2};
     dg_arg *vec[] = {&lbias, &running_mean, &running_var, &gamma, &beta};
+    dg_arg *vec2[] = {&running_mean2, &running_var2, &gamma2, &beta2};
     npy_intp e_z[2] = {DG_ANY, DG_ANY}, e_lw[2], e_lin[2];
     conv_geom g;
-    float eps, slope = 0.0f;
-    int K, F, act = DG_ACT_NONE;
+    float eps, slope = 0.0f, eps2 = 1e-5f, slope2 = 0.0f;
+    int K, F, act = DG_ACT_NONE, act2 = DG_ACT_NONE;
     PyObject *ret = NULL;
     dg_status st;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "O&O&O&O&O&O&O&O&O&O&O&fO&O&iiii|$if:_linear_bn_convt_forward",
+            args, kwds, "O&O&O&O&O&O&O&O&O&O&O&fO&O&iiii|$ifO&O&O&O&fif:_linear_bn_convt_forward",
             kwlist, conv_output, &out, conv_output, &lin, conv_output, &hid, conv_output,
             &workspace, conv_input, &z, conv_input, &lweight, conv_input_opt, &lbias,
             conv_input, &running_mean, conv_input, &running_var, conv_input_opt, &gamma,
             conv_input_opt, &beta, &eps, conv_input, &weight, conv_input_opt, &bias, &g.SH,
-            &g.SW, &g.PH, &g.PW, &act, &slope)) {
+            &g.SW, &g.PH, &g.PW, &act, &slope, conv_input_opt, &running_mean2, conv_input_opt,
+            &running_var2, conv_input_opt, &gamma2, conv_input_opt, &beta2, &eps2, &act2,
+            &slope2)) {
+        goto exit;
+    }
+    if ((running_mean2.arr == NULL) != (running_var2.arr == NULL) ||
+        (running_mean2.arr == NULL && (gamma2.arr != NULL || beta2.arr != NULL))) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: the second batch norm needs running_mean2 and running_var2 "
+                     "together (gamma2 and beta2 only with them)", op);
         goto exit;
     }
     /* hid (N, C, H, W) is the transposed convolution's input */
@@ -1430,6 +1443,8 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
     if (check_shape(&lweight, 2, e_lw, "(C*H*W, K)") < 0 ||
         check_shape(&lin, 2, e_lin, "(N, C*H*W)") < 0 || bn_vectors(vec, NARGS(vec), F) < 0 ||
         bn_eps(op, eps) < 0 || check_act(op, act, slope) < 0 ||
+        bn_vectors(vec2, NARGS(vec2), g.OC) < 0 ||
+        (running_mean2.arr != NULL && (bn_eps(op, eps2) < 0 || check_act(op, act2, slope2) < 0)) ||
         check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }
@@ -1438,7 +1453,9 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
                                     CF32(lweight), CF32(lbias), CF32(running_mean),
                                     CF32(running_var), CF32(gamma), CF32(beta), eps, act,
                                     slope, CF32(weight), CF32(bias), g.N, K, g.C, g.H, g.W,
-                                    g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW);
+                                    g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
+                                    CF32(running_mean2), CF32(running_var2), CF32(gamma2),
+                                    CF32(beta2), eps2, act2, slope2);
     Py_END_ALLOW_THREADS
     if (check_status(op, st) < 0) {
         goto exit;
@@ -2588,13 +2605,17 @@ static PyMethodDef dg_methods[] = {
     KW_METHOD(_linear_bn_convt_forward,
               "($module, /, out, lin, hid, workspace, z, lweight, lbias, running_mean, "
               "running_var, gamma, beta, eps, weight, bias, SH, SW, PH, PW, *, act=0, "
-              "slope=0.0)",
+              "slope=0.0, running_mean2=None, running_var2=None, gamma2=None, beta2=None, "
+              "eps2=1e-5, act2=0, slope2=0.0)",
               "A generator's head in eval mode, in one call: lin (N, C*H*W) = z (N, K) @ "
               "lweight^T + lbias, hid (N, C, H, W) = _batchnorm_forward_eval(lin) with act, "
-              "out = _conv_transpose2d_forward(hid) + bias; the same three results. On one "
-              "thread at batch 1 the three go chunk of channels by chunk, the linear "
-              "layer's weights streaming while the transposed layer sums "
-              "(dg_linear_bn_convt_forward)."),
+              "out = _conv_transpose2d_forward(hid) + bias; the same three results. With "
+              "running_mean2 and running_var2 (OC,), out is instead "
+              "_batchnorm_forward_eval of that output with them, gamma2, beta2, eps2 and "
+              "act2, slope2: the batch norm that follows, the same bits. On one thread at "
+              "batch 1 the three go chunk of channels by chunk, the linear layer's weights "
+              "streaming while the transposed layer sums, the second batch norm applied as "
+              "the sums are stored (dg_linear_bn_convt_forward)."),
     KW_METHOD(_batchnorm_backward,
               "($module, /, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, *, out=None,"
               " act=0, slope=0.0)",

@@ -201,9 +201,14 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
  * features with act and slope (gamma and beta may be NULL), then out (N, OC,
  * OH, OW) = dg_conv_transpose2d_forward(hid as (N, C, H, W)) + bias, with that
  * layer's workspace. lin, hid and out come out as those three calls make them.
- * Where the few-image transposed kernel runs in one task (sampling one image
- * on one thread), the three go chunk of input channels by chunk, so that
- * streaming the linear layer's weights overlaps the transposed layer's sums. */
+ * With running_mean2 (else NULL), out is then the eval-mode batch norm over its
+ * OC channels that follows (running_mean2, running_var2, gamma2, beta2: (OC),
+ * the last two may be NULL; eps2) and its activation (act2, slope2), as
+ * dg_batchnorm_act_forward_eval makes it from the transposed convolution's
+ * output. Where the few-image transposed kernel runs in one task (sampling one
+ * image on one thread), the three go chunk of input channels by chunk, so that
+ * streaming the linear layer's weights overlaps the transposed layer's sums, and
+ * the second batch norm is applied as the sums are stored. */
 dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *workspace,
                                      const float *z, const float *lweight,
                                      const float *lbias, const float *running_mean,
@@ -211,7 +216,10 @@ dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *
                                      const float *beta, float eps, int act, float slope,
                                      const float *weight, const float *bias, int N, int K,
                                      int C, int H, int W, int OC, int KH, int KW, int SH,
-                                     int SW, int PH, int PW, int OH, int OW);
+                                     int SW, int PH, int PW, int OH, int OW,
+                                     const float *running_mean2, const float *running_var2,
+                                     const float *gamma2, const float *beta2, float eps2,
+                                     int act2, float slope2);
 /* Accumulates dinp (N,C,H,W), dweight (C,OC,KH,KW), dbias (OC); each may be NULL. */
 dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
                                        float *dbias, float *workspace,

@@ -980,8 +980,11 @@ class Network:
             if i <= skip or i - 1 in fused:
                 continue   # computed by a head, or an activation fused into the op before
             if self._head_fits(i, fused, None):
-                x, fn, args, kwargs = self._head_call(i, x)
-                skip = i + 4
+                # with the batch norm after it, where there is one (its activation,
+                # if fused into it, is skipped as the layer after a fused one)
+                tail = i + 5 < len(self.layers) and isinstance(self.layers[i + 5], BatchNorm)
+                x, fn, args, kwargs = self._head_call(i, x, tail)
+                skip = i + 4 + tail
             else:
                 x, fn, args, kwargs = l._call(self, x, False)
             if fn is not None:
@@ -997,9 +1000,13 @@ class Network:
             return False
         return not (taps is not None and any(k in taps for k in range(i, i + 4)))
 
-    def _head_call(self, i, x):
+    def _head_call(self, i, x, tail=False):
         """The ``_core._linear_bn_convt_forward`` call of the head at i (as a layer's
-        ``_call``: out, fn, args, kwargs)."""
+        ``_call``: out, fn, args, kwargs); with ``tail``, also of the batch norm at
+        i + 5 and the activation fused into it, which the core applies as it stores
+        the transposed layer's sums (one pass and one call less: ~1.5 % of a teacher's
+        one-image sample, ~4 % of a student's; PERFORMANCE.md log 124). Its output is
+        then that batch norm's."""
         lin_l, bn, act, reshape, ct = self.layers[i:i + 5]
         n = x.shape[0]
         lin = self.buf(lin_l, "out", (n, lin_l.spec["out_features"]))
@@ -1007,10 +1014,17 @@ class Network:
         _, _, _, _, _, sh, sw, ph, pw, oh, ow = ct._geom(self.shapes[i + 4])
         out = self.buf(ct, "out", (n, ct.spec["out_channels"], oh, ow))
         h4 = reshape._call(self, hid, False)[0]
+        kwargs = _act_args(bn._act)
+        if tail:
+            bn2 = self.layers[i + 5]
+            out = self.buf(bn2, "out", out.shape)
+            kwargs.update(running_mean2=bn2.b["running_mean"], running_var2=bn2.b["running_var"],
+                          gamma2=bn2.p["weight"], beta2=bn2.p["bias"], eps2=bn2.eps)
+            kwargs.update({k + "2": v for k, v in _act_args(bn2._act).items()})
         return out, _core._linear_bn_convt_forward, (
             out, lin, h4, self.workspace, x, lin_l.weight(False), lin_l.p.get("bias"),
             bn.b["running_mean"], bn.b["running_var"], bn.p["weight"], bn.p["bias"], bn.eps,
-            ct.weight(False), ct.p.get("bias"), sh, sw, ph, pw), _act_args(bn._act)
+            ct.weight(False), ct.p.get("bias"), sh, sw, ph, pw), kwargs
 
     def _forward_head(self, i, x):
         """Layers i .. i + 4 (:meth:`_head_fits`) in eval mode in one

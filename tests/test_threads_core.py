@@ -739,20 +739,28 @@ def test_linear_bn_convt_forward_gives_the_layers_bits(rng, threads, N, act):
     100 -> 64x7x7 -> 32, at 1 and 2 threads. Sampling one image on one thread, an
     AVX-512 CPU makes the linear layer's rows chunk of channels by chunk while the
     transposed layer sums; otherwise the op is the three calls. With ReLU half the
-    transposed layer's inputs are zero (its sparse rows), without activation none."""
+    transposed layer's inputs are zero (its sparse rows), without activation none. With
+    the batch norm that follows (running_mean2 ...: its activation the same as the
+    first's, gamma2 and beta2 given or not), out is that batch norm's output, the bits of
+    a fourth call, which the one-image kernel applies as it stores its sums."""
     slope = 0.2 if act == _core.ACT_LEAKY_RELU else 0.0
     for C, OC in ((256, 128), (64, 32)):
         o = _head_operands(rng, N, 100, C, 7, OC)
         ws = np.empty(_core._conv_transpose2d_workspace_size(N, C, 7, 7, OC, 4, 4, 2, 2, 1, 1,
                                                              14, 14), np.float32)
-        for t in (1, 2):
+        for t, tail in ((1, None), (2, None), (1, True), (2, True), (1, False)):
             distgan.set_num_threads(t)
+            o2 = _head_operands(rng, 1, 1, OC, 1, 1)   # vectors of OC for the second norm
+            bn2 = {} if tail is None else dict(
+                running_mean2=o2["running_mean"], running_var2=o2["running_var"],
+                gamma2=o2["gamma"] if tail else None, beta2=o2["beta"] if tail else None,
+                eps2=1e-3, act2=act, slope2=slope)
             lin, hid = np.full((2, N, C * 49), np.nan, np.float32)
             out = np.full((N, OC, 14, 14), np.nan, np.float32)
             _core._linear_bn_convt_forward(
                 out, lin, hid.reshape(N, C, 7, 7), ws, o["z"], o["lweight"], o["lbias"],
                 o["running_mean"], o["running_var"], o["gamma"], o["beta"], 1e-5,
-                o["weight"], o["bias"], 2, 2, 1, 1, act=act, slope=slope)
+                o["weight"], o["bias"], 2, 2, 1, 1, act=act, slope=slope, **bn2)
             lin1, hid1 = np.full((2, N, C * 49), np.nan, np.float32)
             out1 = np.full((N, OC, 14, 14), np.nan, np.float32)
             _core._linear_forward(lin1, o["z"], o["lweight"], o["lbias"])
@@ -760,8 +768,15 @@ def test_linear_bn_convt_forward_gives_the_layers_bits(rng, threads, N, act):
                                           o["gamma"], o["beta"], 1e-5, act=act, slope=slope)
             _core._conv_transpose2d_forward(out1, ws, hid1.reshape(N, C, 7, 7), o["weight"],
                                             o["bias"], 2, 2, 1, 1)
+            if tail is not None:
+                y1 = np.full_like(out1, np.nan)
+                _core._batchnorm_forward_eval(y1, out1, bn2["running_mean2"],
+                                              bn2["running_var2"], bn2["gamma2"],
+                                              bn2["beta2"], 1e-3, act=act, slope=slope)
+                assert not np.array_equal(y1, out1)
+                out1 = y1
             assert np.array_equal(lin, lin1) and np.array_equal(hid, hid1)
-            assert np.array_equal(out, out1), (C, t, np.abs(out - out1).max())
+            assert np.array_equal(out, out1), (C, t, tail, np.abs(out - out1).max())
             if act == _core.ACT_RELU:
                 assert 0.3 < np.count_nonzero(hid) / hid.size < 0.7
 
@@ -798,6 +813,18 @@ def test_linear_bn_convt_forward_rejects_bad_arguments(rng):
         call(act=5)
     with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: .*overlap"):
         call(lin=hid)
+    v = np.ones(OC, np.float32)
+    call(running_mean2=v, running_var2=v, gamma2=v, beta2=v, act2=_core.ACT_RELU)
+    for kw in (dict(running_mean2=v), dict(running_var2=v), dict(gamma2=v)):
+        with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: the second batch "
+                                             r"norm needs running_mean2 and running_var2"):
+            call(**kw)
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: running_var2"):
+        call(running_mean2=v, running_var2=np.ones(OC + 1, np.float32))
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: eps"):
+        call(running_mean2=v, running_var2=v, eps2=0.0)
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: act"):
+        call(running_mean2=v, running_var2=v, act2=5)
 
 
 @pytest.mark.parametrize("spec", ["teacher", "student", "conditional", "32x32"])

@@ -581,23 +581,41 @@ static void test_linear_batch(void) {
  * rows), no activation (its dense rows) and a leaky ReLU, at 1 and 2 threads; on
  * 80 input channels (a chunk of 64 and one of 16), 7x7 -> 14x14, to 8 output
  * channels and to 28 (seven blocks, the next chunk's input made in runs of two
- * blocks, the last run of one), and on 8 channels of 4x4 with K = 17; then its
- * errors. */
-static void head_case(int N, int K, int C, int H, int OC, int act, int threads) {
+ * blocks, the last run of one), and on 8 channels of 4x4 with K = 17; each also
+ * with the batch norm that follows over OC channels and its activation (tail 1:
+ * with gamma and beta, ReLU, over sums that are zeros in channel 0 and NaNs in
+ * channel 1; tail 2:
+ * without either, the same activation as the first), against the fourth call,
+ * dg_batchnorm_act_forward_eval on the third's output; then its errors. */
+static void head_case(int N, int K, int C, int H, int OC, int act, int threads, int tail) {
     int W = H, F = C * H * W, OH = 2 * H, OW = 2 * W;
     float *z = frandn((size_t)N * K), *lw = frandn((size_t)F * K), *lb = frandn(F);
     float *mean = frandn(F), *var = frandn(F), *gamma = frandn(F), *beta = frandn(F);
     for (int f = 0; f < F; f++) var[f] = 1.0f + var[f] * var[f];
     float *w = frandn((size_t)C * OC * 16), *b = frandn(OC);
+    float *mean2 = frandn(OC), *var2 = frandn(OC), *gamma2 = frandn(OC), *beta2 = frandn(OC);
+    for (int o = 0; o < OC; o++) var2[o] = 0.5f + var2[o] * var2[o];
     size_t ws_n = dg_conv_transpose2d_workspace_size(N, C, H, W, OC, 4, 4, 2, 2, 1, 1, OH, OW);
     size_t fo = (size_t)N * OC * OH * OW, fh = (size_t)N * F;
     float *ws = falloc(ws_n), *lin = fnan(fh), *hid = fnan(fh), *out = fnan(fo);
     float *lin1 = fnan(fh), *hid1 = fnan(fh), *out1 = fnan(fo);
     float slope = act == DG_ACT_LEAKY_RELU ? 0.2f : 0.0f;
+    int act2 = tail == 1 ? DG_ACT_RELU : act;
+    float slope2 = act2 == DG_ACT_LEAKY_RELU ? 0.2f : 0.0f;
+    const float *g2 = tail == 1 ? gamma2 : NULL, *b2 = tail == 1 ? beta2 : NULL;
+    if (tail == 1) {
+        /* channel 0's sums zeros (its weights and bias), channel 1's NaNs (its bias) */
+        for (int o = 0; o < OC && o < 2; o++) mean2[o] = 0.0f;
+        b[0] = 0.0f;
+        for (int c = 0; c < C; c++)
+            for (int k = 0; k < 16; k++) w[((size_t)c * OC) * 16 + k] = 0.0f;
+        if (OC > 1) b[1] = NAN;
+    }
     dg_set_num_threads(threads);
-    dg_status st = dg_linear_bn_convt_forward(out, lin, hid, ws, z, lw, lb, mean, var, gamma,
-                                              beta, 1e-5f, act, slope, w, b, N, K, C, H, W, OC,
-                                              4, 4, 2, 2, 1, 1, OH, OW);
+    dg_status st = dg_linear_bn_convt_forward(
+        out, lin, hid, ws, z, lw, lb, mean, var, gamma, beta, 1e-5f, act, slope, w, b, N, K, C,
+        H, W, OC, 4, 4, 2, 2, 1, 1, OH, OW, tail ? mean2 : NULL, tail ? var2 : NULL, g2, b2,
+        1e-3f, act2, slope2);
     dg_status st1 = dg_linear_forward(lin1, z, lw, lb, N, K, F);
     if (st1 == DG_STATUS_OK)
         st1 = dg_batchnorm_act_forward_eval(hid1, lin1, mean, var, gamma, beta, N, F, 1, 1e-5f,
@@ -605,12 +623,20 @@ static void head_case(int N, int K, int C, int H, int OC, int act, int threads) 
     if (st1 == DG_STATUS_OK)
         st1 = dg_conv_transpose2d_forward(out1, ws, hid1, w, b, N, C, H, W, OC, 4, 4, 2, 2, 1,
                                           1, OH, OW);
+    if (st1 == DG_STATUS_OK && tail) {
+        float *t = fnan(fo);
+        st1 = dg_batchnorm_act_forward_eval(t, out1, mean2, var2, g2, b2, N, OC, OH * OW, 1e-3f,
+                                            act2, slope2);
+        memcpy(out1, t, fo * sizeof(float));
+        free(t);
+    }
     CHECK(st == DG_STATUS_OK && st1 == DG_STATUS_OK && same_floats(lin, lin1, fh) &&
               same_floats(hid, hid1, fh) && same_floats(out, out1, fo),
-          "head N=%d K=%d C=%d %dx%d OC=%d act=%d, %d thread(s): the layers' bits", N, K, C, H,
-          W, OC, act, threads);
+          "head N=%d K=%d C=%d %dx%d OC=%d act=%d tail=%d, %d thread(s): the layers' bits", N,
+          K, C, H, W, OC, act, tail, threads);
     free(z); free(lw); free(lb); free(mean); free(var); free(gamma); free(beta); free(w);
     free(b); free(ws); free(lin); free(hid); free(out); free(lin1); free(hid1); free(out1);
+    free(mean2); free(var2); free(gamma2); free(beta2);
 }
 
 static void test_linear_bn_convt(void) {
@@ -623,8 +649,9 @@ static void test_linear_bn_convt(void) {
         for (int N = 1; N <= 2; N++)
             for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++)
                 for (int th = 1; th <= 2; th++)
-                    head_case(N, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
-                              acts[a], th);
+                    for (int tail = 0; tail <= 2; tail++)
+                        head_case(N, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+                                  acts[a], th, tail);
     dg_set_num_threads(before);
     /* errors: sizes, NULLs, eps and act, as the layers' own */
     int K = 3, C = 4, H = 2, OC = 4, F = C * H * H;
@@ -632,9 +659,11 @@ static void test_linear_bn_convt(void) {
     float *lin = falloc(F), *hid = falloc(F), *out = falloc(OC * 16);
     float *ws =
         falloc(dg_conv_transpose2d_workspace_size(1, C, H, H, OC, 4, 4, 2, 2, 1, 1, 4, 4));
-#define HEAD(o, l, zz, k, eps, act)                                                       \
+#define HEAD2(o, l, zz, k, eps, act, m2, v2, g2, eps2, act2)                               \
     dg_linear_bn_convt_forward(o, l, hid, ws, zz, lw, NULL, v, v, NULL, NULL, eps, act, 0.0f, \
-                               w, NULL, 1, k, C, H, H, OC, 4, 4, 2, 2, 1, 1, 4, 4)
+                               w, NULL, 1, k, C, H, H, OC, 4, 4, 2, 2, 1, 1, 4, 4, m2, v2, g2, \
+                               NULL, eps2, act2, 0.0f)
+#define HEAD(o, l, zz, k, eps, act) HEAD2(o, l, zz, k, eps, act, NULL, NULL, NULL, 0.0f, 0)
     CHECK(HEAD(out, lin, z, 0, 1e-5f, 0) == DG_STATUS_ERR_SHAPE &&
               HEAD(NULL, lin, z, K, 1e-5f, 0) == DG_STATUS_ERR_NULL &&
               HEAD(out, NULL, z, K, 1e-5f, 0) == DG_STATUS_ERR_NULL &&
@@ -643,7 +672,16 @@ static void test_linear_bn_convt(void) {
               HEAD(out, lin, z, K, 1e-5f, 7) == DG_STATUS_ERR_VALUE &&
               HEAD(out, lin, z, K, 1e-5f, DG_ACT_RELU) == DG_STATUS_OK,
           "head: K = 0 -> shape error, NULL -> null error, eps 0 or act 7 -> value error");
+    CHECK(HEAD2(out, lin, z, K, 1e-5f, 0, v, NULL, NULL, 1e-5f, 0) == DG_STATUS_ERR_NULL &&
+              HEAD2(out, lin, z, K, 1e-5f, 0, NULL, v, NULL, 1e-5f, 0) == DG_STATUS_ERR_NULL &&
+              HEAD2(out, lin, z, K, 1e-5f, 0, NULL, NULL, v, 1e-5f, 0) == DG_STATUS_ERR_NULL &&
+              HEAD2(out, lin, z, K, 1e-5f, 0, v, v, NULL, 0.0f, 0) == DG_STATUS_ERR_VALUE &&
+              HEAD2(out, lin, z, K, 1e-5f, 0, v, v, NULL, 1e-5f, 7) == DG_STATUS_ERR_VALUE &&
+              HEAD2(out, lin, z, K, 1e-5f, 0, v, v, v, 1e-5f, DG_ACT_RELU) == DG_STATUS_OK,
+          "head's second batch norm: a mean without a variance or gamma without either -> "
+          "null error, eps 0 or act 7 -> value error");
 #undef HEAD
+#undef HEAD2
     free(z); free(lw); free(v); free(w); free(lin); free(hid); free(out); free(ws);
 }
 
