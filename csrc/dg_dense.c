@@ -57,16 +57,16 @@ DG_AVX2_TASK(dbias_task)
 
 /* The one-image kernel's order of its sums (one_rows_sum): dg_linear_one_order's,
  * else the CPU's: each row's weights in turn on AMD's (Zen 4, log 102 of
- * PERFORMANCE.md) and on Golden Cove's server parts, Sapphire and Emerald Rapids
- * (a one-image teacher sample 0.975-0.981 of the other order's time on Emerald
- * Rapids, log 120; Granite Rapids and Ice Lake not measured), there from whole
- * lines (linear_one_lines: 0.978-0.987 of the sample's time, log 121). */
+ * PERFORMANCE.md) and on Golden Cove's server parts and their successors, there
+ * from whole lines (linear_one_lines): on Emerald Rapids the row order gave
+ * 0.975-0.981 of a one-image teacher sample's time (log 120) and the whole lines
+ * 0.978-0.987 (log 121); on the Granite Rapids class host both together ~0.986
+ * of the teacher's and ~0.98 of the student's (log 125). Ice Lake not measured. */
 static int one_order = -1;
 
 static int one_in_order(void) {
     if (one_order >= 0) return one_order;
-    unsigned m = dg_cpu_intel_model();
-    if (m == DG_INTEL_SAPPHIRE_RAPIDS || m == DG_INTEL_EMERALD_RAPIDS) return 2;
+    if (dg_cpu_golden_cove_server()) return 2;
     return dg_cpu_amd();
 }
 

@@ -123,20 +123,19 @@ unsigned dg_cpu_intel_model(void) {
     return simd_on ? intel_model : 0;
 }
 
-/* The CPUs on which the few-image kernel's sparse rows measured faster than its
- * dense rows (dg_conv_direct.c, few_share): Golden Cove cores and their successors
- * (Sapphire, Emerald and Granite Rapids), which AVX512-FP16 marks, and AMD's with
- * AVX-512 (Zen 4; Zen 5 untried). Ice Lake, AVX-512 without either, is the one
- * measured slower. Some hypervisors hide AVX512-FP16 from their guests (an Emerald
- * Rapids guest without it took the dense rows and 1.06-1.10x the sparse rows' time
- * per one-image teacher sample, PERFORMANCE.md log 120), so those server parts are
- * also known by their model numbers (dg_cpu_intel_model). GCC knows the name
+/* Golden Cove's server parts and their successors (Sapphire, Emerald and Granite
+ * Rapids), with AVX-512: AVX512-FP16 marks them. Some hypervisors hide
+ * AVX512-FP16 from their guests (an Emerald Rapids guest without it took the
+ * dense rows and 1.06-1.10x the sparse rows' time per one-image teacher sample,
+ * PERFORMANCE.md log 120), so they are also known by their model numbers
+ * (dg_cpu_intel_model); others report a model of their own (a Granite Rapids
+ * class guest says 167, with AVX512-FP16 shown, log 125). GCC knows the name
  * avx512fp16 from version 12, clang from 16; older compilers say no to it. */
-int dg_few_sparse_cpu(void) {
+int dg_cpu_golden_cove_server(void) {
 #if DG_HAVE_AVX2
     if (!dg_avx512()) return 0;
     unsigned m = dg_cpu_intel_model();
-    if (dg_cpu_amd() || m == DG_INTEL_SAPPHIRE_RAPIDS || m == DG_INTEL_EMERALD_RAPIDS ||
+    if (m == DG_INTEL_SAPPHIRE_RAPIDS || m == DG_INTEL_EMERALD_RAPIDS ||
         m == DG_INTEL_GRANITE_RAPIDS_X || m == DG_INTEL_GRANITE_RAPIDS_D)
         return 1;
 #if (defined(__clang__) && __clang_major__ >= 16) || \
@@ -145,6 +144,14 @@ int dg_few_sparse_cpu(void) {
 #endif
 #endif
     return 0;
+}
+
+/* The CPUs on which the few-image kernel's sparse rows measured faster than its
+ * dense rows (dg_conv_direct.c, few_share): Golden Cove's server parts and their
+ * successors, and AMD's with AVX-512 (Zen 4; Zen 5 untried). Ice Lake, AVX-512
+ * without either, is the one measured slower. */
+int dg_few_sparse_cpu(void) {
+    return dg_avx512() && (dg_cpu_amd() || dg_cpu_golden_cove_server());
 }
 
 /* Once per process: the pool starts with the thread count OpenBLAS chose at

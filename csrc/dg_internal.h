@@ -141,6 +141,9 @@ int dg_avx512(void);
 int dg_few_sparse_cpu(void);
 /* 1 on an AMD CPU with the SIMD paths on (dg_gemm.c). */
 int dg_cpu_amd(void);
+/* 1 with dg_avx512() on Sapphire, Emerald or Granite Rapids and their successors
+ * (AVX512-FP16, or the model numbers below; dg_gemm.c). */
+int dg_cpu_golden_cove_server(void);
 /* The model number of an Intel CPU of family 6 with the SIMD paths on, else 0
  * (dg_gemm.c); the server parts of Golden Cove and its successor: */
 unsigned dg_cpu_intel_model(void);
