@@ -151,7 +151,7 @@ int dg_cpu_golden_cove_server(void) {
  * successors, and AMD's with AVX-512 (Zen 4; Zen 5 untried). Ice Lake, AVX-512
  * without either, is the one measured slower. */
 int dg_few_sparse_cpu(void) {
-    return dg_avx512() && (dg_cpu_amd() || dg_cpu_golden_cove_server());
+    return dg_cpu_golden_cove_server() || (dg_cpu_amd() && dg_avx512());
 }
 
 /* Once per process: the pool starts with the thread count OpenBLAS chose at
