@@ -163,6 +163,9 @@ typedef struct {
     int parts;                       /* of the panels (part_task, convt_part_task) */
     atomic_int part_state[DG_DIRECT_MAX_PARTS];   /* 0, 1 being packed, 2 packed */
     atomic_size_t part_next[DG_DIRECT_MAX_PARTS]; /* a part's next image to claim */
+    const float *packed;             /* dg_direct_convt_few_head: the weights as
+                                      * dg_convt_few_pack lays them out, all finite
+                                      * (NULL: each block's copied per call) */
 } direct_job;
 
 /* Workspace floats of each task: the padded image, then the row buffer
@@ -1188,25 +1191,35 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
     size_t steps = (size_t)(b1 - b0) * H, step = 0;   /* input rows, for far */
     const convt_sparse_fn(*sparse_rows)[DG_FEW_MAXW + 1] =
         few_reg() ? convt_sparse_rows_reg : convt_sparse_rows;   /* once per call */
+    /* kept weights: a block's of a chunk are cc rows of bw floats in a row, from
+     * the chunk's first row on (dg_convt_few_pack) */
+    const float *kept = j->packed;
+    size_t ld = kept != NULL ? bw : ldw;   /* a weight row to the next, as read */
     for (int b = b0; b < b1; b++) {
-        const float *wb = j->weight + (size_t)c0 * ldw + (size_t)b * bw;
+        const float *wb = kept != NULL ? kept + (size_t)c0 * ldw + (size_t)b * cc * bw
+                                       : j->weight + (size_t)c0 * ldw + (size_t)b * bw;
         /* the sparse rows only where every weight is finite: they skip zero inputs,
-         * which an inf or NaN weight would make NaN in the dense rows */
-        const uint64_t *bm = few_copy_finite(pk, wb, cc, ldw) && mask != NULL ? mask : NULL;
+         * which an inf or NaN weight would make NaN in the dense rows (kept weights
+         * are all finite) */
+        const float *pw = kept != NULL ? wb : pk;
+        const uint64_t *bm =
+            (kept != NULL || few_copy_finite(pk, wb, cc, ldw)) && mask != NULL ? mask : NULL;
         float *pb = pad + (size_t)(b - bf) * DG_FEW_OCB * pplane;
         /* the next piece of weights: the next block's, or the next chunk's first */
         const float *nw = NULL;
         int ncc = 0;
-        if (b + 1 < bl) nw = wb + bw, ncc = cc;
-        else if (c0 + DG_FEW_CC < C)
-            nw = j->weight + (size_t)(c0 + DG_FEW_CC) * ldw + (size_t)bf * bw,
+        if (b + 1 < bl) nw = wb + (kept != NULL ? (size_t)cc * bw : bw), ncc = cc;
+        else if (c0 + DG_FEW_CC < C) {
             ncc = C - c0 - DG_FEW_CC < DG_FEW_CC ? C - c0 - DG_FEW_CC : DG_FEW_CC;
+            nw = (kept != NULL ? kept : j->weight) + (size_t)(c0 + DG_FEW_CC) * ldw +
+                 (size_t)bf * (kept != NULL ? (size_t)ncc * bw : bw);
+        }
         for (int y = 0; y < H; y++, step++) {
             /* its rows fetched into L2 while this block computes, a share per row */
             if (nw != NULL)
                 for (int c = y * ncc / H; c < (y + 1) * ncc / H; c++)
                     for (int l = 0; l < DG_FEW_OCB; l++)   /* its 64-byte lines */
-                        __builtin_prefetch(nw + (size_t)c * ldw + 16 * l, 0, 2);
+                        __builtin_prefetch(nw + (size_t)c * ld + 16 * l, 0, 2);
             far_stream fs = {NULL, NULL};
             if (far != NULL)
                 fs.p = (const char *)far + 64 * (step * far_lines / steps),
@@ -1215,10 +1228,10 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
             int e = (y == 0) | (y == H - 1) << 1;   /* kernel rows in the border */
             if (bm != NULL)
                 sparse_rows[e][W](row, ldp, pplane, mask + (size_t)y * W,
-                                  val + (size_t)y * W * DG_FEW_CC, pk, &fs);
+                                  val + (size_t)y * W * DG_FEW_CC, pw, &fs);
             else
                 convt_few_rows[e][W](row, ldp, pplane,
-                                     x + (size_t)c0 * xplane + (size_t)y * W, xplane, pk, cc,
+                                     x + (size_t)c0 * xplane + (size_t)y * W, xplane, pw, cc,
                                      &fs);
             while (fs.p < fs.end) FAR_STEP(fs.p, fs.end);   /* what the row's steps left */
         }
@@ -1608,7 +1621,7 @@ dg_status dg_direct_conv(float *out, int add, float *ws, size_t ws_floats, const
     int OH = H / 2, OW = W / 2;
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, OH, OW,
                     (size_t)C * 16 * OC, task_floats(C, H, W, OH, OW), DG_DIRECT_GROUP,
-                    NULL, 0, 1, 0, {0}, {0}};
+                    NULL, 0, 1, 0, {0}, {0}, NULL};
     int pc = part_channels(C, DG_DIRECT_OCB);
     j.parts = (OC + pc - 1) / pc;
     return direct_run(&j, ws_floats, OH, OW, pack_task, image_task, part_task);
@@ -1626,7 +1639,7 @@ dg_status dg_direct_convt(float *out, int add, float *ws, size_t ws_floats, cons
     /* one image per slot: its (2H*2W, 16) row buffer */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
                     2 * W, (size_t)C * 16 * OC, (size_t)4 * H * W * DG_DIRECT_T_OCB, 1,
-                    NULL, 0, 1, 0, {0}, {0}};
+                    NULL, 0, 1, 0, {0}, {0}, NULL};
     int pc = part_channels(C, DG_DIRECT_T_OCB);
     j.parts = (OC + pc - 1) / pc;
     return direct_run(&j, ws_floats, H, W, convt_pack_task, convt_image_task, convt_part_task);
@@ -1681,12 +1694,15 @@ static size_t few_piece(size_t r0, size_t r1, int p, int pieces) {
 
 dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
                                    const dg_few_head *h, const float *weight,
-                                   const float *bias, int C, int H, int W, int OC,
-                                   const dg_bn_eval *tail) {
+                                   const float *packed, const float *bias, int C, int H,
+                                   int W, int OC, const dg_bn_eval *tail) {
 #if DG_HAVE_AVX2
     int hw = H * W, blocks = OC / DG_FEW_OCB;
+    /* kept weights only when all are finite (their flag after them) */
+    if (packed != NULL && packed[(size_t)C * OC * 16] != 1.0f) packed = NULL;
     direct_job j = {0, out, ws, h->hid, weight, bias, 1, C, H, W, OC, 2 * H, 2 * W, 0,
-                    few_task_floats(1, OC, 2 * H, 2 * W, 1), 1, NULL, 0, 1, 0, {0}, {0}};
+                    few_task_floats(1, OC, 2 * H, 2 * W, 1), 1, NULL, 0, 1, 0, {0}, {0},
+                    packed};
     if (j.task_floats > ws_floats) return DG_STATUS_ERR_SHAPE;
     /* the lists after the slot, when there is room for them */
     size_t pplane = (size_t)(2 * H + 2) * (2 * W + 2);
@@ -1736,10 +1752,43 @@ dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
     few_store(&j, ws, 0, 0, blocks, tail);
     return DG_STATUS_OK;
 #else
-    (void)out; (void)ws; (void)ws_floats; (void)h; (void)weight; (void)bias;
+    (void)out; (void)ws; (void)ws_floats; (void)h; (void)weight; (void)packed; (void)bias;
     (void)C; (void)H; (void)W; (void)OC; (void)tail;
     return DG_STATUS_ERR_VALUE;
 #endif
+}
+
+size_t dg_convt_few_packed_floats(int C, int OC) {
+    if (C <= 0 || OC <= 0 || OC % DG_FEW_OCB != 0) return 0;
+    if ((size_t)C > (SIZE_MAX - 16) / 16 / (size_t)OC) return 0;
+    return (size_t)C * OC * 16 + 16;
+}
+
+/* Plain loops: a layout made once per change of the weights, not per call. */
+dg_status dg_convt_few_pack(float *packed, const float *weight, int C, int OC) {
+    size_t n = dg_convt_few_packed_floats(C, OC);
+    if (n == 0) return DG_STATUS_ERR_SHAPE;
+    if (packed == NULL || weight == NULL) return DG_STATUS_ERR_NULL;
+    int finite = 1;
+    for (int c0 = 0; c0 < C; c0 += DG_FEW_CC) {
+        int cc = C - c0 < DG_FEW_CC ? C - c0 : DG_FEW_CC;
+        for (int b = 0; b < OC / DG_FEW_OCB; b++) {
+            float *blk = packed + (size_t)c0 * OC * 16 + (size_t)b * cc * 16 * DG_FEW_OCB;
+            for (int c = 0; c < cc; c++) {
+                const float *w = weight + ((size_t)(c0 + c) * OC + (size_t)b * DG_FEW_OCB) * 16;
+                float *row = blk + (size_t)c * 16 * DG_FEW_OCB;
+                for (int v = 0; v < DG_FEW_OCB; v++)       /* output channel of the block */
+                    for (int k = 0; k < 4; k++)            /* kernel row */
+                        for (int t = 0; t < 4; t++) {      /* tap of the row */
+                            float x = w[v * 16 + k * 4 + t];
+                            row[k * 16 + v * 4 + t] = x;
+                            finite &= isfinite(x) != 0;
+                        }
+            }
+        }
+    }
+    for (int i = 0; i < 16; i++) packed[n - 16 + i] = finite ? 1.0f : 0.0f;
+    return DG_STATUS_OK;
 }
 
 double dg_few_sparse_share(double share) {
@@ -1757,7 +1806,7 @@ dg_status dg_direct_convt_few(float *out, int add, float *ws, size_t ws_floats,
 #if DG_HAVE_AVX2
     /* each task's slot: the padded planes of its blocks of one image */
     direct_job j = {add, out, ws, inp, weight, add ? NULL : bias, N, C, H, W, OC, 2 * H,
-                    2 * W, 0, 0, 1, NULL, 0, 1, 0, {0}, {0}};
+                    2 * W, 0, 0, 1, NULL, 0, 1, 0, {0}, {0}, NULL};
     int nt = direct_tasks((size_t)N * (OC / DG_FEW_OCB), N, C, OC, H * W);
     while (nt > 1 && (size_t)nt * few_task_floats(N, OC, 2 * H, 2 * W, nt) > ws_floats) nt--;
     j.task_floats = few_task_floats(N, OC, 2 * H, 2 * W, nt);

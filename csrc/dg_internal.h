@@ -216,11 +216,13 @@ typedef struct {
  * output through the tail's batch norm over OC channels and its activation as it
  * is stored (dg_batchnorm_act_forward_eval's bits). Sizes and arguments checked
  * by the caller (dg_linear_bn_convt_forward); the workspace: what
- * dg_direct_tfew_fits accepted. */
+ * dg_direct_tfew_fits accepted. packed (else NULL): weight as dg_convt_few_pack
+ * lays it out, read in place of each block's weights copied per call when its
+ * flag says all are finite. */
 dg_status dg_direct_convt_few_head(float *out, float *ws, size_t ws_floats,
                                    const dg_few_head *h, const float *weight,
-                                   const float *bias, int C, int H, int W, int OC,
-                                   const dg_bn_eval *tail);
+                                   const float *packed, const float *bias, int C, int H,
+                                   int W, int OC, const dg_bn_eval *tail);
 /* 1 when dg_direct_conv_dweight takes this conv2d geometry on this CPU, with a
  * workspace of ws_floats floats. */
 /* 1 when dg_linear_forward of N images of C inputs runs its batched kernel

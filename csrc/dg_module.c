@@ -1383,14 +1383,58 @@ exit:
 }
 
 static PyObject *
+py_convt_few_pack(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    static const char op[] = "_convt_few_pack";
+    static char *kwlist[] = {"packed", "weight", NULL};
+    dg_arg packed = ARG("packed"), weight = ARG("weight");
+    dg_arg *all[] = {&packed, &weight};
+    npy_intp e_w[4] = {DG_ANY, DG_ANY, 4, 4}, e_pk[1];
+    PyObject *ret = NULL;
+    dg_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O&:_convt_few_pack", kwlist, conv_output,
+                                     &packed, conv_input, &weight)) {
+        goto exit;
+    }
+    if (check_shape(&weight, 4, e_w, "(C, OC, 4, 4)") < 0) {
+        goto exit;
+    }
+    if (DIM(weight, 0) > INT_MAX || DIM(weight, 1) > INT_MAX ||
+        (e_pk[0] = (npy_intp)dg_convt_few_packed_floats((int)DIM(weight, 0),
+                                                        (int)DIM(weight, 1))) == 0) {
+        PyErr_Format(PyExc_ValueError, "%s: weight (C, OC, 4, 4) needs OC a multiple of 4 "
+                     "and C, OC >= 1, got (%zd, %zd, 4, 4)", op, (Py_ssize_t)DIM(weight, 0),
+                     (Py_ssize_t)DIM(weight, 1));
+        goto exit;
+    }
+    if (check_shape(&packed, 1, e_pk, "(C*OC*16 + 16,)") < 0 ||
+        check_overlap(op, all, NARGS(all), 0) < 0) {
+        goto exit;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = dg_convt_few_pack(F32(packed), CF32(weight), (int)DIM(weight, 0), (int)DIM(weight, 1));
+    Py_END_ALLOW_THREADS
+    if (check_status(op, st) < 0) {
+        goto exit;
+    }
+    ret = PyBool_FromLong(F32(packed)[SIZE(packed) - 1] == 1.0f);
+exit:
+    Py_XDECREF(packed.arr);
+    Py_XDECREF(weight.arr);
+    return ret;
+}
+
+static PyObject *
 py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
     static const char op[] = "_linear_bn_convt_forward";
     static char *kwlist[] = {"out", "lin", "hid", "workspace", "z", "lweight", "lbias",
                              "running_mean", "running_var", "gamma", "beta", "eps", "weight",
                              "bias", "SH", "SW", "PH", "PW", "act", "slope", "running_mean2",
-                             "running_var2", "gamma2", "beta2", "eps2", "act2", "slope2", NULL};
-    dg_arg out = ARG("out"), lin = ARG("lin"), hid = ARG("hid"),
+                             "running_var2", "gamma2", "beta2", "eps2", "act2", "slope2",
+                             "packed", NULL};
+    dg_arg out = ARG("out"), lin = ARG("lin"), hid = ARG("hid"), packed = ARG("packed"),
            workspace = ARG("workspace"), z = ARG("z"), lweight = ARG("lweight"),
            lbias = ARG("lbias"), running_mean = ARG("running_mean"),
            running_var = ARG("running_var"), gamma = ARG("gamma"), beta = ARG("beta"),
@@ -1398,7 +1442,7 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
            running_var2 = ARG("running_var2"), gamma2 = ARG("gamma2"), beta2 = ARG("beta2");
     dg_arg *all[] = {&out, &lin, &hid, &workspace, &z, &lweight, &lbias, &running_mean,
                      &running_var, &gamma, &beta, &weight, &bias, &running_mean2,
-                     &running_var2, &gamma2, &beta2};
+                     &running_var2, &gamma2, &beta2, &packed};
     dg_arg *vec[] = {&lbias, &running_mean, &running_var, &gamma, &beta};
     dg_arg *vec2[] = {&running_mean2, &running_var2, &gamma2, &beta2};
     npy_intp e_z[2] = {DG_ANY, DG_ANY}, e_lw[2], e_lin[2];
@@ -1409,14 +1453,14 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
     dg_status st;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "O&O&O&O&O&O&O&O&O&O&O&fO&O&iiii|$ifO&O&O&O&fif:_linear_bn_convt_forward",
+            args, kwds, "O&O&O&O&O&O&O&O&O&O&O&fO&O&iiii|$ifO&O&O&O&fifO&:_linear_bn_convt_forward",
             kwlist, conv_output, &out, conv_output, &lin, conv_output, &hid, conv_output,
             &workspace, conv_input, &z, conv_input, &lweight, conv_input_opt, &lbias,
             conv_input, &running_mean, conv_input, &running_var, conv_input_opt, &gamma,
             conv_input_opt, &beta, &eps, conv_input, &weight, conv_input_opt, &bias, &g.SH,
             &g.SW, &g.PH, &g.PW, &act, &slope, conv_input_opt, &running_mean2, conv_input_opt,
             &running_var2, conv_input_opt, &gamma2, conv_input_opt, &beta2, &eps2, &act2,
-            &slope2)) {
+            &slope2, conv_input_opt, &packed)) {
         goto exit;
     }
     if ((running_mean2.arr == NULL) != (running_var2.arr == NULL) ||
@@ -1448,6 +1492,19 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
         check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }
+    if (packed.arr != NULL) {
+        /* the layout of this weight (_convt_few_pack), flat */
+        npy_intp e_pk[1] = {(npy_intp)dg_convt_few_packed_floats(g.C, g.OC)};
+        if (g.KH != 4 || g.KW != 4 || e_pk[0] == 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s: packed is only for a (C, OC, 4, 4) weight with OC a multiple "
+                         "of 4, got (%d, %d, %d, %d)", op, g.C, g.OC, g.KH, g.KW);
+            goto exit;
+        }
+        if (check_shape(&packed, 1, e_pk, "(C*OC*16 + 16,) from _convt_few_pack") < 0) {
+            goto exit;
+        }
+    }
     Py_BEGIN_ALLOW_THREADS
     st = dg_linear_bn_convt_forward(F32(out), F32(lin), F32(hid), F32(workspace), CF32(z),
                                     CF32(lweight), CF32(lbias), CF32(running_mean),
@@ -1455,7 +1512,7 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
                                     slope, CF32(weight), CF32(bias), g.N, K, g.C, g.H, g.W,
                                     g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
                                     CF32(running_mean2), CF32(running_var2), CF32(gamma2),
-                                    CF32(beta2), eps2, act2, slope2);
+                                    CF32(beta2), eps2, act2, slope2, CF32(packed));
     Py_END_ALLOW_THREADS
     if (check_status(op, st) < 0) {
         goto exit;
@@ -2606,7 +2663,7 @@ static PyMethodDef dg_methods[] = {
               "($module, /, out, lin, hid, workspace, z, lweight, lbias, running_mean, "
               "running_var, gamma, beta, eps, weight, bias, SH, SW, PH, PW, *, act=0, "
               "slope=0.0, running_mean2=None, running_var2=None, gamma2=None, beta2=None, "
-              "eps2=1e-5, act2=0, slope2=0.0)",
+              "eps2=1e-5, act2=0, slope2=0.0, packed=None)",
               "A generator's head in eval mode, in one call: lin (N, C*H*W) = z (N, K) @ "
               "lweight^T + lbias, hid (N, C, H, W) = _batchnorm_forward_eval(lin) with act, "
               "out = _conv_transpose2d_forward(hid) + bias; the same three results. With "
@@ -2615,7 +2672,14 @@ static PyMethodDef dg_methods[] = {
               "act2, slope2: the batch norm that follows, the same bits. On one thread at "
               "batch 1 the three go chunk of channels by chunk, the linear layer's weights "
               "streaming while the transposed layer sums, the second batch norm applied as "
-              "the sums are stored (dg_linear_bn_convt_forward)."),
+              "the sums are stored (dg_linear_bn_convt_forward); there it reads packed, "
+              "weight as _convt_few_pack laid it out, if given, instead of copying each "
+              "block's weights per call: the caller keeps it current with weight."),
+    KW_METHOD(_convt_few_pack,
+              "($module, /, packed, weight)",
+              "packed (C*OC*16 + 16,) = weight (C, OC, 4, 4) as the one-image transposed "
+              "kernel of _linear_bn_convt_forward reads it, then a flag (dg_convt_few_pack). "
+              "Returns whether every weight is finite (the kernel uses packed only then)."),
     KW_METHOD(_batchnorm_backward,
               "($module, /, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, *, out=None,"
               " act=0, slope=0.0)",

@@ -208,7 +208,10 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
  * output. Where the few-image transposed kernel runs in one task (sampling one
  * image on one thread), the three go chunk of input channels by chunk, so that
  * streaming the linear layer's weights overlaps the transposed layer's sums, and
- * the second batch norm is applied as the sums are stored. */
+ * the second batch norm is applied as the sums are stored. packed (else NULL):
+ * weight as dg_convt_few_pack laid it out, which that one-image kernel then reads
+ * instead of copying each block's weights per call (the same bits); the caller
+ * keeps it current with weight. */
 dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *workspace,
                                      const float *z, const float *lweight,
                                      const float *lbias, const float *running_mean,
@@ -219,7 +222,19 @@ dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *
                                      int SW, int PH, int PW, int OH, int OW,
                                      const float *running_mean2, const float *running_var2,
                                      const float *gamma2, const float *beta2, float eps2,
-                                     int act2, float slope2);
+                                     int act2, float slope2, const float *packed);
+/* The floats of dg_convt_few_pack's layout of a (C, OC, 4, 4) weight: C*OC*16
+ * weights and a vector of 16 after them, or 0 when C, OC are not positive, OC is
+ * not a multiple of 4 or the count overflows. */
+size_t dg_convt_few_packed_floats(int C, int OC);
+/* packed (dg_convt_few_packed_floats) = weight (C, OC, 4, 4) as the one-image
+ * transposed kernel of dg_linear_bn_convt_forward reads it: input channels in
+ * chunks of 64 (the last may be shorter, cc channels), in a chunk the blocks of 4
+ * output channels in order, in a block cc rows of 64 floats, one per input
+ * channel: vector K (16 floats) of a row holds kernel row K of the four channels,
+ * channel v's 4 taps at 4v. Then a vector of 16 floats: 1.0 when every weight is
+ * finite, else 0.0 (the kernel then copies per call, as without packed). */
+dg_status dg_convt_few_pack(float *packed, const float *weight, int C, int OC);
 /* Accumulates dinp (N,C,H,W), dweight (C,OC,KH,KW), dbias (OC); each may be NULL. */
 dg_status dg_conv_transpose2d_backward(float *dinp, float *dweight,
                                        float *dbias, float *workspace,

@@ -213,6 +213,7 @@ class GAN:
                              f"{self.image_shape}")
         self.g_ema = Network(spec["generator"], (self.latent_dim,), init=init, seed=seed)
         self.g_ema.copy_from(self.generator)
+        self.g_ema.keep_packed = True   # changed only by update_ema, copy_from and load
         self.opt_g = Adam(self.generator.params, self.generator.grads, lr_g, betas)
         self.opt_d = Adam(self.discriminator.params, self.discriminator.grads, lr_d, betas)
         self.step_count = 0
@@ -411,6 +412,7 @@ class GAN:
         opt = self.opt_g
         with self._sample_lock:          # a sampler in another thread sees old or new G
             self._ema_t0 += opt.t
+            nets[1].keep_packed = True
             self.generator, self.g_ema = nets
             self.opt_g = Adam(self.generator.params, self.generator.grads, opt.lr, opt.betas,
                               opt.eps, opt.weight_decay)
@@ -422,6 +424,7 @@ class GAN:
         t = self.opt_g.t + self._ema_t0
         decay = min(self.config["ema"], (1.0 + t) / (10.0 + t)) if self.config["ema"] > 0 else 0.0
         _core._ema_update(self.g_ema.params, self.generator.params, float(decay))
+        self.g_ema.weights_changed()
 
     def step(self, real, labels=None):
         """One iteration: ``n_critic`` discriminator updates, then one generator update.
@@ -609,6 +612,10 @@ class GAN:
             Samples per forward pass.
         ema : bool
             Use the EMA generator (default) or the raw one (in eval mode).
+
+        The EMA generator keeps its weights packed for the one-image kernel
+        (``Network.keep_packed``): after writing into ``g_ema.params`` yourself,
+        call ``g_ema.weights_changed()``.
         """
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
@@ -687,6 +694,8 @@ class GAN:
                     raise _ckpt.CheckpointError(f"{path}: tensor {k} is {tensors[k].shape} "
                                                 f"{tensors[k].dtype}, the spec needs {a.shape} {a.dtype}")
                 a[...] = tensors[k]
+            for net in (gan.generator, gan.discriminator, gan.g_ema):
+                net.weights_changed()
             if cfg.get("spectral_norm_removed"):
                 gan.discriminator.remove_spectral_norm(fold=False)
                 gan.config["spectral_norm_removed"] = True

@@ -772,6 +772,17 @@ class Network:
         N(0, 0.02) weights (Radford et al. 2016) or PyTorch's default.
     seed : int
         Seed of the initialisation.
+
+    Attributes
+    ----------
+    keep_packed : bool
+        Off by default. When set, :meth:`predict` of one sample keeps each head's
+        transposed-convolution weights packed as the core's one-image kernel reads
+        them (``_core._convt_few_pack``), packed again on the first call after
+        :meth:`weights_changed`, instead of the kernel copying them block by block
+        on every call: the same bits, ~5 % less time for a width-1.0 DCGAN's
+        one-image sample (PERFORMANCE.md, log 127). ``GAN`` sets it on its EMA
+        generator, whose weights change only through distgan's own calls.
     """
 
     def __init__(self, layers, input_shape, spectral_norm=False, init="dcgan", seed=0):
@@ -824,7 +835,10 @@ class Network:
         self._fused = set()   # layers fused with their activation (_fusions)
         self.workspace = np.zeros(0, _F32)
         self._ws_batch = None
-        self._plan = None          # predict's plan: (key, input, calls, output)
+        self._plan = None          # predict's plan: (key, input, calls, output, packs)
+        self.keep_packed = False   # predict keeps heads' weights packed (keep_packed)
+        self._wversion = 0         # weights_changed() calls
+        self._packed_at = -1       # the _wversion the plan's packs were made at
         self._frozen_blocks = 0    # frozen_activations blocks that are open
         self._backward_ok = True   # False after predict, until the next forward
         self.reset_parameters(init, seed)
@@ -854,6 +868,15 @@ class Network:
         rng = np.random.default_rng(seed)
         for l in self.layers:
             l.init(rng, init)
+        self.weights_changed()
+
+    def weights_changed(self):
+        """Tell the network that its parameters changed, so that :meth:`predict`
+        packs the weights it keeps packed again (:attr:`keep_packed`) before its next
+        call. distgan's own writes call it (:meth:`copy_from`,
+        :meth:`reset_parameters`, ``GAN.update_ema``, ``GAN.load``); call it after
+        writing into ``params`` yourself while ``keep_packed`` is set."""
+        self._wversion += 1
 
     @property
     def num_params(self) -> int:
@@ -956,9 +979,13 @@ class Network:
         if (labels is None and not self._frozen_blocks and isinstance(x, np.ndarray)
                 and x.ndim == len(self.input_shape) + 1):
             plan = self._plan
-            if plan is None or plan[0] != (x.shape[0], _FUSE, _FUSE_HEAD):
+            if plan is None or plan[0] != (x.shape[0], _FUSE, _FUSE_HEAD, self.keep_packed):
                 plan = self._plan = self._make_plan(x.shape[0])
             if plan is not None and plan[1].shape == x.shape:
+                if plan[4] and self._packed_at != self._wversion:
+                    for packed, weight in plan[4]:
+                        _core._convt_few_pack(packed, weight)
+                    self._packed_at = self._wversion
                 np.copyto(plan[1], x)    # casts a float64 input as forward does
                 self._backward_ok = False
                 for call in plan[2]:
@@ -974,7 +1001,8 @@ class Network:
         self._ensure_workspace(n)
         fused = self._fusions(None, n)
         x = inp = np.zeros((n,) + self.input_shape, _F32)
-        calls = []
+        calls, packs = [], []
+        self._packed_at = -1
         skip = -1
         for i, l in enumerate(self.layers):
             if i <= skip or i - 1 in fused:
@@ -985,11 +1013,16 @@ class Network:
                 tail = i + 5 < len(self.layers) and isinstance(self.layers[i + 5], BatchNorm)
                 x, fn, args, kwargs = self._head_call(i, x, tail)
                 skip = i + 4 + tail
+                weight = self.layers[i + 4].weight(False)
+                if self.keep_packed and n == 1 and weight.shape[1] % 4 == 0 and \
+                        weight.shape[2:] == (4, 4):
+                    kwargs["packed"] = _huge_zeros(weight.size + 16)
+                    packs.append((kwargs["packed"], weight))
             else:
                 x, fn, args, kwargs = l._call(self, x, False)
             if fn is not None:
                 calls.append(functools.partial(fn, *args, **kwargs))
-        return (n, _FUSE, _FUSE_HEAD), inp, tuple(calls), x
+        return (n, _FUSE, _FUSE_HEAD, self.keep_packed), inp, tuple(calls), x, tuple(packs)
 
     def _head_fits(self, i, fused, taps):
         """Whether layers i .. i + 4 are a head that :meth:`_forward_head` computes
@@ -1128,6 +1161,7 @@ class Network:
             raise ValueError("copy_from: the two networks have different specs")
         self.params[...] = other.params
         self.buffers[...] = other.buffers
+        self.weights_changed()
 
     def __repr__(self):
         lines = [f"Network({self.num_params:,} params, {self.macs:,} MACs/sample)"]

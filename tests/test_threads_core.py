@@ -779,6 +779,55 @@ def test_linear_bn_convt_forward_gives_the_layers_bits(rng, threads, N, act):
             assert np.array_equal(out, out1), (C, t, tail, np.abs(out - out1).max())
             if act == _core.ACT_RELU:
                 assert 0.3 < np.count_nonzero(hid) / hid.size < 0.7
+            # the weights packed as the one-image kernel reads them: the same bits
+            packed = np.full(o["weight"].size + 16, np.nan, np.float32)
+            assert _core._convt_few_pack(packed, o["weight"]) is True
+            out2 = np.full_like(out, np.nan)
+            _core._linear_bn_convt_forward(
+                out2, lin, hid.reshape(N, C, 7, 7), ws, o["z"], o["lweight"], o["lbias"],
+                o["running_mean"], o["running_var"], o["gamma"], o["beta"], 1e-5,
+                o["weight"], o["bias"], 2, 2, 1, 1, act=act, slope=slope, packed=packed,
+                **bn2)
+            assert np.array_equal(out2, out1), (C, t, tail)
+
+
+def test_convt_few_pack_layout_and_non_finite_weights(rng):
+    """_convt_few_pack lays a (C, OC, 4, 4) weight out in chunks of 64 input channels,
+    blocks of 4 output channels, and per channel the 4 kernel rows of the block's 4
+    channels (built here with NumPy from that description), then a flag vector: 1 when
+    every weight is finite. With an inf weight that only zero inputs meet, the head's
+    output is the unpacked call's (NaN there: inf * 0), so the kernel did not take the
+    kept weights' sparse rows."""
+    for C, OC in ((256, 128), (80, 8), (3, 4)):
+        w = rng.standard_normal((C, OC, 4, 4)).astype(np.float32)
+        packed = np.empty(w.size + 16, np.float32)
+        assert _core._convt_few_pack(packed, w) is True
+        want = []
+        for c0 in range(0, C, 64):
+            cc = min(64, C - c0)
+            blocks = w[c0:c0 + cc].reshape(cc, OC // 4, 4, 4, 4)   # c, block, v, K, tap
+            want.append(blocks.transpose(1, 0, 3, 2, 4).ravel())   # block, c, K, v, tap
+        assert np.array_equal(packed[:-16], np.concatenate(want))
+        assert np.array_equal(packed[-16:], np.ones(16, np.float32))
+    N, C, OC = 1, 64, 32
+    o = _head_operands(rng, N, 100, C, 7, OC)
+    o["weight"][5, 3, 1, 2] = np.inf
+    packed = np.empty(o["weight"].size + 16, np.float32)
+    assert _core._convt_few_pack(packed, o["weight"]) is False
+    assert np.array_equal(packed[-16:], np.zeros(16, np.float32))
+    ws = np.empty(_core._conv_transpose2d_workspace_size(N, C, 7, 7, OC, 4, 4, 2, 2, 1, 1,
+                                                         14, 14), np.float32)
+    distgan.set_num_threads(1)
+    outs = []
+    for pk in (None, packed):
+        lin, hid = np.full((2, N, C * 49), np.nan, np.float32)
+        out = np.full((N, OC, 14, 14), np.nan, np.float32)
+        _core._linear_bn_convt_forward(
+            out, lin, hid.reshape(N, C, 7, 7), ws, o["z"], o["lweight"], o["lbias"],
+            o["running_mean"], o["running_var"], o["gamma"], o["beta"], 1e-5, o["weight"],
+            o["bias"], 2, 2, 1, 1, act=_core.ACT_RELU, packed=pk)
+        outs.append(out)
+    assert np.isnan(outs[0]).any() and np.array_equal(outs[0], outs[1], equal_nan=True)
 
 
 def test_linear_bn_convt_forward_rejects_bad_arguments(rng):
@@ -825,6 +874,19 @@ def test_linear_bn_convt_forward_rejects_bad_arguments(rng):
         call(running_mean2=v, running_var2=v, eps2=0.0)
     with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: act"):
         call(running_mean2=v, running_var2=v, act2=5)
+    packed = np.empty(C * OC * 16 + 16, np.float32)
+    assert _core._convt_few_pack(packed, o["weight"]) is True
+    call(packed=packed)
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: packed .*\(C\*OC\*16 \+ 16"):
+        call(packed=packed[:-1].copy())
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: .*overlap"):
+        call(packed=ws[:packed.size])
+    with pytest.raises(ValueError, match=r"_convt_few_pack: packed .*\(C\*OC\*16 \+ 16"):
+        _core._convt_few_pack(packed[:-16].copy(), o["weight"])
+    with pytest.raises(ValueError, match=r"_convt_few_pack: weight .*OC a multiple of 4"):
+        _core._convt_few_pack(packed, np.zeros((C, 6, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"_convt_few_pack: weight .*\(C, OC, 4, 4\)"):
+        _core._convt_few_pack(packed, np.zeros((C, OC, 3, 3), np.float32))
 
 
 @pytest.mark.parametrize("spec", ["teacher", "student", "conditional", "32x32"])
@@ -911,6 +973,58 @@ def test_predict_same_bits_as_eval_forward(rng, threads, spec, monkeypatch):
     y = net.forward(x, labels, train=False).copy()
     assert not np.array_equal(y, before)
     assert np.array_equal(net.predict(x, labels), y)
+
+
+def test_predict_keeps_packed_weights_until_they_change(rng, threads, monkeypatch, tmp_path):
+    """With keep_packed, predict of one sample packs each head's transposed-convolution
+    weights once (_convt_few_pack) and reuses them: forward's bits at 1 and 2 threads;
+    packed again only after weights_changed (called by copy_from, reset_parameters and
+    GAN.update_ema), and then forward's bits for the new weights. Batches of more
+    samples keep none. A GAN sets it on its EMA generator, and its one-image samples
+    follow its training steps and a checkpoint's weights."""
+    from distgan import models
+    packs = []
+    pack = _core._convt_few_pack
+    monkeypatch.setattr(_core, "_convt_few_pack", lambda p, w: packs.append(w.shape) or pack(p, w))
+    net = Network(models.dcgan(width=0.25)["generator"], (100,), seed=3)
+    for l in net.layers:
+        if l.type == "batch_norm":
+            l.b["running_var"][...] = rng.uniform(0.5, 2.0, l.b["running_var"].shape)
+    net.keep_packed = True
+    z = rng.standard_normal((1, 100)).astype(np.float32)
+    for t in (1, 2):
+        distgan.set_num_threads(t)
+        assert np.array_equal(net.predict(z), net.forward(z, train=False))
+    assert packs == [(64, 32, 4, 4)]                     # once, kept
+    net.params *= np.float32(1.5)
+    net.weights_changed()
+    for t in (1, 2):
+        distgan.set_num_threads(t)
+        assert np.array_equal(net.predict(z), net.forward(z, train=False))
+    assert len(packs) == 2
+    other = Network(models.dcgan(width=0.25)["generator"], (100,), seed=4)
+    net.copy_from(other)
+    assert np.array_equal(net.predict(z), other.forward(z, train=False))
+    net.reset_parameters(seed=5)
+    assert np.array_equal(net.predict(z), net.forward(z, train=False)) and len(packs) == 4
+    z3 = rng.standard_normal((3, 100)).astype(np.float32)
+    assert np.array_equal(net.predict(z3), net.forward(z3, train=False)) and len(packs) == 4
+
+    distgan.set_num_threads(1)
+    gan = distgan.GAN(models.dcgan(width=0.25), seed=0)
+    assert gan.g_ema.keep_packed and not gan.generator.keep_packed
+    real = rng.uniform(-1, 1, (8, 1, 28, 28)).astype(np.float32)
+    before = None
+    for _ in range(2):
+        gan.step(real)
+        after = gan.sample(1, seed=7).copy()
+        z7 = gan.g_ema._plan[1].copy()   # the noise it drew
+        assert np.array_equal(after, gan.g_ema.forward(z7, train=False))
+        assert before is None or not np.array_equal(after, before)
+        before = after
+    gan.save(tmp_path / "g.safetensors")
+    back = distgan.GAN.load(tmp_path / "g.safetensors")
+    assert back.g_ema.keep_packed and np.array_equal(back.sample(1, seed=7), after)
 
 
 def test_predict_keeps_no_state_for_a_backward(rng):

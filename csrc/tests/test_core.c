@@ -615,7 +615,34 @@ static void head_case(int N, int K, int C, int H, int OC, int act, int threads, 
     dg_status st = dg_linear_bn_convt_forward(
         out, lin, hid, ws, z, lw, lb, mean, var, gamma, beta, 1e-5f, act, slope, w, b, N, K, C,
         H, W, OC, 4, 4, 2, 2, 1, 1, OH, OW, tail ? mean2 : NULL, tail ? var2 : NULL, g2, b2,
-        1e-3f, act2, slope2);
+        1e-3f, act2, slope2, NULL);
+    /* again with the weights packed (dg_convt_few_pack), which the one-image kernel
+     * reads instead of its per-call copies: the same bits; with an inf weight
+     * (tail 2, a channel's whose inputs are zero after a ReLU), the flag says so
+     * and the kernel copies as without */
+    size_t pn = dg_convt_few_packed_floats(C, OC);
+    float *pk = fnan(pn), *out2 = fnan(fo), *lin2 = fnan(fh), *hid2 = fnan(fh);
+    float *w2 = fcopy(w, (size_t)C * OC * 16);
+    if (tail == 2) w2[(size_t)(C - 1) * OC * 16 + 5] = INFINITY;
+    dg_status stp = dg_convt_few_pack(pk, w2, C, OC);
+    int flag_ok = stp == DG_STATUS_OK && pk[pn - 1] == (tail == 2 ? 0.0f : 1.0f);
+    if (stp == DG_STATUS_OK)
+        stp = dg_linear_bn_convt_forward(
+            out2, lin2, hid2, ws, z, lw, lb, mean, var, gamma, beta, 1e-5f, act, slope, w2, b,
+            N, K, C, H, W, OC, 4, 4, 2, 2, 1, 1, OH, OW, tail ? mean2 : NULL,
+            tail ? var2 : NULL, g2, b2, 1e-3f, act2, slope2, pk);
+    float *out3 = fnan(fo);
+    if (stp == DG_STATUS_OK && tail == 2)   /* the reference of the inf weight's output */
+        stp = dg_linear_bn_convt_forward(
+            out3, lin2, hid2, ws, z, lw, lb, mean, var, gamma, beta, 1e-5f, act, slope, w2, b,
+            N, K, C, H, W, OC, 4, 4, 2, 2, 1, 1, OH, OW, mean2, var2, g2, b2, 1e-3f, act2,
+            slope2, NULL);
+    CHECK(stp == DG_STATUS_OK && flag_ok && same_floats(lin2, lin, fh) &&
+              same_floats(hid2, hid, fh) && same_floats(out2, tail == 2 ? out3 : out, fo),
+          "head N=%d K=%d C=%d %dx%d OC=%d act=%d tail=%d, %d thread(s): packed weights%s, "
+          "the same bits", N, K, C, H, W, OC, act, tail, threads,
+          tail == 2 ? " with an inf (flag 0)" : "");
+    free(pk); free(out2); free(lin2); free(hid2); free(w2); free(out3);
     dg_status st1 = dg_linear_forward(lin1, z, lw, lb, N, K, F);
     if (st1 == DG_STATUS_OK)
         st1 = dg_batchnorm_act_forward_eval(hid1, lin1, mean, var, gamma, beta, N, F, 1, 1e-5f,
@@ -662,7 +689,7 @@ static void test_linear_bn_convt(void) {
 #define HEAD2(o, l, zz, k, eps, act, m2, v2, g2, eps2, act2)                               \
     dg_linear_bn_convt_forward(o, l, hid, ws, zz, lw, NULL, v, v, NULL, NULL, eps, act, 0.0f, \
                                w, NULL, 1, k, C, H, H, OC, 4, 4, 2, 2, 1, 1, 4, 4, m2, v2, g2, \
-                               NULL, eps2, act2, 0.0f)
+                               NULL, eps2, act2, 0.0f, NULL)
 #define HEAD(o, l, zz, k, eps, act) HEAD2(o, l, zz, k, eps, act, NULL, NULL, NULL, 0.0f, 0)
     CHECK(HEAD(out, lin, z, 0, 1e-5f, 0) == DG_STATUS_ERR_SHAPE &&
               HEAD(NULL, lin, z, K, 1e-5f, 0) == DG_STATUS_ERR_NULL &&
@@ -683,6 +710,44 @@ static void test_linear_bn_convt(void) {
 #undef HEAD
 #undef HEAD2
     free(z); free(lw); free(v); free(w); free(lin); free(hid); free(out); free(ws);
+}
+
+/* dg_convt_few_pack's layout, element by element from its description; its size
+ * and errors. */
+static void test_convt_few_pack(void) {
+    printf("# transposed convolution: the one-image kernel's packed weights\n");
+    static const int shapes[][2] = {{80, 8}, {64, 4}, {3, 12}, {130, 4}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int C = shapes[s][0], OC = shapes[s][1];
+        size_t n = dg_convt_few_packed_floats(C, OC);
+        float *w = frandn((size_t)C * OC * 16), *pk = fnan(n);
+        int ok = n == (size_t)C * OC * 16 + 16 && dg_convt_few_pack(pk, w, C, OC) == DG_STATUS_OK;
+        for (int c = 0; ok && c < C; c++) {
+            int c0 = c / 64 * 64, cc = C - c0 < 64 ? C - c0 : 64;
+            for (int oc = 0; oc < OC; oc++)
+                for (int k = 0; k < 16; k++) {
+                    size_t at = (size_t)c0 * OC * 16 + (size_t)(oc / 4) * cc * 64 +
+                                (size_t)(c - c0) * 64 + (size_t)(k / 4) * 16 + (oc % 4) * 4 +
+                                k % 4;
+                    ok &= pk[at] == w[((size_t)c * OC + oc) * 16 + k];
+                }
+        }
+        for (int i = 0; i < 16; i++) ok &= pk[n - 16 + i] == 1.0f;
+        w[(size_t)C * OC * 16 - 1] = NAN;
+        ok &= dg_convt_few_pack(pk, w, C, OC) == DG_STATUS_OK && pk[n - 1] == 0.0f;
+        CHECK(ok, "pack C=%d OC=%d: chunks of 64 channels, blocks of 4, kernel rows by 128-bit "
+              "lanes; the finite flag 1, then 0 with a NaN", C, OC);
+        free(w); free(pk);
+    }
+    float w[16 * 4], pk[16 * 4 + 16];
+    CHECK(dg_convt_few_packed_floats(1, 6) == 0 && dg_convt_few_packed_floats(0, 4) == 0 &&
+              dg_convt_few_packed_floats(4, -4) == 0 &&
+              dg_convt_few_packed_floats(INT_MAX, INT_MAX - 3) == 0 &&
+              dg_convt_few_pack(pk, w, 1, 6) == DG_STATUS_ERR_SHAPE &&
+              dg_convt_few_pack(NULL, w, 1, 4) == DG_STATUS_ERR_NULL &&
+              dg_convt_few_pack(pk, NULL, 1, 4) == DG_STATUS_ERR_NULL,
+          "pack: OC not a multiple of 4, C or OC < 1 or an overflowing count -> 0 floats and "
+          "a shape error; NULL -> null error");
 }
 
 /* The bias gradient of a wide layer (several blocks of columns, split over the
@@ -2437,6 +2502,8 @@ int main(void) {
     test_conv2d_act();
     test_batchnorm();
     test_threads();
+    /* last: its random weights leave the other tests' draws as they were */
+    test_convt_few_pack();
     int misc_fail = test_act() + test_embed() + test_loss() + test_adam() + test_rng();
     n_fail += misc_fail;
     n_pass += tm_checks_run - misc_fail;
