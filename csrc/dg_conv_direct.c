@@ -1171,7 +1171,10 @@ DG_AVX512 static int few_copy_finite(float *pk, const float *wb, int cc, size_t 
 /* Adds chunk c0's patches (its cc channels) of image x onto the padded planes
  * of blocks [b0, b1), of a run of blocks [bf, bl) whose planes start at pad:
  * for each block, its weights of the chunk copied together (pk: 16 KiB, which
- * stay in L1 over the block's input rows), then every input row's patches added
+ * stay in L1 over the block's input rows), or read in place from j->packed,
+ * where they lie so already (one copy less per block and call: a teacher's
+ * one-image sample 0.943-0.954 of the time on Granite Rapids, PERFORMANCE.md
+ * log 127), then every input row's patches added
  * on (from the chunk's lists of nonzeros, mask/val at its first slot, when
  * mask is set), while the next block's weights in the run are fetched into L2
  * (rows 8 KB apart, which the hardware did not fetch ahead: 1.06-1.09x with the
@@ -1194,7 +1197,6 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
     /* kept weights: a block's of a chunk are cc rows of bw floats in a row, from
      * the chunk's first row on (dg_convt_few_pack) */
     const float *kept = j->packed;
-    size_t ld = kept != NULL ? bw : ldw;   /* a weight row to the next, as read */
     for (int b = b0; b < b1; b++) {
         const float *wb = kept != NULL ? kept + (size_t)c0 * ldw + (size_t)b * cc * bw
                                        : j->weight + (size_t)c0 * ldw + (size_t)b * bw;
@@ -1215,11 +1217,19 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
                  (size_t)bf * (kept != NULL ? (size_t)ncc * bw : bw);
         }
         for (int y = 0; y < H; y++, step++) {
-            /* its rows fetched into L2 while this block computes, a share per row */
-            if (nw != NULL)
+            /* its rows fetched into L2 while this block computes, a share per row:
+             * every line of rows ldw apart; of kept weights, in a row, every fourth
+             * line, the hardware's prefetchers taking the rest (a teacher's sample
+             * ~0.976 of the time with every line on Granite Rapids: the prefetches
+             * stalled on the fill buffers; every eighth, ~1.02; PERFORMANCE.md log
+             * 127) */
+            if (nw != NULL && kept != NULL)
+                for (int l = y * ncc / H * 4; l < (y + 1) * ncc / H * 4; l += 4)
+                    __builtin_prefetch(nw + 16 * (size_t)l, 0, 2);
+            else if (nw != NULL)
                 for (int c = y * ncc / H; c < (y + 1) * ncc / H; c++)
                     for (int l = 0; l < DG_FEW_OCB; l++)   /* its 64-byte lines */
-                        __builtin_prefetch(nw + (size_t)c * ld + 16 * l, 0, 2);
+                        __builtin_prefetch(nw + (size_t)c * ldw + 16 * l, 0, 2);
             far_stream fs = {NULL, NULL};
             if (far != NULL)
                 fs.p = (const char *)far + 64 * (step * far_lines / steps),
