@@ -969,7 +969,10 @@ class Network:
         the forward's ``_core`` calls with their arrays (the layers' ``_call``); later
         calls of that size copy ``x`` into the recorded input and replay them. Sampling
         one image spent 66-72 µs in Python otherwise, 8 % of a width-1.0 generator's
-        sample and a third of a width-0.25 one's (PERFORMANCE.md, log 74).
+        sample and a third of a width-0.25 one's (PERFORMANCE.md, log 74). The plan
+        holds views of the parameters, so it follows writes into them, except the
+        heads' weights that :attr:`keep_packed` keeps packed: those follow
+        :meth:`weights_changed`.
 
         Keeps none of the state a backward needs: :meth:`backward` after it raises
         until the next :meth:`forward`. Conditional and spectral-norm networks, and
