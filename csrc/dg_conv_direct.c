@@ -1056,6 +1056,84 @@ typedef struct {
     SPARSE_ROW_KS(NP, SUF, 2, 0, 3)                                                     \
     SPARSE_ROW_KS(NP, SUF, 3, 1, 3)
 
+/* The sparse rows of two blocks at once (convt_sparse2_row_*, few_chunk with
+ * kept weights): the second block's weights wn floats after the first's, its
+ * planes DG_FEW_OCB planes after. Each listed channel's value, broadcast once,
+ * serves eight FMAs, one per vector of both blocks' weights: 9 loads for 8 FMAs
+ * where one block takes 10 (the loads bound the loop, SPARSE_STEP). Each
+ * accumulator takes the same FMAs in the same order as in one block's rows, so
+ * the same bits. Middle input rows took ~0.92 of their time in a teacher's
+ * one-image sample on Granite Rapids; the pass's 32 KiB of weights are first
+ * read in its first row (PERFORMANCE.md log 128). */
+#define SPARSE2_ROW_KS(NP, E, K0, K1)                                                   \
+    DG_AVX512 static void convt_sparse2_row_##NP##_##E(                                 \
+        float *pad, int ldp, size_t pplane, const uint64_t *mask, const float *val,     \
+        const float *w, size_t wn, far_stream *fs) {                                    \
+        convt_sparse2_row_##NP##_k(pad, ldp, pplane, mask, val, w, wn, fs, K0, K1);     \
+    }
+
+/* A listed channel's step of one pixel for both blocks (accumulators s, s2). */
+#define SPARSE2_STEP(s, s2, w, w2, o, b)                                                \
+    do {                                                                                \
+        size_t o2_ = (o);                                                               \
+        __m512 b2_ = (b);                                                               \
+        SPARSE_STEP(s, w, o2_, b2_);                                                    \
+        SPARSE_STEP(s2, w2, o2_, b2_);                                                  \
+    } while (0)
+
+/* As CONVT_SPARSE_ROW's loops, for two blocks; a far line per pixel's step (each
+ * as long as a pair's step of one block). */
+#define CONVT_SPARSE2_ROW(NP)                                                           \
+    __attribute__((always_inline, target("avx512f,bmi"))) static inline void            \
+    convt_sparse2_row_##NP##_k(float *pad, int ldp, size_t pplane,                      \
+                               const uint64_t *mask, const float *val, const float *w,  \
+                               size_t wn, far_stream *fs, const int k0, const int k1) { \
+        __m512 a[NP][DG_FEW_OCB], a2[NP][DG_FEW_OCB];                                   \
+        const char *fp = fs->p, *fe = fs->end; /* in registers, not through *fs */      \
+        const float *w2 = w + wn;                                                       \
+        for (int p = 0; p < NP; p += 2) {                                               \
+            int q = p + 1 < NP ? p + 1 : p;                                             \
+            uint64_t mp = mask[p], mq = q != p ? mask[q] : 0;                           \
+            const float *vp = val + (size_t)p * DG_FEW_CC;                              \
+            const float *vq = val + (size_t)q * DG_FEW_CC;                              \
+            int np = __builtin_popcountll(mp), nq = __builtin_popcountll(mq);           \
+            int m = np < nq ? np : nq, i = 0;                                           \
+            __m512 s[DG_FEW_OCB], t[DG_FEW_OCB], s2[DG_FEW_OCB], t2[DG_FEW_OCB];        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
+                s[v] = t[v] = s2[v] = t2[v] = _mm512_setzero_ps();                      \
+            for (; i < m; i++) {                                                        \
+                size_t cp_ = (size_t)_tzcnt_u64(mp) * 16 * DG_FEW_OCB;                  \
+                size_t cq_ = (size_t)_tzcnt_u64(mq) * 16 * DG_FEW_OCB;                  \
+                mp &= mp - 1, mq &= mq - 1;                                             \
+                FAR_STEP(fp, fe);                                                       \
+                SPARSE2_STEP(s, s2, w, w2, cp_, _mm512_set1_ps(vp[i]));                 \
+                FAR_STEP(fp, fe);                                                       \
+                SPARSE2_STEP(t, t2, w, w2, cq_, _mm512_set1_ps(vq[i]));                 \
+            }                                                                           \
+            for (int k = i; k < np; k++, mp &= mp - 1) {                                \
+                FAR_STEP(fp, fe);                                                       \
+                SPARSE2_STEP(s, s2, w, w2, (size_t)_tzcnt_u64(mp) * 16 * DG_FEW_OCB,    \
+                             _mm512_set1_ps(vp[k]));                                    \
+            }                                                                           \
+            for (int k = i; k < nq; k++, mq &= mq - 1) {                                \
+                FAR_STEP(fp, fe);                                                       \
+                SPARSE2_STEP(t, t2, w, w2, (size_t)_tzcnt_u64(mq) * 16 * DG_FEW_OCB,    \
+                             _mm512_set1_ps(vq[k]));                                    \
+            }                                                                           \
+            _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++) {              \
+                a[p][v] = s[v], a2[p][v] = s2[v];                                       \
+                if (q != p) a[q][v] = t[v], a2[q][v] = t2[v];                           \
+            }                                                                           \
+        }                                                                               \
+        fs->p = fp;                                                                     \
+        FEW_PATCHES(NP, a, pad, ldp, pplane, k0, k1);                                   \
+        FEW_PATCHES(NP, a2, pad + DG_FEW_OCB * pplane, ldp, pplane, k0, k1);            \
+    }                                                                                   \
+    SPARSE2_ROW_KS(NP, 0, 0, 4)                                                         \
+    SPARSE2_ROW_KS(NP, 1, 1, 4)                                                         \
+    SPARSE2_ROW_KS(NP, 2, 0, 3)                                                         \
+    SPARSE2_ROW_KS(NP, 3, 1, 3)
+
 CONVT_FEW_ROW(1)
 CONVT_FEW_ROW(2)
 CONVT_FEW_ROW(3)
@@ -1077,6 +1155,13 @@ CONVT_SPARSE_ROW(4, _reg, 1)
 CONVT_SPARSE_ROW(5, _reg, 1)
 CONVT_SPARSE_ROW(6, _reg, 1)
 CONVT_SPARSE_ROW(7, _reg, 1)
+CONVT_SPARSE2_ROW(1)
+CONVT_SPARSE2_ROW(2)
+CONVT_SPARSE2_ROW(3)
+CONVT_SPARSE2_ROW(4)
+CONVT_SPARSE2_ROW(5)
+CONVT_SPARSE2_ROW(6)
+CONVT_SPARSE2_ROW(7)
 
 typedef void (*convt_few_fn)(float *, int, size_t, const float *, size_t, const float *,
                              int, far_stream *);
@@ -1094,6 +1179,10 @@ static const convt_sparse_fn convt_sparse_rows[4][DG_FEW_MAXW + 1] =
     FEW_TABLE(convt_sparse_row_, );
 static const convt_sparse_fn convt_sparse_rows_reg[4][DG_FEW_MAXW + 1] =
     FEW_TABLE(convt_sparse_row_, _reg);
+typedef void (*convt_sparse2_fn)(float *, int, size_t, const uint64_t *, const float *,
+                                 const float *, size_t, far_stream *);
+static const convt_sparse2_fn convt_sparse2_rows[4][DG_FEW_MAXW + 1] =
+    FEW_TABLE(convt_sparse2_row_, );
 
 /* Lists of the nonzero inputs of one image x (C, HW), chunk by chunk of
  * DG_FEW_CC channels: for chunk k (channels c0 = k * DG_FEW_CC on) and pixel p,
@@ -1181,7 +1270,16 @@ DG_AVX512 static int few_copy_finite(float *pk, const float *wb, int cc, size_t 
  * weights in L3, log 68; fetched into L1 as well, 1.014x, log 100: their rows
  * fall in four of L1's 64 sets), and the far_lines 64-byte lines at far into
  * L2, a share per input row, one per step of the row's loop (the next chunk's
- * rows of the linear layer before this one, dg_direct_convt_few_head). */
+ * rows of the linear layer before this one, dg_direct_convt_few_head).
+ *
+ * Kept weights with lists, where the sparse rows load weights rather than
+ * values (not with few_reg's, Zen 4's): blocks go two at a time
+ * (convt_sparse2_row_*, a pass over their 32 KiB, contiguous in the kept
+ * layout), the next pass's fetched into L2, and the pass's own into L1 at its
+ * start, all together: its first row otherwise waited on them line by line
+ * (13 % of a teacher's one-image sample's profile on Granite Rapids where the
+ * last row took 6 %; the sample 0.983-0.987 of the time with one block at a
+ * time, PERFORMANCE.md log 128). */
 DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl, int b0,
                                 int b1, const float *x, int c0, const uint64_t *mask,
                                 const float *val, const float *far,
@@ -1191,13 +1289,15 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
     size_t pplane = (size_t)(j->OH + 2) * ldp, xplane = (size_t)H * W;
     /* a weight row; a block's weights of one input channel */
     size_t ldw = (size_t)j->OC * 16, bw = 16 * DG_FEW_OCB;
-    size_t steps = (size_t)(b1 - b0) * H, step = 0;   /* input rows, for far */
+    size_t steps = (size_t)(b1 - b0) * H, step = 0;   /* blocks' input rows, for far */
     const convt_sparse_fn(*sparse_rows)[DG_FEW_MAXW + 1] =
         few_reg() ? convt_sparse_rows_reg : convt_sparse_rows;   /* once per call */
     /* kept weights: a block's of a chunk are cc rows of bw floats in a row, from
      * the chunk's first row on (dg_convt_few_pack) */
     const float *kept = j->packed;
-    for (int b = b0; b < b1; b++) {
+    int pairs = kept != NULL && mask != NULL && !few_reg();   /* blocks two at a time */
+    for (int b = b0, nb; b < b1; b += nb) {
+        nb = pairs && b + 1 < b1 ? 2 : 1;
         const float *wb = kept != NULL ? kept + (size_t)c0 * ldw + (size_t)b * cc * bw
                                        : j->weight + (size_t)c0 * ldw + (size_t)b * bw;
         /* the sparse rows only where every weight is finite: they skip zero inputs,
@@ -1207,36 +1307,50 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
         const uint64_t *bm =
             (kept != NULL || few_copy_finite(pk, wb, cc, ldw)) && mask != NULL ? mask : NULL;
         float *pb = pad + (size_t)(b - bf) * DG_FEW_OCB * pplane;
-        /* the next piece of weights: the next block's, or the next chunk's first */
+        /* the next piece of weights: the next blocks' (the next pass's), or the next
+         * chunk's first; nn blocks of it fetched */
         const float *nw = NULL;
-        int ncc = 0;
-        if (b + 1 < bl) nw = wb + (kept != NULL ? (size_t)cc * bw : bw), ncc = cc;
-        else if (c0 + DG_FEW_CC < C) {
+        int ncc = 0, nn = 0;
+        if (b + nb < bl) {
+            nw = wb + (kept != NULL ? (size_t)nb * cc * bw : bw), ncc = cc;
+            nn = bl - (b + nb);
+        } else if (c0 + DG_FEW_CC < C) {
             ncc = C - c0 - DG_FEW_CC < DG_FEW_CC ? C - c0 - DG_FEW_CC : DG_FEW_CC;
             nw = (kept != NULL ? kept : j->weight) + (size_t)(c0 + DG_FEW_CC) * ldw +
                  (size_t)bf * (kept != NULL ? (size_t)ncc * bw : bw);
+            nn = bl - bf;
         }
-        for (int y = 0; y < H; y++, step++) {
+        nn = pairs && nn > 1 ? 2 : 1;
+        if (nb == 2)   /* this pass's weights into L1 */
+            for (size_t l = 0; l < (size_t)2 * cc * DG_FEW_OCB; l++)
+                __builtin_prefetch(pw + 16 * l, 0, 3);
+        for (int y = 0; y < H; y++, step += (size_t)nb) {
             /* its rows fetched into L2 while this block computes, a share per row:
              * every line of rows ldw apart; of kept weights, in a row, every fourth
              * line, the hardware's prefetchers taking the rest (a teacher's sample
              * ~0.976 of the time with every line on Granite Rapids: the prefetches
              * stalled on the fill buffers; every eighth, ~1.02; PERFORMANCE.md log
-             * 127) */
-            if (nw != NULL && kept != NULL)
-                for (int l = y * ncc / H * 4; l < (y + 1) * ncc / H * 4; l += 4)
-                    __builtin_prefetch(nw + 16 * (size_t)l, 0, 2);
-            else if (nw != NULL)
+             * 127), every eighth for a pass of two blocks (~0.98 of the time of
+             * every fourth there, every sixteenth ~1.01; log 128) */
+            if (nw != NULL && kept != NULL) {
+                int lo = y * nn * ncc / H, hi = (y + 1) * nn * ncc / H, every = nn;
+                for (int c = (lo + every - 1) / every * every; c < hi; c += every)
+                    __builtin_prefetch(nw + bw * (size_t)c, 0, 2);
+            } else if (nw != NULL)
                 for (int c = y * ncc / H; c < (y + 1) * ncc / H; c++)
                     for (int l = 0; l < DG_FEW_OCB; l++)   /* its 64-byte lines */
                         __builtin_prefetch(nw + (size_t)c * ldw + 16 * l, 0, 2);
             far_stream fs = {NULL, NULL};
             if (far != NULL)
                 fs.p = (const char *)far + 64 * (step * far_lines / steps),
-                fs.end = (const char *)far + 64 * ((step + 1) * far_lines / steps);
+                fs.end = (const char *)far + 64 * ((step + (size_t)nb) * far_lines / steps);
             float *row = pb + (size_t)(2 * y) * ldp;
             int e = (y == 0) | (y == H - 1) << 1;   /* kernel rows in the border */
-            if (bm != NULL)
+            if (nb == 2)
+                convt_sparse2_rows[e][W](row, ldp, pplane, mask + (size_t)y * W,
+                                         val + (size_t)y * W * DG_FEW_CC, pw, (size_t)cc * bw,
+                                         &fs);
+            else if (bm != NULL)
                 sparse_rows[e][W](row, ldp, pplane, mask + (size_t)y * W,
                                   val + (size_t)y * W * DG_FEW_CC, pw, &fs);
             else
