@@ -988,6 +988,17 @@ typedef struct {
         SPARSE_STEP(t, w, cq_ * 16 * DG_FEW_OCB, bq);                                   \
     } while (0)
 
+/* Pixel p's list and the next one's, q (p itself at the end of a row of odd NP):
+ * masks mp and mq, values at vp and vq, lengths np and nq, the first m in step,
+ * from i = 0 (convt_sparse_row_*, convt_sparse2_row_*). */
+#define PAIR_LISTS(NP, p)                                                               \
+    int q = (p) + 1 < (NP) ? (p) + 1 : (p);                                             \
+    uint64_t mp = mask[p], mq = q != (p) ? mask[q] : 0;                                 \
+    const float *vp = val + (size_t)(p) * DG_FEW_CC;                                    \
+    const float *vq = val + (size_t)q * DG_FEW_CC;                                      \
+    int np = __builtin_popcountll(mp), nq = __builtin_popcountll(mq);                   \
+    int m = np < nq ? np : nq, i = 0
+
 /* The same row from lists of each pixel's nonzero inputs of the chunk (mask:
  * bit c - c0 set for each; val: their values in channel order; as few_lists
  * writes them). Each pixel's accumulators take its listed channels in
@@ -1020,12 +1031,7 @@ typedef struct {
         __m512 a[NP][DG_FEW_OCB];                                                       \
         const char *fp = fs->p, *fe = fs->end; /* in registers, not through *fs */      \
         for (int p = 0; p < NP; p += 2) {                                               \
-            int q = p + 1 < NP ? p + 1 : p;                                             \
-            uint64_t mp = mask[p], mq = q != p ? mask[q] : 0;                           \
-            const float *vp = val + (size_t)p * DG_FEW_CC;                              \
-            const float *vq = val + (size_t)q * DG_FEW_CC;                              \
-            int np = __builtin_popcountll(mp), nq = __builtin_popcountll(mq);           \
-            int m = np < nq ? np : nq, i = 0;                                           \
+            PAIR_LISTS(NP, p);                                                          \
             __m512 s[DG_FEW_OCB], t[DG_FEW_OCB];                                        \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
                 s[v] = t[v] = _mm512_setzero_ps();                                      \
@@ -1092,12 +1098,7 @@ typedef struct {
         const char *fp = fs->p, *fe = fs->end; /* in registers, not through *fs */      \
         const float *w2 = w + wn;                                                       \
         for (int p = 0; p < NP; p += 2) {                                               \
-            int q = p + 1 < NP ? p + 1 : p;                                             \
-            uint64_t mp = mask[p], mq = q != p ? mask[q] : 0;                           \
-            const float *vp = val + (size_t)p * DG_FEW_CC;                              \
-            const float *vq = val + (size_t)q * DG_FEW_CC;                              \
-            int np = __builtin_popcountll(mp), nq = __builtin_popcountll(mq);           \
-            int m = np < nq ? np : nq, i = 0;                                           \
+            PAIR_LISTS(NP, p);                                                          \
             __m512 s[DG_FEW_OCB], t[DG_FEW_OCB], s2[DG_FEW_OCB], t2[DG_FEW_OCB];        \
             _Pragma("GCC unroll 4") for (int v = 0; v < DG_FEW_OCB; v++)                \
                 s[v] = t[v] = s2[v] = t2[v] = _mm512_setzero_ps();                      \
@@ -1278,8 +1279,8 @@ DG_AVX512 static int few_copy_finite(float *pk, const float *wb, int cc, size_t 
  * layout), the next pass's fetched into L2, and the pass's own into L1 at its
  * start, all together: its first row otherwise waited on them line by line
  * (13 % of a teacher's one-image sample's profile on Granite Rapids where the
- * last row took 6 %; the sample 0.983-0.987 of the time with one block at a
- * time, PERFORMANCE.md log 128). */
+ * last row took 6 %). The sample took ~0.98 of its time with one block at a
+ * time (PERFORMANCE.md log 128). */
 DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl, int b0,
                                 int b1, const float *x, int c0, const uint64_t *mask,
                                 const float *val, const float *far,
