@@ -503,6 +503,7 @@ typedef struct {
     float eps;
     int act;
     float slope;
+    const float *scale;   /* dg_batchnorm_eval_scale's, else NULL */
 } bn_fwd_eval_job;
 
 #if DG_HAVE_AVX2
@@ -545,14 +546,24 @@ DG_AVX512 static inline __m256 bn_rstd8(const float *v, __m512d ve, __mmask8 *ba
  * bn_rstd8; only a NaN's sign may differ, as it follows the order in which the
  * compiler puts a product's operands. A generator's head sampling one image
  * runs its wide batch norm this way (12544 channels: 30 -> 15 us alone,
- * PERFORMANCE.md log 101). Returns the channels done. */
+ * PERFORMANCE.md log 101). With scale (dg_batchnorm_eval_scale's), each
+ * channel's scale is read from it instead (var and gamma unread). Returns the
+ * channels done. */
 __attribute__((noinline)) DG_AVX512 static int bn_eval_one_avx512(
     float *out, const float *inp, const float *mean, const float *var, const float *gamma,
-    const float *beta, float eps, int cA, int cB, int act, float slope) {
+    const float *beta, float eps, int cA, int cB, int act, float slope, const float *scale) {
     const __m512d ve = _mm512_set1_pd((double)eps);
     const __m512 zero = _mm512_setzero_ps();
     int c = cA;
-    for (; c + 16 <= cB; c += 16) {
+    for (; scale != NULL && c + 16 <= cB; c += 16) {
+        __m512 sh = beta != NULL ? _mm512_loadu_ps(beta + c) : zero;
+        __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(inp + c),
+                                                             _mm512_loadu_ps(mean + c)),
+                                               _mm512_loadu_ps(scale + c)),
+                                 sh);
+        _mm512_storeu_ps(out + c, dg_act16(v, act, slope));
+    }
+    for (; scale == NULL && c + 16 <= cB; c += 16) {
         __mmask8 b0, b1;
         __m256 r0 = bn_rstd8(var + c, ve, &b0), r1 = bn_rstd8(var + c + 8, ve, &b1);
         __m512 r = _mm512_castpd_ps(_mm512_insertf64x4(
@@ -583,13 +594,13 @@ __attribute__((noinline)) DG_AVX512 static int bn_eval_one_avx512(
 static void bn_fwd_eval_range(float *out, const float *inp, const float *running_mean,
                               const float *running_var, const float *gamma,
                               const float *beta, int N, int C, int HW, float eps, int cA,
-                              int cB, int act, float slope) {
+                              int cB, int act, float slope, const float *sc) {
     int cbmax = bn_block(N, C, HW);
     float zero[DG_BN_MAX_BLOCK], scale[DG_BN_MAX_BLOCK], shift[DG_BN_MAX_BLOCK];
 #if DG_HAVE_AVX2
     if (N == 1 && HW == 1 && dg_avx512())   /* the rest (cB - cA < 16 channels) below */
         cA += bn_eval_one_avx512(out, inp, running_mean, running_var, gamma, beta, eps, cA,
-                                 cB, act, slope);
+                                 cB, act, slope, sc);
 #endif
     for (int c0 = cA; c0 < cB; c0 += cbmax) {
         int cb = cB - c0 < cbmax ? cB - c0 : cbmax;
@@ -599,7 +610,7 @@ static void bn_fwd_eval_range(float *out, const float *inp, const float *running
          * sqrt, / and the float cast of the scalar loop, so the same bits; a
          * batch of one through a wide flat batch norm is bound by this loop */
         const __m128d veps = _mm_set1_pd((double)eps), one = _mm_set1_pd(1.0);
-        for (; j + 2 <= cb; j += 2) {
+        for (; sc == NULL && j + 2 <= cb; j += 2) {
             int c = c0 + j;
             __m128d v = _mm_add_pd(
                 _mm_set_pd((double)running_var[c + 1], (double)running_var[c]), veps);
@@ -615,8 +626,9 @@ static void bn_fwd_eval_range(float *out, const float *inp, const float *running
         for (; j < cb; j++) {
             int c = c0 + j;
             zero[j] = 0.0f;
-            scale[j] = dg_bn_eval_rstd(running_var[c], eps) *
-                       (gamma != NULL ? gamma[c] : 1.0f);
+            scale[j] = sc != NULL ? sc[c]
+                                  : dg_bn_eval_rstd(running_var[c], eps) *
+                                        (gamma != NULL ? gamma[c] : 1.0f);
             shift[j] = beta != NULL ? beta[c] : 0.0f;
         }
         // out = (x - running_mean) / sqrt(running_var + eps) * gamma + beta
@@ -629,7 +641,8 @@ static void bn_fwd_eval_task(void *ctx, int t, int nt) {
     size_t lo, hi;
     dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
     if (lo < hi) bn_fwd_eval_range(j->out, j->inp, j->running_mean, j->running_var,
-        j->gamma, j->beta, j->N, j->C, j->HW, j->eps, (int)lo, (int)hi, j->act, j->slope);
+        j->gamma, j->beta, j->N, j->C, j->HW, j->eps, (int)lo, (int)hi, j->act, j->slope,
+        j->scale);
 }
 
 /* bn_fwd_eval_task built for AVX2 (dg_internal.h): the same values */
@@ -815,9 +828,27 @@ dg_status dg_batchnorm_act_forward_eval(float *out, const float *inp,
     }
     if (dg_bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     bn_fwd_eval_job j = {out, inp, running_mean, running_var, gamma, beta, N, C, HW, eps,
-                         act, slope};
+                         act, slope, NULL};
     dg_parallel(DG_FOR_CPU(bn_fwd_eval_task), &j, bn_tasks(N, C, HW));
     return DG_STATUS_OK;
+}
+
+dg_status dg_batchnorm_eval_scale(float *scale, const float *running_var, const float *gamma,
+                                  int C, float eps) {
+    // scale and running_var are (C), gamma is (C) or NULL
+    if (C <= 0) return DG_STATUS_ERR_SHAPE;
+    if (scale == NULL || running_var == NULL) return DG_STATUS_ERR_NULL;
+    if (dg_bad_eps(eps)) return DG_STATUS_ERR_VALUE;
+    for (int c = 0; c < C; c++)   /* bn_fwd_eval_range's scalar scale, to the bit */
+        scale[c] = dg_bn_eval_rstd(running_var[c], eps) * (gamma != NULL ? gamma[c] : 1.0f);
+    return DG_STATUS_OK;
+}
+
+void dg_bn_eval_one_scaled(float *out, const float *inp, const float *mean,
+                           const float *scale, const float *beta, int F, int act,
+                           float slope) {
+    bn_fwd_eval_range(out, inp, mean, NULL, NULL, beta, 1, F, 1, 1.0f, 0, F, act, slope,
+                      scale);
 }
 
 dg_status dg_batchnorm_forward_eval(float *out, const float *inp,

@@ -1791,7 +1791,8 @@ dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *
                                      int SW, int PH, int PW, int OH, int OW,
                                      const float *running_mean2, const float *running_var2,
                                      const float *gamma2, const float *beta2, float eps2,
-                                     int act2, float slope2, const float *packed) {
+                                     int act2, float slope2, const float *packed,
+                                     const float *scale) {
     // lin and hid are (N, C*H*W), z is (N, K), lweight is (C*H*W, K), lbias and the
     // batch norm's vectors are (C*H*W) (lbias, gamma, beta may be NULL); out,
     // workspace, weight and bias as dg_conv_transpose2d_forward's; the second batch
@@ -1819,7 +1820,7 @@ dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *
         // its linear rows are dg_linear_forward's kernel of one image, the whole
         // layer's bits; more images would take the GEMM there)
         dg_few_head h = {lin, hid, z, lweight, lbias, K,
-                         {running_mean, running_var, gamma, beta, eps, act, slope}};
+                         {running_mean, running_var, gamma, beta, eps, act, slope}, scale};
         return dg_direct_convt_few_head(out, workspace, p.ws, &h, weight, packed, bias, C, H,
                                         W, OC, running_mean2 != NULL ? &tail : NULL);
     }

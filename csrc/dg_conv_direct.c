@@ -1787,7 +1787,11 @@ int dg_direct_tfew_tasks(int N, int C, int H, int W, int OC) {
 #if DG_HAVE_AVX2
 /* Rows [r0, r0 + nr) of the input made: those rows of the linear layer, then
  * their batch norm and activation, as the whole layers make them (the same calls,
- * on those rows: each row's bits are its own in both). */
+ * on those rows: each row's bits are its own in both), the batch norm's scales
+ * read from h->scale where the caller keeps them (dg_batchnorm_eval_scale): its
+ * variance and gamma, 100 KB for a teacher, then unread, and no square roots
+ * (a teacher's one-image sample ~0.99 of the time on Granite Rapids,
+ * PERFORMANCE.md log 129). */
 static dg_status few_head_rows(const dg_few_head *h, size_t r0, size_t nr) {
     if (nr == 0) return DG_STATUS_OK;
     float *lin = h->lin + r0;
@@ -1796,6 +1800,12 @@ static dg_status few_head_rows(const dg_few_head *h, size_t r0, size_t nr) {
                                      (int)nr);
     if (st != DG_STATUS_OK) return st;
     const dg_bn_eval *bn = &h->bn;
+    if (h->scale != NULL) {   /* on this thread, as every call here */
+        dg_bn_eval_one_scaled(h->hid + r0, lin, bn->mean + r0, h->scale + r0,
+                              bn->beta != NULL ? bn->beta + r0 : NULL, (int)nr, bn->act,
+                              bn->slope);
+        return DG_STATUS_OK;
+    }
     return dg_batchnorm_act_forward_eval(h->hid + r0, lin, bn->mean + r0, bn->var + r0,
                                          bn->gamma != NULL ? bn->gamma + r0 : NULL,
                                          bn->beta != NULL ? bn->beta + r0 : NULL, 1, (int)nr,

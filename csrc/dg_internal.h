@@ -204,7 +204,14 @@ typedef struct {
     const float *z, *lweight, *lbias;
     int K;
     dg_bn_eval bn;
+    const float *scale;   /* bn's scales (dg_batchnorm_eval_scale), else NULL */
 } dg_few_head;
+/* dg_batchnorm_act_forward_eval of one image of F features (N = 1, C = F, HW = 1)
+ * on this thread, each feature's scale read from scale (dg_batchnorm_eval_scale
+ * of the running variance and gamma) instead of computed: the same bits. */
+void dg_bn_eval_one_scaled(float *out, const float *inp, const float *mean,
+                           const float *scale, const float *beta, int F, int act,
+                           float slope);
 /* dg_direct_convt_few (assigning plus bias) of one image's hid as h makes it, in
  * one task, chunk of DG_FEW_CC input channels by chunk: the next chunk's rows of
  * the linear layer, batch norm and activation are made a piece after each run

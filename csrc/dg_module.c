@@ -1426,6 +1426,48 @@ exit:
 }
 
 static PyObject *
+py_bn_eval_scale(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    static const char op[] = "_bn_eval_scale";
+    static char *kwlist[] = {"scale", "running_var", "gamma", "eps", NULL};
+    dg_arg scale = ARG("scale"), running_var = ARG("running_var"), gamma = ARG("gamma");
+    dg_arg *all[] = {&scale, &running_var, &gamma};
+    dg_arg *vec[] = {&running_var, &gamma};
+    float eps;
+    PyObject *ret = NULL;
+    dg_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&O&O&f:_bn_eval_scale", kwlist,
+                                     conv_output, &scale, conv_input, &running_var,
+                                     conv_input_opt, &gamma, &eps)) {
+        goto exit;
+    }
+    if (PyArray_NDIM(scale.arr) != 1 || SIZE(scale) < 1 || SIZE(scale) > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s: scale must be 1-D with 1 to %d elements", op,
+                     INT_MAX);
+        goto exit;
+    }
+    if (bn_vectors(vec, NARGS(vec), (int)SIZE(scale)) < 0 || bn_eps(op, eps) < 0 ||
+        check_overlap(op, all, NARGS(all), 0) < 0) {
+        goto exit;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    st = dg_batchnorm_eval_scale(F32(scale), CF32(running_var), CF32(gamma),
+                                 (int)SIZE(scale), eps);
+    Py_END_ALLOW_THREADS
+    if (check_status(op, st) < 0) {
+        goto exit;
+    }
+    ret = Py_None;
+    Py_INCREF(ret);
+exit:
+    for (size_t i = 0; i < NARGS(all); i++) {
+        Py_XDECREF(all[i]->arr);
+    }
+    return ret;
+}
+
+static PyObject *
 py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
     static const char op[] = "_linear_bn_convt_forward";
@@ -1433,8 +1475,9 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
                              "running_mean", "running_var", "gamma", "beta", "eps", "weight",
                              "bias", "SH", "SW", "PH", "PW", "act", "slope", "running_mean2",
                              "running_var2", "gamma2", "beta2", "eps2", "act2", "slope2",
-                             "packed", NULL};
+                             "packed", "scale", NULL};
     dg_arg out = ARG("out"), lin = ARG("lin"), hid = ARG("hid"), packed = ARG("packed"),
+           scale = ARG("scale"),
            workspace = ARG("workspace"), z = ARG("z"), lweight = ARG("lweight"),
            lbias = ARG("lbias"), running_mean = ARG("running_mean"),
            running_var = ARG("running_var"), gamma = ARG("gamma"), beta = ARG("beta"),
@@ -1442,8 +1485,8 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
            running_var2 = ARG("running_var2"), gamma2 = ARG("gamma2"), beta2 = ARG("beta2");
     dg_arg *all[] = {&out, &lin, &hid, &workspace, &z, &lweight, &lbias, &running_mean,
                      &running_var, &gamma, &beta, &weight, &bias, &running_mean2,
-                     &running_var2, &gamma2, &beta2, &packed};
-    dg_arg *vec[] = {&lbias, &running_mean, &running_var, &gamma, &beta};
+                     &running_var2, &gamma2, &beta2, &packed, &scale};
+    dg_arg *vec[] = {&lbias, &running_mean, &running_var, &gamma, &beta, &scale};
     dg_arg *vec2[] = {&running_mean2, &running_var2, &gamma2, &beta2};
     npy_intp e_z[2] = {DG_ANY, DG_ANY}, e_lw[2], e_lin[2];
     conv_geom g;
@@ -1453,14 +1496,14 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
     dg_status st;
 
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "O&O&O&O&O&O&O&O&O&O&O&fO&O&iiii|$ifO&O&O&O&fifO&:_linear_bn_convt_forward",
+            args, kwds, "O&O&O&O&O&O&O&O&O&O&O&fO&O&iiii|$ifO&O&O&O&fifO&O&:_linear_bn_convt_forward",
             kwlist, conv_output, &out, conv_output, &lin, conv_output, &hid, conv_output,
             &workspace, conv_input, &z, conv_input, &lweight, conv_input_opt, &lbias,
             conv_input, &running_mean, conv_input, &running_var, conv_input_opt, &gamma,
             conv_input_opt, &beta, &eps, conv_input, &weight, conv_input_opt, &bias, &g.SH,
             &g.SW, &g.PH, &g.PW, &act, &slope, conv_input_opt, &running_mean2, conv_input_opt,
             &running_var2, conv_input_opt, &gamma2, conv_input_opt, &beta2, &eps2, &act2,
-            &slope2, conv_input_opt, &packed)) {
+            &slope2, conv_input_opt, &packed, conv_input_opt, &scale)) {
         goto exit;
     }
     if ((running_mean2.arr == NULL) != (running_var2.arr == NULL) ||
@@ -1512,7 +1555,8 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
                                     slope, CF32(weight), CF32(bias), g.N, K, g.C, g.H, g.W,
                                     g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
                                     CF32(running_mean2), CF32(running_var2), CF32(gamma2),
-                                    CF32(beta2), eps2, act2, slope2, CF32(packed));
+                                    CF32(beta2), eps2, act2, slope2, CF32(packed),
+                                    CF32(scale));
     Py_END_ALLOW_THREADS
     if (check_status(op, st) < 0) {
         goto exit;
@@ -2663,7 +2707,7 @@ static PyMethodDef dg_methods[] = {
               "($module, /, out, lin, hid, workspace, z, lweight, lbias, running_mean, "
               "running_var, gamma, beta, eps, weight, bias, SH, SW, PH, PW, *, act=0, "
               "slope=0.0, running_mean2=None, running_var2=None, gamma2=None, beta2=None, "
-              "eps2=1e-5, act2=0, slope2=0.0, packed=None)",
+              "eps2=1e-5, act2=0, slope2=0.0, packed=None, scale=None)",
               "A generator's head in eval mode, in one call: lin (N, C*H*W) = z (N, K) @ "
               "lweight^T + lbias, hid (N, C, H, W) = _batchnorm_forward_eval(lin) with act, "
               "out = _conv_transpose2d_forward(hid) + bias; the same three results. With "
@@ -2674,7 +2718,14 @@ static PyMethodDef dg_methods[] = {
               "streaming while the transposed layer sums, the second batch norm applied as "
               "the sums are stored (dg_linear_bn_convt_forward); there it reads packed, "
               "weight as _convt_few_pack laid it out, if given, instead of copying each "
-              "block's weights per call: the caller keeps it current with weight."),
+              "block's weights per call, and scale (C*H*W,), _bn_eval_scale of running_var, "
+              "gamma and eps, if given, instead of computing the first batch norm's scales: "
+              "the caller keeps both current."),
+    KW_METHOD(_bn_eval_scale,
+              "($module, /, scale, running_var, gamma, eps)",
+              "scale (C,) = 1 / sqrt(running_var + eps) * gamma (gamma None: 1), the factor "
+              "_batchnorm_forward_eval multiplies each channel's centred input by, to the bit "
+              "(dg_batchnorm_eval_scale)."),
     KW_METHOD(_convt_few_pack,
               "($module, /, packed, weight)",
               "packed (C*OC*16 + 16,) = weight (C, OC, 4, 4) as the one-image transposed "

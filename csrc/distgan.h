@@ -211,7 +211,9 @@ dg_status dg_conv_transpose2d_forward(float *out, float *workspace,
  * the second batch norm is applied as the sums are stored. packed (else NULL):
  * weight as dg_convt_few_pack laid it out, which that one-image kernel then reads
  * instead of copying each block's weights per call (the same bits); the caller
- * keeps it current with weight. */
+ * keeps it current with weight. scale (else NULL): dg_batchnorm_eval_scale of
+ * running_var, gamma and eps, which that path reads instead of computing each
+ * feature's scale per call (the same bits); the caller keeps it current with them. */
 dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *workspace,
                                      const float *z, const float *lweight,
                                      const float *lbias, const float *running_mean,
@@ -222,7 +224,8 @@ dg_status dg_linear_bn_convt_forward(float *out, float *lin, float *hid, float *
                                      int SW, int PH, int PW, int OH, int OW,
                                      const float *running_mean2, const float *running_var2,
                                      const float *gamma2, const float *beta2, float eps2,
-                                     int act2, float slope2, const float *packed);
+                                     int act2, float slope2, const float *packed,
+                                     const float *scale);
 /* The floats of dg_convt_few_pack's layout of a (C, OC, 4, 4) weight: C*OC*16
  * weights and a vector of 16 after them, or 0 when C, OC are not positive, OC is
  * not a multiple of 4 or the count overflows. */
@@ -302,6 +305,11 @@ dg_status dg_batchnorm_act_forward_eval(float *out, const float *inp,
                                         const float *gamma, const float *beta,
                                         int N, int C, int HW, float eps, int act,
                                         float slope);
+/* scale (C) = the factor by which dg_batchnorm_act_forward_eval multiplies each
+ * channel's centred input: 1 / sqrt(running_var + eps) in double rounded to float,
+ * times gamma (C; NULL: 1), in float; the bits that op computes. */
+dg_status dg_batchnorm_eval_scale(float *scale, const float *running_var, const float *gamma,
+                                  int C, float eps);
 dg_status dg_batchnorm_act_backward(float *dinp, float *dgamma, float *dbeta,
                                     const float *dout, const float *out, const float *inp,
                                     const float *mean, const float *rstd,

@@ -614,8 +614,8 @@ class GAN:
             Use the EMA generator (default) or the raw one (in eval mode).
 
         The EMA generator keeps its weights packed for the one-image kernel
-        (``Network.keep_packed``): after writing into ``g_ema.params`` yourself,
-        call ``g_ema.weights_changed()``.
+        (``Network.keep_packed``): after writing into ``g_ema.params`` or
+        ``g_ema.buffers`` yourself, call ``g_ema.weights_changed()``.
         """
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")

@@ -778,11 +778,13 @@ class Network:
     keep_packed : bool
         Off by default. When set, :meth:`predict` of one sample keeps each head's
         transposed-convolution weights packed as the core's one-image kernel reads
-        them (``_core._convt_few_pack``), packed again on the first call after
-        :meth:`weights_changed`, instead of the kernel copying them block by block
-        on every call: the same bits, ~5 % less time for a width-1.0 DCGAN's
-        one-image sample (PERFORMANCE.md, log 127). ``GAN`` sets it on its EMA
-        generator, whose weights change only through distgan's own calls.
+        them (``_core._convt_few_pack``), and the scales of the batch norm before it
+        (``_core._bn_eval_scale``), made again on the first call after
+        :meth:`weights_changed` or a training-mode :meth:`forward`, instead of the
+        kernel copying the weights block by block and computing the scales on every
+        call: the same bits, ~5 % and ~1 % less time for a width-1.0 DCGAN's
+        one-image sample (PERFORMANCE.md, logs 127 and 129). ``GAN`` sets it on its
+        EMA generator, whose weights change only through distgan's own calls.
     """
 
     def __init__(self, layers, input_shape, spectral_norm=False, init="dcgan", seed=0):
@@ -837,7 +839,7 @@ class Network:
         self._ws_batch = None
         self._plan = None          # predict's plan: (key, input, calls, output, packs)
         self.keep_packed = False   # predict keeps heads' weights packed (keep_packed)
-        self._wversion = 0         # weights_changed() calls
+        self._wversion = 0         # weights_changed() calls and training-mode forwards
         self._packed_at = -1       # the _wversion the plan's packs were made at
         self._frozen_blocks = 0    # frozen_activations blocks that are open
         self._backward_ok = True   # False after predict, until the next forward
@@ -871,11 +873,13 @@ class Network:
         self.weights_changed()
 
     def weights_changed(self):
-        """Tell the network that its parameters changed, so that :meth:`predict`
-        packs the weights it keeps packed again (:attr:`keep_packed`) before its next
-        call. distgan's own writes call it (:meth:`copy_from`,
-        :meth:`reset_parameters`, ``GAN.update_ema``, ``GAN.load``); call it after
-        writing into ``params`` yourself while ``keep_packed`` is set."""
+        """Tell the network that its parameters or buffers changed, so that
+        :meth:`predict` packs what it keeps packed again (:attr:`keep_packed`) before
+        its next call. distgan's own writes call it (:meth:`copy_from`,
+        :meth:`reset_parameters`, ``GAN.update_ema``, ``GAN.load``), and a
+        training-mode :meth:`forward`, which updates the batch norms' running
+        statistics, counts as one; call it after writing into ``params`` or
+        ``buffers`` yourself while ``keep_packed`` is set."""
         self._wversion += 1
 
     @property
@@ -945,6 +949,8 @@ class Network:
                 raise ValueError(f"labels must have shape ({x.shape[0]},), got {labels.shape}")
         self.labels = labels
         self._backward_ok = True
+        if train:
+            self._wversion += 1   # batch norms' running statistics (predict's scales)
         self._ensure_workspace(x.shape[0])
         fused = self._fusions(taps, x.shape[0])
         feats = []
@@ -971,8 +977,8 @@ class Network:
         one image spent 66-72 µs in Python otherwise, 8 % of a width-1.0 generator's
         sample and a third of a width-0.25 one's (PERFORMANCE.md, log 74). The plan
         holds views of the parameters, so it follows writes into them, except the
-        heads' weights that :attr:`keep_packed` keeps packed: those follow
-        :meth:`weights_changed`.
+        heads' weights and batch-norm scales that :attr:`keep_packed` keeps: those
+        follow :meth:`weights_changed` and training-mode forwards.
 
         Keeps none of the state a backward needs: :meth:`backward` after it raises
         until the next :meth:`forward`. Conditional and spectral-norm networks, and
@@ -986,8 +992,8 @@ class Network:
                 plan = self._plan = self._make_plan(x.shape[0])
             if plan is not None and plan[1].shape == x.shape:
                 if plan[4] and self._packed_at != self._wversion:
-                    for packed, weight in plan[4]:
-                        _core._convt_few_pack(packed, weight)
+                    for pack in plan[4]:
+                        pack()
                     self._packed_at = self._wversion
                 np.copyto(plan[1], x)    # casts a float64 input as forward does
                 self._backward_ok = False
@@ -1020,7 +1026,13 @@ class Network:
                 if self.keep_packed and n == 1 and weight.shape[1] % 4 == 0 and \
                         weight.shape[2:] == (4, 4):
                     kwargs["packed"] = _huge_zeros(weight.size + 16)
-                    packs.append((kwargs["packed"], weight))
+                    packs.append(functools.partial(_core._convt_few_pack, kwargs["packed"],
+                                                   weight))
+                    bn = self.layers[i + 1]
+                    kwargs["scale"] = _aligned(bn.b["running_var"].size, zero=True)
+                    packs.append(functools.partial(_core._bn_eval_scale, kwargs["scale"],
+                                                   bn.b["running_var"], bn.p["weight"],
+                                                   bn.eps))
             else:
                 x, fn, args, kwargs = l._call(self, x, False)
             if fn is not None:

@@ -779,16 +779,21 @@ def test_linear_bn_convt_forward_gives_the_layers_bits(rng, threads, N, act):
             assert np.array_equal(out, out1), (C, t, tail, np.abs(out - out1).max())
             if act == _core.ACT_RELU:
                 assert 0.3 < np.count_nonzero(hid) / hid.size < 0.7
-            # the weights packed as the one-image kernel reads them: the same bits
+            # the weights packed as the one-image kernel reads them, and the batch
+            # norm's scales made once: the same bits
             packed = np.full(o["weight"].size + 16, np.nan, np.float32)
             assert _core._convt_few_pack(packed, o["weight"]) is True
+            scale = np.full(C * 49, np.nan, np.float32)
+            _core._bn_eval_scale(scale, o["running_var"], o["gamma"], 1e-5)
             out2 = np.full_like(out, np.nan)
+            lin[...] = hid[...] = np.nan
             _core._linear_bn_convt_forward(
                 out2, lin, hid.reshape(N, C, 7, 7), ws, o["z"], o["lweight"], o["lbias"],
                 o["running_mean"], o["running_var"], o["gamma"], o["beta"], 1e-5,
                 o["weight"], o["bias"], 2, 2, 1, 1, act=act, slope=slope, packed=packed,
-                **bn2)
+                scale=scale, **bn2)
             assert np.array_equal(out2, out1), (C, t, tail)
+            assert np.array_equal(lin, lin1) and np.array_equal(hid, hid1)
 
 
 def test_convt_few_pack_layout_and_non_finite_weights(rng):
@@ -887,6 +892,39 @@ def test_linear_bn_convt_forward_rejects_bad_arguments(rng):
         _core._convt_few_pack(packed, np.zeros((C, 6, 4, 4), np.float32))
     with pytest.raises(ValueError, match=r"_convt_few_pack: weight .*\(C, OC, 4, 4\)"):
         _core._convt_few_pack(packed, np.zeros((C, OC, 3, 3), np.float32))
+    scale = np.empty(C * 16, np.float32)
+    _core._bn_eval_scale(scale, o["running_var"], o["gamma"], 1e-5)
+    call(scale=scale)
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: scale"):
+        call(scale=scale[:-1].copy())
+    with pytest.raises(ValueError, match=r"_linear_bn_convt_forward: .*overlap"):
+        call(scale=lin.ravel()[:scale.size])
+
+
+def test_bn_eval_scale_is_the_eval_batch_norms_factor(rng):
+    """_bn_eval_scale gives 1 / sqrt(var + eps), in double rounded to float, times gamma
+    (or 1 without it), in float; an eval-mode batch norm with beta and mean 0 of an input
+    of ones gives the same factors, to the bit. Bad shapes and eps are refused."""
+    C = 37
+    var = rng.uniform(0.01, 4.0, C).astype(np.float32)
+    gamma = rng.standard_normal(C).astype(np.float32)
+    r = (1.0 / np.sqrt(var.astype(np.float64) + np.float64(np.float32(1e-3)))).astype(np.float32)
+    for g, want in ((gamma, r * gamma), (None, r)):
+        scale = np.full(C, np.nan, np.float32)
+        _core._bn_eval_scale(scale, var, g, 1e-3)
+        assert np.array_equal(scale, want)
+        y = np.empty((1, C), np.float32)
+        _core._batchnorm_forward_eval(y, np.ones((1, C), np.float32), np.zeros(C, np.float32),
+                                      var, g, None, 1e-3)
+        assert np.array_equal(y[0], want)
+    with pytest.raises(ValueError, match=r"_bn_eval_scale: running_var"):
+        _core._bn_eval_scale(np.empty(C, np.float32), var[:-1].copy(), None, 1e-3)
+    with pytest.raises(ValueError, match=r"_bn_eval_scale: gamma"):
+        _core._bn_eval_scale(np.empty(C, np.float32), var, gamma[:-1].copy(), 1e-3)
+    with pytest.raises(ValueError, match=r"_bn_eval_scale: scale must be 1-D"):
+        _core._bn_eval_scale(np.empty((1, C), np.float32), var, None, 1e-3)
+    with pytest.raises(ValueError, match=r"_bn_eval_scale: eps"):
+        _core._bn_eval_scale(np.empty(C, np.float32), var, None, 0.0)
 
 
 @pytest.mark.parametrize("spec", ["teacher", "student", "conditional", "32x32"])
@@ -977,15 +1015,19 @@ def test_predict_same_bits_as_eval_forward(rng, threads, spec, monkeypatch):
 
 def test_predict_keeps_packed_weights_until_they_change(rng, threads, monkeypatch, tmp_path):
     """With keep_packed, predict of one sample packs each head's transposed-convolution
-    weights once (_convt_few_pack) and reuses them: forward's bits at 1 and 2 threads;
-    packed again only after weights_changed (called by copy_from, reset_parameters and
-    GAN.update_ema), and then forward's bits for the new weights. Batches of more
-    samples keep none. A GAN sets it on its EMA generator, and its one-image samples
-    follow its training steps and a checkpoint's weights."""
+    weights once (_convt_few_pack), and makes the scales of the batch norm before it
+    (_bn_eval_scale), and reuses them: forward's bits at 1 and 2 threads; packed again
+    only after weights_changed (called by copy_from, reset_parameters and
+    GAN.update_ema) or a training-mode forward (new running statistics), and then
+    forward's bits for the new weights and statistics. Batches of more samples keep
+    none. A GAN sets it on its EMA generator, and its one-image samples follow its
+    training steps and a checkpoint's weights."""
     from distgan import models
-    packs = []
-    pack = _core._convt_few_pack
+    packs, scales = [], []
+    pack, scale = _core._convt_few_pack, _core._bn_eval_scale
     monkeypatch.setattr(_core, "_convt_few_pack", lambda p, w: packs.append(w.shape) or pack(p, w))
+    monkeypatch.setattr(_core, "_bn_eval_scale",
+                        lambda s, v, g, e: scales.append(s.shape) or scale(s, v, g, e))
     net = Network(models.dcgan(width=0.25)["generator"], (100,), seed=3)
     for l in net.layers:
         if l.type == "batch_norm":
@@ -995,7 +1037,16 @@ def test_predict_keeps_packed_weights_until_they_change(rng, threads, monkeypatc
     for t in (1, 2):
         distgan.set_num_threads(t)
         assert np.array_equal(net.predict(z), net.forward(z, train=False))
-    assert packs == [(64, 32, 4, 4)]                     # once, kept
+    assert packs == [(64, 32, 4, 4)] and scales == [(3136,)]   # once, kept
+    x8 = rng.standard_normal((8, 100)).astype(np.float32)
+    net.forward(x8, train=True)                          # new running statistics
+    assert np.array_equal(net.predict(z), net.forward(z, train=False))
+    assert len(packs) == len(scales) == 2
+    net.buffers[:] = rng.uniform(0.5, 2.0, net.buffers.shape)   # written by hand
+    net.weights_changed()
+    assert np.array_equal(net.predict(z), net.forward(z, train=False))
+    assert len(packs) == len(scales) == 3
+    del packs[1:], scales[1:]
     net.params *= np.float32(1.5)
     net.weights_changed()
     for t in (1, 2):

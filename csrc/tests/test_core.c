@@ -581,7 +581,8 @@ static void test_linear_batch(void) {
  * rows), no activation (its dense rows) and a leaky ReLU, at 1 and 2 threads; on
  * 80 input channels (a chunk of 64 and one of 16), 7x7 -> 14x14, to 8 output
  * channels and to 28 (seven blocks, the next chunk's input made in runs of two
- * blocks, the last run of one), and on 8 channels of 4x4 with K = 17; each also
+ * blocks, the last run of one), on 8 channels of 4x4 with K = 17 and on 3 of 5x5
+ * (75 features: a batch norm's last 11 past its vectors of 16); each also
  * with the batch norm that follows over OC channels and its activation (tail 1:
  * with gamma and beta, ReLU, over sums that are zeros in channel 0 and NaNs in
  * channel 1; tail 2:
@@ -615,34 +616,48 @@ static void head_case(int N, int K, int C, int H, int OC, int act, int threads, 
     dg_status st = dg_linear_bn_convt_forward(
         out, lin, hid, ws, z, lw, lb, mean, var, gamma, beta, 1e-5f, act, slope, w, b, N, K, C,
         H, W, OC, 4, 4, 2, 2, 1, 1, OH, OW, tail ? mean2 : NULL, tail ? var2 : NULL, g2, b2,
-        1e-3f, act2, slope2, NULL);
+        1e-3f, act2, slope2, NULL, NULL);
     /* again with the weights packed (dg_convt_few_pack), which the one-image kernel
-     * reads instead of its per-call copies: the same bits; with an inf weight
-     * (tail 2, a channel's whose inputs are zero after a ReLU), the flag says so
-     * and the kernel copies as without */
+     * reads instead of its per-call copies, and the first batch norm's scales made
+     * once (dg_batchnorm_eval_scale; with gamma NULL for tail 2), which it reads
+     * instead of computing them: the same bits; with an inf weight (tail 2, a
+     * channel's whose inputs are zero after a ReLU), the flag says so and the kernel
+     * copies as without */
+    const float *gs = tail == 2 ? NULL : gamma;
+    float *sc = fnan(F);
+    dg_status sts = dg_batchnorm_eval_scale(sc, var, gs, F, 1e-5f);
     size_t pn = dg_convt_few_packed_floats(C, OC);
     float *pk = fnan(pn), *out2 = fnan(fo), *lin2 = fnan(fh), *hid2 = fnan(fh);
     float *w2 = fcopy(w, (size_t)C * OC * 16);
     if (tail == 2) w2[(size_t)(C - 1) * OC * 16 + 5] = INFINITY;
     dg_status stp = dg_convt_few_pack(pk, w2, C, OC);
     int flag_ok = stp == DG_STATUS_OK && pk[pn - 1] == (tail == 2 ? 0.0f : 1.0f);
-    if (stp == DG_STATUS_OK)
+    float *out0 = fnan(fo), *lin0 = fnan(fh), *hid0 = fnan(fh);
+    if (stp == DG_STATUS_OK && sts == DG_STATUS_OK && tail == 2)   /* gamma NULL */
         stp = dg_linear_bn_convt_forward(
-            out2, lin2, hid2, ws, z, lw, lb, mean, var, gamma, beta, 1e-5f, act, slope, w2, b,
+            out0, lin0, hid0, ws, z, lw, lb, mean, var, NULL, beta, 1e-5f, act, slope, w, b, N,
+            K, C, H, W, OC, 4, 4, 2, 2, 1, 1, OH, OW, mean2, var2, g2, b2, 1e-3f, act2, slope2,
+            NULL, NULL);
+    if (stp == DG_STATUS_OK && sts == DG_STATUS_OK)
+        stp = dg_linear_bn_convt_forward(
+            out2, lin2, hid2, ws, z, lw, lb, mean, var, gs, beta, 1e-5f, act, slope, w2, b,
             N, K, C, H, W, OC, 4, 4, 2, 2, 1, 1, OH, OW, tail ? mean2 : NULL,
-            tail ? var2 : NULL, g2, b2, 1e-3f, act2, slope2, pk);
-    float *out3 = fnan(fo);
+            tail ? var2 : NULL, g2, b2, 1e-3f, act2, slope2, pk, sc);
+    float *out3 = fnan(fo), *lin3 = fnan(fh), *hid3 = fnan(fh);
     if (stp == DG_STATUS_OK && tail == 2)   /* the reference of the inf weight's output */
         stp = dg_linear_bn_convt_forward(
-            out3, lin2, hid2, ws, z, lw, lb, mean, var, gamma, beta, 1e-5f, act, slope, w2, b,
+            out3, lin3, hid3, ws, z, lw, lb, mean, var, NULL, beta, 1e-5f, act, slope, w2, b,
             N, K, C, H, W, OC, 4, 4, 2, 2, 1, 1, OH, OW, mean2, var2, g2, b2, 1e-3f, act2,
-            slope2, NULL);
-    CHECK(stp == DG_STATUS_OK && flag_ok && same_floats(lin2, lin, fh) &&
-              same_floats(hid2, hid, fh) && same_floats(out2, tail == 2 ? out3 : out, fo),
-          "head N=%d K=%d C=%d %dx%d OC=%d act=%d tail=%d, %d thread(s): packed weights%s, "
-          "the same bits", N, K, C, H, W, OC, act, tail, threads,
-          tail == 2 ? " with an inf (flag 0)" : "");
-    free(pk); free(out2); free(lin2); free(hid2); free(w2); free(out3);
+            slope2, NULL, NULL);
+    const float *hidr = tail == 2 ? hid0 : hid;
+    CHECK(stp == DG_STATUS_OK && sts == DG_STATUS_OK && flag_ok &&
+              same_floats(lin2, lin, fh) && same_floats(hid2, hidr, fh) &&
+              same_floats(out2, tail == 2 ? out3 : out, fo),
+          "head N=%d K=%d C=%d %dx%d OC=%d act=%d tail=%d, %d thread(s): packed weights%s "
+          "and scales%s, the same bits", N, K, C, H, W, OC, act, tail, threads,
+          tail == 2 ? " with an inf (flag 0)" : "", tail == 2 ? " without gamma" : "");
+    free(pk); free(out2); free(lin2); free(hid2); free(w2); free(out3); free(sc);
+    free(out0); free(lin0); free(hid0); free(lin3); free(hid3);
     dg_status st1 = dg_linear_forward(lin1, z, lw, lb, N, K, F);
     if (st1 == DG_STATUS_OK)
         st1 = dg_batchnorm_act_forward_eval(hid1, lin1, mean, var, gamma, beta, N, F, 1, 1e-5f,
@@ -670,7 +685,8 @@ static void test_linear_bn_convt(void) {
     printf("# linear, batch norm, transposed convolution in one call\n");
     int before = dg_get_num_threads();
     /* K, C, H, OC */
-    static const int shapes[][4] = {{100, 80, 7, 8}, {100, 80, 7, 28}, {17, 8, 4, 4}};
+    static const int shapes[][4] = {{100, 80, 7, 8}, {100, 80, 7, 28}, {17, 8, 4, 4},
+                                    {17, 3, 5, 4}};
     static const int acts[] = {DG_ACT_RELU, DG_ACT_NONE, DG_ACT_LEAKY_RELU};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int N = 1; N <= 2; N++)
@@ -689,7 +705,7 @@ static void test_linear_bn_convt(void) {
 #define HEAD2(o, l, zz, k, eps, act, m2, v2, g2, eps2, act2)                               \
     dg_linear_bn_convt_forward(o, l, hid, ws, zz, lw, NULL, v, v, NULL, NULL, eps, act, 0.0f, \
                                w, NULL, 1, k, C, H, H, OC, 4, 4, 2, 2, 1, 1, 4, 4, m2, v2, g2, \
-                               NULL, eps2, act2, 0.0f, NULL)
+                               NULL, eps2, act2, 0.0f, NULL, NULL)
 #define HEAD(o, l, zz, k, eps, act) HEAD2(o, l, zz, k, eps, act, NULL, NULL, NULL, 0.0f, 0)
     CHECK(HEAD(out, lin, z, 0, 1e-5f, 0) == DG_STATUS_ERR_SHAPE &&
               HEAD(NULL, lin, z, K, 1e-5f, 0) == DG_STATUS_ERR_NULL &&
@@ -710,6 +726,20 @@ static void test_linear_bn_convt(void) {
 #undef HEAD
 #undef HEAD2
     free(z); free(lw); free(v); free(w); free(lin); free(hid); free(out); free(ws);
+    /* dg_batchnorm_eval_scale: 1 / sqrt(var + eps) in double, to float, times gamma */
+    float var3[3] = {1.0f, 0.25f, 3.0f}, g3[3] = {2.0f, -1.0f, 0.5f}, s3[3], s3n[3];
+    int ok = dg_batchnorm_eval_scale(s3, var3, g3, 3, 1e-5f) == DG_STATUS_OK &&
+             dg_batchnorm_eval_scale(s3n, var3, NULL, 3, 1e-5f) == DG_STATUS_OK;
+    for (int c = 0; c < 3; c++) {
+        float r = (float)(1.0 / sqrt((double)var3[c] + (double)1e-5f));
+        ok = ok && s3[c] == r * g3[c] && s3n[c] == r;
+    }
+    CHECK(ok && dg_batchnorm_eval_scale(s3, var3, g3, 0, 1e-5f) == DG_STATUS_ERR_SHAPE &&
+              dg_batchnorm_eval_scale(NULL, var3, g3, 3, 1e-5f) == DG_STATUS_ERR_NULL &&
+              dg_batchnorm_eval_scale(s3, NULL, g3, 3, 1e-5f) == DG_STATUS_ERR_NULL &&
+              dg_batchnorm_eval_scale(s3, var3, g3, 3, 0.0f) == DG_STATUS_ERR_VALUE,
+          "batch norm scales: 1/sqrt(var + eps) times gamma (or 1); C = 0 -> shape error, "
+          "NULL -> null error, eps 0 -> value error");
 }
 
 /* dg_convt_few_pack's layout, element by element from its description; its size
