@@ -503,7 +503,6 @@ typedef struct {
     float eps;
     int act;
     float slope;
-    const float *scale;   /* dg_batchnorm_eval_scale's, else NULL */
 } bn_fwd_eval_job;
 
 #if DG_HAVE_AVX2
@@ -590,7 +589,8 @@ __attribute__((noinline)) DG_AVX512 static int bn_eval_one_avx512(
 #endif
 
 /* The channel loop of dg_batchnorm_forward_eval (same arguments, M = N*HW) over the
- * channels [cA, cB). */
+ * channels [cA, cB); with sc (dg_batchnorm_eval_scale's), each channel's scale read
+ * from it (running_var and gamma unread). */
 static void bn_fwd_eval_range(float *out, const float *inp, const float *running_mean,
                               const float *running_var, const float *gamma,
                               const float *beta, int N, int C, int HW, float eps, int cA,
@@ -642,7 +642,7 @@ static void bn_fwd_eval_task(void *ctx, int t, int nt) {
     dg_split((size_t)j->C, 1, t, nt, &lo, &hi);
     if (lo < hi) bn_fwd_eval_range(j->out, j->inp, j->running_mean, j->running_var,
         j->gamma, j->beta, j->N, j->C, j->HW, j->eps, (int)lo, (int)hi, j->act, j->slope,
-        j->scale);
+        NULL);
 }
 
 /* bn_fwd_eval_task built for AVX2 (dg_internal.h): the same values */
@@ -828,7 +828,7 @@ dg_status dg_batchnorm_act_forward_eval(float *out, const float *inp,
     }
     if (dg_bad_eps(eps) || dg_bad_act(act, slope)) return DG_STATUS_ERR_VALUE;
     bn_fwd_eval_job j = {out, inp, running_mean, running_var, gamma, beta, N, C, HW, eps,
-                         act, slope, NULL};
+                         act, slope};
     dg_parallel(DG_FOR_CPU(bn_fwd_eval_task), &j, bn_tasks(N, C, HW));
     return DG_STATUS_OK;
 }
