@@ -847,6 +847,7 @@ dg_status dg_batchnorm_eval_scale(float *scale, const float *running_var, const 
 void dg_bn_eval_one_scaled(float *out, const float *inp, const float *mean,
                            const float *scale, const float *beta, int F, int act,
                            float slope) {
+    /* no variance, gamma or eps: the scales stand for them */
     bn_fwd_eval_range(out, inp, mean, NULL, NULL, beta, 1, F, 1, 1.0f, 0, F, act, slope,
                       scale);
 }

@@ -1311,17 +1311,16 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
         /* the next piece of weights: the next blocks' (the next pass's), or the next
          * chunk's first; nn blocks of it fetched */
         const float *nw = NULL;
-        int ncc = 0, nn = 0;
+        int ncc = 0, nn = 1;
         if (b + nb < bl) {
             nw = wb + (kept != NULL ? (size_t)nb * cc * bw : bw), ncc = cc;
-            nn = bl - (b + nb);
+            nn = pairs && bl - (b + nb) > 1 ? 2 : 1;
         } else if (c0 + DG_FEW_CC < C) {
             ncc = C - c0 - DG_FEW_CC < DG_FEW_CC ? C - c0 - DG_FEW_CC : DG_FEW_CC;
             nw = (kept != NULL ? kept : j->weight) + (size_t)(c0 + DG_FEW_CC) * ldw +
                  (size_t)bf * (kept != NULL ? (size_t)ncc * bw : bw);
-            nn = bl - bf;
+            nn = pairs && bl - bf > 1 ? 2 : 1;
         }
-        nn = pairs && nn > 1 ? 2 : 1;
         if (nb == 2)   /* this pass's weights into L1 */
             for (size_t l = 0; l < (size_t)2 * cc * DG_FEW_OCB; l++)
                 __builtin_prefetch(pw + 16 * l, 0, 3);
@@ -1334,8 +1333,8 @@ DG_AVX512 static void few_chunk(const direct_job *j, float *pad, int bf, int bl,
              * 127), every eighth for a pass of two blocks (~0.98 of the time of
              * every fourth there, every sixteenth ~1.01; log 128) */
             if (nw != NULL && kept != NULL) {
-                int lo = y * nn * ncc / H, hi = (y + 1) * nn * ncc / H, every = nn;
-                for (int c = (lo + every - 1) / every * every; c < hi; c += every)
+                int lo = y * nn * ncc / H, hi = (y + 1) * nn * ncc / H;
+                for (int c = (lo + nn - 1) / nn * nn; c < hi; c += nn)
                     __builtin_prefetch(nw + bw * (size_t)c, 0, 2);
             } else if (nw != NULL)
                 for (int c = y * ncc / H; c < (y + 1) * ncc / H; c++)

@@ -1023,12 +1023,12 @@ class Network:
                 x, fn, args, kwargs = self._head_call(i, x, tail)
                 skip = i + 4 + tail
                 weight = self.layers[i + 4].weight(False)
-                if self.keep_packed and n == 1 and weight.shape[1] % 4 == 0 and \
-                        weight.shape[2:] == (4, 4):
-                    kwargs["packed"] = _huge_zeros(weight.size + 16)
-                    packs.append(functools.partial(_core._convt_few_pack, kwargs["packed"],
-                                                   weight))
-                    bn = self.layers[i + 1]
+                if self.keep_packed and n == 1:
+                    if weight.shape[1] % 4 == 0 and weight.shape[2:] == (4, 4):
+                        kwargs["packed"] = _huge_zeros(weight.size + 16)
+                        packs.append(functools.partial(_core._convt_few_pack,
+                                                       kwargs["packed"], weight))
+                    bn = self.layers[i + 1]   # its scales, whatever the weights' shape
                     kwargs["scale"] = _aligned(bn.b["running_var"].size, zero=True)
                     packs.append(functools.partial(_core._bn_eval_scale, kwargs["scale"],
                                                    bn.b["running_var"], bn.p["weight"],
