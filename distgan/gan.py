@@ -84,11 +84,14 @@ def adversarial_loss(kind, logits, real_target):
     return float(loss), dx.reshape(logits.shape)
 
 
+_U64 = 0xFFFFFFFFFFFFFFFF   # stream keys are taken modulo 2**64
+
+
 class _Stream:
     """A position in a counter-based random stream (seed, offset)."""
 
     def __init__(self, seed, offset=0):
-        self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        self.seed = int(seed) & _U64
         self.offset = int(offset)
 
     def normal(self, shape):
@@ -223,6 +226,7 @@ class GAN:
         self._ema_t0 = 0      # G updates before the last fold_batch_norm (EMA warm-up)
         # sampling reuses the networks' cached buffers: one sampler at a time
         self._sample_lock = threading.RLock()
+        self._sample_offset = 0   # where the unseeded sampling stream is
 
     # -- training ----------------------------------------------------------------
     def _fake_labels(self, n):
@@ -627,6 +631,21 @@ class GAN:
             return self._sample(n, labels, seed, batch_size, ema)
 
     def _sample(self, n, labels, seed, batch_size, ema):
+        net = self.g_ema if ema else self.generator
+        if labels is None and self.num_classes is None and 0 < n <= batch_size:
+            # one batch of an unconditional model: the noise drawn straight into
+            # predict's plan and its output copied once, with no _Stream, slices or
+            # copy in (the Python around a teacher's one-image sample took ~5 % of
+            # its time, its caches cold after the kernels: PERFORMANCE.md log 130)
+            if ema and self._ema_stats_step != self.step_count:
+                self._refresh_ema_stats()
+            off = 0 if seed is not None else self._sample_offset
+            key = (seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5) & _U64
+            y = net._predict_normal(n, key, off)
+            if y is not None:
+                if seed is None:
+                    self._sample_offset = off + n * self.latent_dim
+                return y.copy()
         stream = _Stream(seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5,
                          0 if seed is not None else getattr(self, "_sample_offset", 0))
         if self.num_classes is not None:
@@ -645,7 +664,6 @@ class GAN:
         z = stream.normal((n, self.latent_dim))
         if seed is None:
             self._sample_offset = stream.offset
-        net = self.g_ema if ema else self.generator
         if ema:
             self._refresh_ema_stats()
         out = np.empty((n,) + self.image_shape, np.float32)

@@ -985,22 +985,45 @@ class Network:
         calls inside :meth:`frozen_activations`, take :meth:`forward`. Returns the
         network's cached output buffer, as :meth:`forward` does: copy what you keep.
         """
-        if (labels is None and not self._frozen_blocks and isinstance(x, np.ndarray)
-                and x.ndim == len(self.input_shape) + 1):
-            plan = self._plan
-            if plan is None or plan[0] != (x.shape[0], _FUSE, _FUSE_HEAD, self.keep_packed):
-                plan = self._plan = self._make_plan(x.shape[0])
+        if labels is None and isinstance(x, np.ndarray) and x.ndim == len(self.input_shape) + 1:
+            plan = self._ready_plan(x.shape[0])
             if plan is not None and plan[1].shape == x.shape:
-                if plan[4] and self._packed_at != self._wversion:
-                    for pack in plan[4]:
-                        pack()
-                    self._packed_at = self._wversion
                 np.copyto(plan[1], x)    # casts a float64 input as forward does
-                self._backward_ok = False
-                for call in plan[2]:
-                    call()
-                return plan[3]
+                return self._run_plan(plan)
         return self.forward(x, labels, train=False)
+
+    def _predict_normal(self, n, seed, offset):
+        """:meth:`predict` of n inputs of standard normals from the counter-based
+        stream (seed, offset) (:func:`distgan.ops.normal`), drawn straight into the
+        plan's input; None, drawing nothing, where predict takes :meth:`forward`."""
+        plan = self._ready_plan(n)
+        if plan is None:
+            return None
+        _core._rng_normal(plan[1], seed, offset)
+        return self._run_plan(plan)
+
+    def _ready_plan(self, n):
+        """:meth:`predict`'s plan for batches of n (made on first use), or None where
+        predict takes :meth:`forward`. Its input is ``plan[1]``; :meth:`_run_plan`
+        runs it."""
+        if self._frozen_blocks:
+            return None
+        plan = self._plan
+        if plan is None or plan[0] != (n, _FUSE, _FUSE_HEAD, self.keep_packed):
+            plan = self._plan = self._make_plan(n)
+        return plan
+
+    def _run_plan(self, plan):
+        """Runs a plan of :meth:`_ready_plan` on what its input holds (the kept packs
+        remade first if the weights changed); returns its output buffer."""
+        if plan[4] and self._packed_at != self._wversion:
+            for pack in plan[4]:
+                pack()
+            self._packed_at = self._wversion
+        self._backward_ok = False
+        for call in plan[2]:
+            call()
+        return plan[3]
 
     def _make_plan(self, n):
         """:meth:`predict`'s plan for batches of n, or None where it takes forward."""

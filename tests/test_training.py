@@ -378,6 +378,21 @@ def test_sample_shapes_range_and_seeds(rng):
     # the samples ARE the EMA generator in eval mode on the documented stream
     z = ops.normal((10, gan.latent_dim), 4 * 2 + 3, 0)
     assert np.array_equal(gan.g_ema.forward(z, train=False), s)
+    assert np.array_equal(gan.generator.forward(z, train=False), raw)
+    # the unseeded stream (seed * 2 + 5), one batch (noise drawn into predict's
+    # plan) and several alike; each result its own array, not the plan's buffer
+    fresh = distgan.GAN(models.dcgan(**TINY), seed=0)
+    one, three, more = fresh.sample(1), fresh.sample(3), fresh.sample(4, batch_size=3)
+    z = ops.normal((8, fresh.latent_dim), 0 * 2 + 5, 0)
+    want = [fresh.g_ema.forward(z[i:j], train=False).copy()
+            for i, j in ((0, 1), (1, 4), (4, 7), (7, 8))]
+    assert np.array_equal(one, want[0]) and np.array_equal(three, want[1])
+    assert np.array_equal(more, np.concatenate(want[2:]))
+    assert one.shape == (1, 1, 28, 28) and one.flags.owndata and three.flags.owndata
+    # where predict has no plan, the same samples through forward
+    plain = distgan.GAN(models.dcgan(**TINY), seed=0)
+    plain.g_ema._ready_plan = lambda n: None
+    assert np.array_equal(plain.sample(1), one) and np.array_equal(plain.sample(3), three)
     toy = distgan.GAN(models.mlp(hidden=16), seed=0)
     assert toy.sample(6, seed=0).shape == (6, 2)
 
