@@ -36,6 +36,14 @@
  * Forward ops fill their preallocated outputs and return None; loss forwards
  * return the loss as a Python float.
  *
+ * The forward ops of a generator's eval-mode forward (the convolutions, the
+ * activations, _linear_bn_convt_forward) can also be prepared (_prepare): their
+ * arguments converted and checked once, the call kept with a reference to each
+ * array (dg_prepared), and run again by calling it. Network.predict replays its
+ * plan so: in a teacher's one-image sample the checks, the keyword dicts and the
+ * calls of the partials cost ~2 % of the time, their code and data cold after
+ * the kernels (PERFORMANCE.md log 130).
+ *
  * Dimension letters are those of distgan.h (N, C, H, W, OC, OH, OW, KH, KW, SH,
  * SW, PH, PW, HW, K, D).
  */
@@ -60,9 +68,10 @@ typedef struct {
     const char *name;   /* argument name, e.g. "weight" */
     PyArrayObject *arr; /* new reference, or NULL */
     int is_out;         /* written by the op (output or gradient buffer) */
+    int copied;         /* arr is a copy of the input given (conv_input) */
 } dg_arg;
 
-#define ARG(argname) {op, argname, NULL, 0}
+#define ARG(argname) {op, argname, NULL, 0, 0}
 
 /* A uint64 scalar argument (RNG seed and offset). */
 typedef struct {
@@ -98,6 +107,7 @@ conv_input(PyObject *obj, void *addr)
     /* a new reference: arr itself when it already qualifies, else a copy */
     a->arr = (PyArrayObject *)PyArray_FromArray(arr, PyArray_DescrFromType(NPY_FLOAT),
                                                 NPY_ARRAY_IN_ARRAY);
+    a->copied = a->arr != NULL && a->arr != arr;
     return a->arr != NULL;
 }
 
@@ -728,6 +738,167 @@ typedef struct {
     int N, C, H, W, OC, KH, KW, SH, SW, PH, PW, OH, OW;
 } conv_geom;
 
+/* ------------------------------------------------------------------------- */
+/* Prepared calls                                                             */
+/* ------------------------------------------------------------------------- */
+
+typedef dg_status (*conv_fwd_fn)(float *, float *, const float *, const float *,
+                                 const float *, int, int, int, int, int, int, int,
+                                 int, int, int, int, int, int);
+typedef dg_status (*act_fwd_fn)(float *, const float *, size_t);
+typedef dg_status (*leaky_fwd_fn)(float *, const float *, float, size_t);
+
+/* A forward op's C call, its arguments converted and checked: what a binding
+ * runs, or keeps in a prepared call (run_or_keep). */
+typedef struct dg_call dg_call;
+struct dg_call {
+    dg_status (*run)(const dg_call *c);
+    union {
+        struct {   /* act_forward_impl */
+            act_fwd_fn fn;
+            leaky_fwd_fn leaky;
+            float *out;
+            const float *inp;
+            float slope;
+            size_t n;
+        } act;
+        struct {   /* conv_forward_impl */
+            conv_fwd_fn fn;
+            float *out, *workspace, *col;
+            const float *inp, *weight, *bias;
+            conv_geom g;
+            int act;
+            float slope;
+        } conv;
+        struct {   /* _linear_bn_convt_forward */
+            float *out, *lin, *hid, *workspace;
+            const float *z, *lweight, *lbias, *running_mean, *running_var, *gamma, *beta,
+                *weight, *bias, *running_mean2, *running_var2, *gamma2, *beta2, *packed,
+                *scale;
+            conv_geom g;
+            int K, act, act2;
+            float eps, slope, eps2, slope2;
+        } head;
+    } u;
+};
+
+#define DG_KEEP_MAX 24   /* the most arrays a binding that can be prepared takes */
+
+/* A prepared call (_core._prepare): a forward op's call with its arguments
+ * converted and checked once, and a reference to each of its arrays. Calling it
+ * with no arguments runs the op again on those arrays, on what they hold then,
+ * without the parsing and checks (a plan that repeats the same calls:
+ * Network.predict). Whatever is done to the arrays meanwhile, the memory it
+ * reads and writes stays theirs: it holds references, NumPy resizes no array
+ * that has them, and a shape set in place keeps the size. */
+typedef struct {
+    PyObject_HEAD
+    const char *op;   /* the binding's name; NULL until a call is kept */
+    dg_call call;
+    int narrs;
+    PyArrayObject *arrs[DG_KEEP_MAX];
+} dg_prepared;
+
+/* Runs c with the GIL released: None, or the exception its status maps to. */
+static PyObject *
+run_call(const char *op, const dg_call *c)
+{
+    dg_status st;
+
+    Py_BEGIN_ALLOW_THREADS
+    st = c->run(c);
+    Py_END_ALLOW_THREADS
+    if (check_status(op, st) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* A binding's last step once its arguments are checked: runs c (keep NULL), or
+ * keeps it in keep with the references of all (moved: the binding's exit
+ * releases the rest) and returns None. Keeps nothing when an input is a copy
+ * (conv_input), which later writes into the array given would not reach:
+ * _prepare then returns None. */
+static PyObject *
+run_or_keep(const char *op, const dg_call *c, dg_arg *const *all, int n, dg_prepared *keep)
+{
+    if (keep == NULL) {
+        return run_call(op, c);
+    }
+    for (int i = 0; i < n; i++) {
+        if (all[i]->copied) {
+            Py_RETURN_NONE;
+        }
+    }
+    if (n > DG_KEEP_MAX) {
+        PyErr_Format(PyExc_SystemError, "%s: %d arrays, a prepared call holds %d", op, n,
+                     DG_KEEP_MAX);
+        return NULL;
+    }
+    keep->op = op;
+    keep->call = *c;
+    for (int i = 0; i < n; i++) {
+        if (all[i]->arr != NULL) {
+            keep->arrs[keep->narrs++] = all[i]->arr;
+            all[i]->arr = NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+prepared_call(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    dg_prepared *p = (dg_prepared *)self;
+
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_Format(PyExc_TypeError, "prepared %s takes no arguments", p->op);
+        return NULL;
+    }
+    return run_call(p->op, &p->call);
+}
+
+static void
+prepared_dealloc(PyObject *self)
+{
+    dg_prepared *p = (dg_prepared *)self;
+
+    for (int i = 0; i < p->narrs; i++) {
+        Py_DECREF(p->arrs[i]);
+    }
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *
+prepared_repr(PyObject *self)
+{
+    return PyUnicode_FromFormat("<prepared %s>", ((dg_prepared *)self)->op);
+}
+
+/* A binding _prepare can keep: prep<name>(args, kwds, keep) runs the call (keep
+ * NULL) or keeps it (run_or_keep); py<name>, the binding, runs it. */
+#define PREPARABLE(name, impl_call)                                                    \
+    static PyObject *prep##name(PyObject *args, PyObject *kwds, dg_prepared *keep)      \
+    {                                                                                   \
+        return impl_call;                                                               \
+    }                                                                                   \
+    static PyObject *py##name(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds) \
+    {                                                                                   \
+        return prep##name(args, kwds, NULL);                                            \
+    }
+
+static PyTypeObject dg_prepared_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "distgan._core.Prepared",
+    .tp_basicsize = sizeof(dg_prepared),
+    .tp_dealloc = prepared_dealloc,
+    .tp_repr = prepared_repr,
+    .tp_call = prepared_call,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A forward op's call, its arguments checked once (_core._prepare); "
+              "call it with no arguments to run it again.",
+};
+
 /* Validates a conv2d (transposed = 0) or conv_transpose2d (1) geometry and
  * sets *ws to its workspace size in floats. `what` names the output for the
  * messages ("out", "dout", or "the geometry" for _*_workspace_size). Checks, in
@@ -1019,9 +1190,6 @@ conv_act(const char *op, int act, float slope, const dg_arg *col, const conv_geo
     return 0;
 }
 
-typedef dg_status (*conv_fwd_fn)(float *, float *, const float *, const float *,
-                                 const float *, int, int, int, int, int, int, int,
-                                 int, int, int, int, int, int);
 typedef dg_status (*conv_bwd_fn)(float *, float *, float *, float *, const float *,
                                  const float *, const float *, int, int, int, int,
                                  int, int, int, int, int, int, int, int, int);
@@ -1047,9 +1215,31 @@ check_col(const char *op, const dg_arg *col, const conv_geom *g)
     return check_shape(col, 2, e, "(C*KH*KW, N*OH*OW)");
 }
 
+static dg_status
+run_conv(const dg_call *c)
+{
+    const conv_geom *g = &c->u.conv.g;
+
+    if (c->u.conv.act != DG_ACT_NONE) {
+        return dg_conv2d_act_forward(c->u.conv.out, c->u.conv.workspace, c->u.conv.inp,
+                                     c->u.conv.weight, c->u.conv.bias, g->N, g->C, g->H, g->W,
+                                     g->OC, g->KH, g->KW, g->SH, g->SW, g->PH, g->PW, g->OH,
+                                     g->OW, c->u.conv.act, c->u.conv.slope);
+    }
+    if (c->u.conv.col != NULL) {
+        return dg_conv2d_forward_keep(c->u.conv.out, c->u.conv.col, c->u.conv.workspace,
+                                      c->u.conv.inp, c->u.conv.weight, c->u.conv.bias, g->N,
+                                      g->C, g->H, g->W, g->OC, g->KH, g->KW, g->SH, g->SW,
+                                      g->PH, g->PW, g->OH, g->OW);
+    }
+    return c->u.conv.fn(c->u.conv.out, c->u.conv.workspace, c->u.conv.inp, c->u.conv.weight,
+                        c->u.conv.bias, g->N, g->C, g->H, g->W, g->OC, g->KH, g->KW, g->SH,
+                        g->SW, g->PH, g->PW, g->OH, g->OW);
+}
+
 static PyObject *
 conv_forward_impl(const char *op, const char *fmt, int transposed, conv_fwd_fn fn,
-                  PyObject *args, PyObject *kwds)
+                  PyObject *args, PyObject *kwds, dg_prepared *keep)
 {
     /* col (conv2d only: fmt ends "|O&$if") keeps the im2col matrix for the backward;
      * act and slope fuse an activation after it (dg_conv2d_act_forward) */
@@ -1064,7 +1254,7 @@ conv_forward_impl(const char *op, const char *fmt, int transposed, conv_fwd_fn f
     int act = DG_ACT_NONE;
     float slope = 0.0f;
     PyObject *ret = NULL;
-    dg_status st;
+    dg_call c = {run_conv, {.act = {NULL}}};
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, transposed ? kwlist_t : kwlist,
                                      conv_output, &out,
@@ -1079,25 +1269,17 @@ conv_forward_impl(const char *op, const char *fmt, int transposed, conv_fwd_fn f
         check_overlap(op, all, NARGS(all), 0) < 0) {
         goto exit;
     }
-    Py_BEGIN_ALLOW_THREADS
-    if (act != DG_ACT_NONE) {
-        st = dg_conv2d_act_forward(F32(out), F32(workspace), CF32(inp), CF32(weight),
-                                   CF32(bias), g.N, g.C, g.H, g.W, g.OC, g.KH, g.KW, g.SH,
-                                   g.SW, g.PH, g.PW, g.OH, g.OW, act, slope);
-    } else if (col.arr != NULL) {
-        st = dg_conv2d_forward_keep(F32(out), F32(col), F32(workspace), CF32(inp),
-                                    CF32(weight), CF32(bias), g.N, g.C, g.H, g.W, g.OC,
-                                    g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW);
-    } else {
-        st = fn(F32(out), F32(workspace), CF32(inp), CF32(weight), CF32(bias), g.N, g.C,
-                g.H, g.W, g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW);
-    }
-    Py_END_ALLOW_THREADS
-    if (check_status(op, st) < 0) {
-        goto exit;
-    }
-    ret = Py_None;
-    Py_INCREF(ret);
+    c.u.conv.fn = fn;
+    c.u.conv.out = F32(out);
+    c.u.conv.workspace = F32(workspace);
+    c.u.conv.col = F32(col);
+    c.u.conv.inp = CF32(inp);
+    c.u.conv.weight = CF32(weight);
+    c.u.conv.bias = CF32(bias);
+    c.u.conv.g = g;
+    c.u.conv.act = act;
+    c.u.conv.slope = slope;
+    ret = run_or_keep(op, &c, all, NARGS(all), keep);
 exit:
     Py_XDECREF(out.arr);
     Py_XDECREF(workspace.arr);
@@ -1187,12 +1369,9 @@ exit:
     return ret;
 }
 
-static PyObject *
-py_conv2d_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
-{
-    return conv_forward_impl("_conv2d_forward", "O&O&O&O&O&iiii|O&$if:_conv2d_forward", 0,
-                             dg_conv2d_forward, args, kwds);
-}
+PREPARABLE(_conv2d_forward,
+           conv_forward_impl("_conv2d_forward", "O&O&O&O&O&iiii|O&$if:_conv2d_forward", 0,
+                             dg_conv2d_forward, args, kwds, keep))
 
 static PyObject *
 py_conv2d_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
@@ -1201,13 +1380,10 @@ py_conv2d_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
                               0, dg_conv2d_backward, args, kwds);
 }
 
-static PyObject *
-py_conv_transpose2d_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
-{
-    return conv_forward_impl("_conv_transpose2d_forward",
+PREPARABLE(_conv_transpose2d_forward,
+           conv_forward_impl("_conv_transpose2d_forward",
                              "O&O&O&O&O&iiii:_conv_transpose2d_forward", 1,
-                             dg_conv_transpose2d_forward, args, kwds);
-}
+                             dg_conv_transpose2d_forward, args, kwds, keep))
 
 static PyObject *
 py_conv_transpose2d_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
@@ -1467,8 +1643,23 @@ exit:
     return ret;
 }
 
+static dg_status
+run_head(const dg_call *c)
+{
+    const conv_geom *g = &c->u.head.g;
+
+    return dg_linear_bn_convt_forward(
+        c->u.head.out, c->u.head.lin, c->u.head.hid, c->u.head.workspace, c->u.head.z,
+        c->u.head.lweight, c->u.head.lbias, c->u.head.running_mean, c->u.head.running_var,
+        c->u.head.gamma, c->u.head.beta, c->u.head.eps, c->u.head.act, c->u.head.slope,
+        c->u.head.weight, c->u.head.bias, g->N, c->u.head.K, g->C, g->H, g->W, g->OC, g->KH,
+        g->KW, g->SH, g->SW, g->PH, g->PW, g->OH, g->OW, c->u.head.running_mean2,
+        c->u.head.running_var2, c->u.head.gamma2, c->u.head.beta2, c->u.head.eps2,
+        c->u.head.act2, c->u.head.slope2, c->u.head.packed, c->u.head.scale);
+}
+
 static PyObject *
-py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+prep_linear_bn_convt_forward(PyObject *args, PyObject *kwds, dg_prepared *keep)
 {
     static const char op[] = "_linear_bn_convt_forward";
     static char *kwlist[] = {"out", "lin", "hid", "workspace", "z", "lweight", "lbias",
@@ -1493,7 +1684,7 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
     float eps, slope = 0.0f, eps2 = 1e-5f, slope2 = 0.0f;
     int K, F, act = DG_ACT_NONE, act2 = DG_ACT_NONE;
     PyObject *ret = NULL;
-    dg_status st;
+    dg_call c = {run_head, {.act = {NULL}}};
 
     if (!PyArg_ParseTupleAndKeywords(
             args, kwds, "O&O&O&O&O&O&O&O&O&O&O&fO&O&iiii|$ifO&O&O&O&fifO&O&:_linear_bn_convt_forward",
@@ -1548,26 +1739,45 @@ py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *
             goto exit;
         }
     }
-    Py_BEGIN_ALLOW_THREADS
-    st = dg_linear_bn_convt_forward(F32(out), F32(lin), F32(hid), F32(workspace), CF32(z),
-                                    CF32(lweight), CF32(lbias), CF32(running_mean),
-                                    CF32(running_var), CF32(gamma), CF32(beta), eps, act,
-                                    slope, CF32(weight), CF32(bias), g.N, K, g.C, g.H, g.W,
-                                    g.OC, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.OH, g.OW,
-                                    CF32(running_mean2), CF32(running_var2), CF32(gamma2),
-                                    CF32(beta2), eps2, act2, slope2, CF32(packed),
-                                    CF32(scale));
-    Py_END_ALLOW_THREADS
-    if (check_status(op, st) < 0) {
-        goto exit;
-    }
-    ret = Py_None;
-    Py_INCREF(ret);
+    c.u.head.out = F32(out);
+    c.u.head.lin = F32(lin);
+    c.u.head.hid = F32(hid);
+    c.u.head.workspace = F32(workspace);
+    c.u.head.z = CF32(z);
+    c.u.head.lweight = CF32(lweight);
+    c.u.head.lbias = CF32(lbias);
+    c.u.head.running_mean = CF32(running_mean);
+    c.u.head.running_var = CF32(running_var);
+    c.u.head.gamma = CF32(gamma);
+    c.u.head.beta = CF32(beta);
+    c.u.head.weight = CF32(weight);
+    c.u.head.bias = CF32(bias);
+    c.u.head.running_mean2 = CF32(running_mean2);
+    c.u.head.running_var2 = CF32(running_var2);
+    c.u.head.gamma2 = CF32(gamma2);
+    c.u.head.beta2 = CF32(beta2);
+    c.u.head.packed = CF32(packed);
+    c.u.head.scale = CF32(scale);
+    c.u.head.g = g;
+    c.u.head.K = K;
+    c.u.head.act = act;
+    c.u.head.act2 = act2;
+    c.u.head.eps = eps;
+    c.u.head.slope = slope;
+    c.u.head.eps2 = eps2;
+    c.u.head.slope2 = slope2;
+    ret = run_or_keep(op, &c, all, NARGS(all), keep);
 exit:
     for (size_t i = 0; i < NARGS(all); i++) {
         Py_XDECREF(all[i]->arr);
     }
     return ret;
+}
+
+static PyObject *
+py_linear_bn_convt_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    return prep_linear_bn_convt_forward(args, kwds, NULL);
 }
 
 static PyObject *
@@ -1684,21 +1894,27 @@ exit:
 /* Activations: elementwise over arrays of any shape (n may be 0)             */
 /* ------------------------------------------------------------------------- */
 
-typedef dg_status (*act_fwd_fn)(float *, const float *, size_t);
 typedef dg_status (*act_bwd_fn)(float *, const float *, const float *, size_t);
-typedef dg_status (*leaky_fwd_fn)(float *, const float *, float, size_t);
 typedef dg_status (*leaky_bwd_fn)(float *, const float *, const float *, float, size_t);
 
 /* out = f(inp) (leaky: with slope); out may BE inp. */
+static dg_status
+run_act(const dg_call *c)
+{
+    return c->u.act.leaky != NULL
+               ? c->u.act.leaky(c->u.act.out, c->u.act.inp, c->u.act.slope, c->u.act.n)
+               : c->u.act.fn(c->u.act.out, c->u.act.inp, c->u.act.n);
+}
+
 static PyObject *
 act_forward_impl(const char *op, const char *fmt, char **kwlist, act_fwd_fn fn,
-                 leaky_fwd_fn leaky, PyObject *args, PyObject *kwds)
+                 leaky_fwd_fn leaky, PyObject *args, PyObject *kwds, dg_prepared *keep)
 {
     dg_arg out = ARG("out"), inp = ARG("inp");
     dg_arg *all[] = {&out, &inp};
     float slope = 0.0f;
     PyObject *ret = NULL;
-    dg_status st;
+    dg_call c = {run_act, {.act = {NULL}}};
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, conv_output, &out,
                                      conv_input, &inp, &slope)) {
@@ -1707,15 +1923,13 @@ act_forward_impl(const char *op, const char *fmt, char **kwlist, act_fwd_fn fn,
     if (check_like(&out, &inp) < 0 || check_overlap(op, all, NARGS(all), 1) < 0) {
         goto exit;
     }
-    Py_BEGIN_ALLOW_THREADS
-    st = leaky != NULL ? leaky(F32(out), CF32(inp), slope, SIZE(inp))
-                       : fn(F32(out), CF32(inp), SIZE(inp));
-    Py_END_ALLOW_THREADS
-    if (check_status(op, st) < 0) {
-        goto exit;
-    }
-    ret = Py_None;
-    Py_INCREF(ret);
+    c.u.act.fn = fn;
+    c.u.act.leaky = leaky;
+    c.u.act.out = F32(out);
+    c.u.act.inp = CF32(inp);
+    c.u.act.slope = slope;
+    c.u.act.n = SIZE(inp);
+    ret = run_or_keep(op, &c, all, NARGS(all), keep);
 exit:
     Py_XDECREF(out.arr);
     Py_XDECREF(inp.arr);
@@ -1764,12 +1978,8 @@ static char *act_bwd_inp_kw[] = {"dinp", "dout", "inp", NULL};
 static char *leaky_bwd_kw[] = {"dinp", "dout", "inp", "slope", NULL};
 static char *act_bwd_out_kw[] = {"dinp", "dout", "out", NULL};
 
-static PyObject *
-py_relu_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
-{
-    return act_forward_impl("_relu_forward", "O&O&:_relu_forward", act_fwd_kw,
-                            dg_relu_forward, NULL, args, kwds);
-}
+PREPARABLE(_relu_forward, act_forward_impl("_relu_forward", "O&O&:_relu_forward", act_fwd_kw,
+                                            dg_relu_forward, NULL, args, kwds, keep))
 
 static PyObject *
 py_relu_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
@@ -1778,12 +1988,9 @@ py_relu_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
                              dg_relu_backward, NULL, args, kwds);
 }
 
-static PyObject *
-py_leaky_relu_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
-{
-    return act_forward_impl("_leaky_relu_forward", "O&O&f:_leaky_relu_forward",
-                            leaky_fwd_kw, NULL, dg_leaky_relu_forward, args, kwds);
-}
+PREPARABLE(_leaky_relu_forward,
+           act_forward_impl("_leaky_relu_forward", "O&O&f:_leaky_relu_forward", leaky_fwd_kw,
+                            NULL, dg_leaky_relu_forward, args, kwds, keep))
 
 static PyObject *
 py_leaky_relu_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
@@ -1792,12 +1999,8 @@ py_leaky_relu_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds
                              leaky_bwd_kw, NULL, dg_leaky_relu_backward, args, kwds);
 }
 
-static PyObject *
-py_tanh_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
-{
-    return act_forward_impl("_tanh_forward", "O&O&:_tanh_forward", act_fwd_kw,
-                            dg_tanh_forward, NULL, args, kwds);
-}
+PREPARABLE(_tanh_forward, act_forward_impl("_tanh_forward", "O&O&:_tanh_forward", act_fwd_kw,
+                                            dg_tanh_forward, NULL, args, kwds, keep))
 
 static PyObject *
 py_tanh_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
@@ -1806,13 +2009,9 @@ py_tanh_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
                              dg_tanh_backward, NULL, args, kwds);
 }
 
-static PyObject *
-py_sigmoid_forward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
-{
-    return act_forward_impl("_sigmoid_forward", "O&O&:_sigmoid_forward", act_fwd_kw,
-                            dg_sigmoid_forward,
-                            NULL, args, kwds);
-}
+PREPARABLE(_sigmoid_forward,
+           act_forward_impl("_sigmoid_forward", "O&O&:_sigmoid_forward", act_fwd_kw,
+                            dg_sigmoid_forward, NULL, args, kwds, keep))
 
 static PyObject *
 py_sigmoid_backward(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
@@ -2627,6 +2826,61 @@ exit:
 /* Module                                                                     */
 /* ------------------------------------------------------------------------- */
 
+/* _prepare(fn, *args, **kwargs): fn's call on these arguments as a prepared
+ * call (dg_prepared), checked now as fn checks them (the same exceptions); None
+ * when fn is not a binding that can be prepared, or an input would be copied. */
+static PyObject *
+py_prepare(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
+{
+    typedef PyObject *(*prep_fn)(PyObject *, PyObject *, dg_prepared *);
+    static const struct {
+        PyCFunctionWithKeywords binding;
+        prep_fn prep;
+    } table[] = {
+        {py_linear_bn_convt_forward, prep_linear_bn_convt_forward},
+        {py_conv2d_forward, prep_conv2d_forward},
+        {py_conv_transpose2d_forward, prep_conv_transpose2d_forward},
+        {py_relu_forward, prep_relu_forward},
+        {py_leaky_relu_forward, prep_leaky_relu_forward},
+        {py_tanh_forward, prep_tanh_forward},
+        {py_sigmoid_forward, prep_sigmoid_forward},
+    };
+    prep_fn prep = NULL;
+    PyObject *fn, *rest, *r;
+    dg_prepared *keep;
+
+    if (PyTuple_GET_SIZE(args) < 1) {
+        PyErr_SetString(PyExc_TypeError, "_prepare: needs the binding to prepare a call of");
+        return NULL;
+    }
+    fn = PyTuple_GET_ITEM(args, 0);
+    if (PyCFunction_Check(fn) && (PyCFunction_GET_FLAGS(fn) & METH_KEYWORDS)) {
+        for (int i = 0; i < NARGS(table); i++) {
+            if ((PyCFunction)(void (*)(void))table[i].binding == PyCFunction_GET_FUNCTION(fn)) {
+                prep = table[i].prep;
+            }
+        }
+    }
+    if (prep == NULL) {
+        Py_RETURN_NONE;
+    }
+    keep = PyObject_New(dg_prepared, &dg_prepared_type);
+    if (keep == NULL) {
+        return NULL;
+    }
+    keep->op = NULL;
+    keep->narrs = 0;
+    rest = PyTuple_GetSlice(args, 1, PyTuple_GET_SIZE(args));
+    r = rest != NULL ? prep(rest, kwds, keep) : NULL;
+    Py_XDECREF(rest);
+    if (r == NULL || keep->op == NULL) {
+        Py_DECREF(keep);
+        return r;   /* NULL: the error; None: nothing kept */
+    }
+    Py_DECREF(r);
+    return (PyObject *)keep;
+}
+
 #define KW_METHOD(name, sig, doc)                                                  \
     {#name, (PyCFunction)(void (*)(void))py##name, METH_VARARGS | METH_KEYWORDS,   \
      #name sig "\n--\n\n" doc}
@@ -2635,6 +2889,10 @@ exit:
      #name "($module, /)\n--\n\n" doc}
 
 static PyMethodDef dg_methods[] = {
+    KW_METHOD(_prepare, "($module, fn, /, *args, **kwargs)",
+              "fn(*args, **kwargs) as a prepared call, its arguments checked now: calling "
+              "it with no arguments runs it again on the same arrays. None when fn (a "
+              "forward binding) cannot be prepared, or an input would be copied."),
     KW_METHOD(_status_str, "($module, /, status)", "dg_status_str: the name of a status."),
     NOARGS_METHOD(_blas_name, "Name of the BLAS in use (dg_blas_name)."),
     KW_METHOD(_set_num_threads, "($module, /, n)",
@@ -2804,6 +3062,9 @@ PyMODINIT_FUNC
 PyInit__core(void)
 {
     import_array();
+    if (PyType_Ready(&dg_prepared_type) < 0) {
+        return NULL;
+    }
     PyObject *m = PyModule_Create(&dg_module);
     if (m == NULL) {
         return NULL;

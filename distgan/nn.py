@@ -972,7 +972,8 @@ class Network:
     def predict(self, x, labels=None):
         """Eval-mode forward for inference: ``forward(x, labels, train=False)``, the
         same bits, with less Python per call. The first call for a batch size records
-        the forward's ``_core`` calls with their arrays (the layers' ``_call``); later
+        the forward's ``_core`` calls with their arrays (the layers' ``_call``; each
+        checked once as a prepared call where the core can, ``_core._prepare``); later
         calls of that size copy ``x`` into the recorded input and replay them. Sampling
         one image spent 66-72 µs in Python otherwise, 8 % of a width-1.0 generator's
         sample and a third of a width-0.25 one's (PERFORMANCE.md, log 74). The plan
@@ -1059,7 +1060,9 @@ class Network:
             else:
                 x, fn, args, kwargs = l._call(self, x, False)
             if fn is not None:
-                calls.append(functools.partial(fn, *args, **kwargs))
+                # checked once here where the core can (a prepared call), not per call
+                calls.append(_core._prepare(fn, *args, **kwargs)
+                             or functools.partial(fn, *args, **kwargs))
         return (n, _FUSE, _FUSE_HEAD, self.keep_packed), inp, tuple(calls), x, tuple(packs)
 
     def _head_fits(self, i, fused, taps):

@@ -968,6 +968,139 @@ def test_generator_head_in_one_call_same_as_layers(rng, threads, spec, monkeypat
     assert calls == [1 if net.needs_labels else 0] * 4   # the head ran as one call each time
 
 
+# -- prepared calls (_core._prepare) -----------------------------------------------------
+
+def _prepared_cases(rng):
+    """Calls of each binding _prepare keeps: (fn, args, kwargs, outputs, inputs) on
+    fresh arrays, the outputs those compared, the inputs those a test rewrites."""
+    def r(*shape, s=1.0):
+        return (s * rng.standard_normal(shape)).astype(np.float32)
+    x = r(2, 3, 5, 5)
+    cases = [(fn, (out, x), {}, [out], [x]) for fn, out in
+             ((_core._relu_forward, np.empty_like(x)), (_core._tanh_forward, np.empty_like(x)),
+              (_core._sigmoid_forward, np.empty_like(x)), (_core._tanh_forward, x))]
+    out = np.empty_like(x)
+    cases.append((_core._leaky_relu_forward, (out, x, 0.2), {}, [out], [x]))
+    w, b = r(4, 3, 3, 3), r(4)
+    ws = np.empty(_core._conv2d_workspace_size(2, 3, 5, 5, 4, 3, 3, 1, 1, 1, 1, 5, 5),
+                  np.float32)
+    out, out2, col = np.empty((2, 4, 5, 5), np.float32), np.empty((2, 4, 5, 5), np.float32), \
+        np.empty((27, 50), np.float32)
+    cases.append((_core._conv2d_forward, (out, ws, x, w, b, 1, 1, 1, 1), {}, [out], [x, w]))
+    cases.append((_core._conv2d_forward, (out2, ws, x, w, None, 1, 1, 1, 1), {"col": col},
+                  [out2, col], [x]))
+    if _core._conv2d_act_fits(16, 1, 28, 28, 64, 4, 4, 2, 2, 1, 1, 14, 14):
+        x1, w1 = r(16, 1, 28, 28), r(64, 1, 4, 4)
+        ws1 = np.empty(_core._conv2d_workspace_size(16, 1, 28, 28, 64, 4, 4, 2, 2, 1, 1, 14,
+                                                    14), np.float32)
+        out = np.empty((16, 64, 14, 14), np.float32)
+        cases.append((_core._conv2d_forward, (out, ws1, x1, w1, r(64), 2, 2, 1, 1),
+                      {"act": _core.ACT_LEAKY_RELU, "slope": 0.2}, [out], [x1]))
+    wt = r(3, 4, 4, 4)
+    ws = np.empty(_core._conv_transpose2d_workspace_size(2, 3, 5, 5, 4, 4, 4, 2, 2, 1, 1, 10,
+                                                         10), np.float32)
+    out = np.empty((2, 4, 10, 10), np.float32)
+    cases.append((_core._conv_transpose2d_forward, (out, ws, x, wt, b, 2, 2, 1, 1), {},
+                  [out], [x, wt]))
+    # a teacher's head on one image, its weights packed and scales kept (the one-image
+    # kernel), and the batch norm after it
+    o = _head_operands(rng, 1, 100, 256, 7, 128)
+    o2 = _head_operands(rng, 1, 1, 128, 1, 1)
+    ws = np.empty(_core._conv_transpose2d_workspace_size(1, 256, 7, 7, 128, 4, 4, 2, 2, 1, 1,
+                                                         14, 14), np.float32)
+    packed = np.empty(o["weight"].size + 16, np.float32)
+    _core._convt_few_pack(packed, o["weight"])
+    scale = np.empty(256 * 49, np.float32)
+    _core._bn_eval_scale(scale, o["running_var"], o["gamma"], 1e-5)
+    lin, out = np.empty((1, 256 * 49), np.float32), np.empty((1, 128, 14, 14), np.float32)
+    hid = np.empty((1, 256, 7, 7), np.float32)
+    cases.append((_core._linear_bn_convt_forward,
+                  (out, lin, hid, ws, o["z"], o["lweight"], o["lbias"], o["running_mean"],
+                   o["running_var"], o["gamma"], o["beta"], 1e-5, o["weight"], o["bias"],
+                   2, 2, 1, 1),
+                  dict(act=_core.ACT_RELU, running_mean2=o2["running_mean"],
+                       running_var2=o2["running_var"], gamma2=o2["gamma"], beta2=o2["beta"],
+                       eps2=1e-3, act2=_core.ACT_RELU, packed=packed, scale=scale),
+                  [out, lin, hid], [o["z"], o["lbias"], o2["running_mean"]]))
+    return cases
+
+
+_PREPARED = type(_core._prepare(_core._tanh_forward, np.zeros(1, np.float32),
+                                np.zeros(1, np.float32)))
+
+
+def test_prepared_calls_give_the_bindings_bits(rng, threads):
+    """_core._prepare(fn, *args, **kwargs) checks fn's arguments once and keeps its call:
+    each call of it gives the bits fn gives on the same arrays, on what they hold then
+    (inputs rewritten in place in between), at 1 and 2 threads, in place too (tanh
+    with out = inp)."""
+    assert _PREPARED.__name__ == "Prepared"
+    for fn, args, kw, outs, ins in _prepared_cases(rng):
+        p = _core._prepare(fn, *args, **kw)
+        assert type(p) is _PREPARED and fn.__name__ in repr(p)
+        blank = [a for a in outs if not any(a is i for i in ins)]   # not in place
+        for t in (1, 2, 1):
+            distgan.set_num_threads(t)
+            start = [a.copy() for a in ins]
+            for a in blank:
+                a[...] = np.nan
+            assert p() is None
+            got = [a.copy() for a in outs]
+            for a, a0 in zip(ins, start):
+                a[...] = a0
+            for a in blank:
+                a[...] = np.nan
+            fn(*args, **kw)
+            for a, g in zip(outs, got):
+                assert np.array_equal(a, g), (fn.__name__, t)
+                assert not np.isnan(g).all()
+            for a in ins:   # new values in place: the next call reads them
+                a *= np.float32(-0.75)
+
+
+def test_prepared_calls_hold_their_arrays_and_check_as_the_bindings(rng):
+    """A prepared call holds a reference to each array (released with it): it runs on
+    them when nothing else refers to them. _prepare raises what the binding raises for
+    bad arguments, and returns None for a callable it cannot prepare or an input the
+    binding would copy (non-contiguous: later writes into it would not be seen)."""
+    import gc
+    import sys
+    x = rng.standard_normal((4, 9)).astype(np.float32)
+    out = np.empty_like(x)
+    n_out = sys.getrefcount(out)
+    p = _core._prepare(_core._tanh_forward, out, x.copy())
+    assert sys.getrefcount(out) == n_out + 1
+    gc.collect()
+    out[...] = np.nan
+    p()
+    want = np.empty_like(x)
+    _core._tanh_forward(want, x)
+    assert np.array_equal(out, want)
+    del p
+    assert sys.getrefcount(out) == n_out
+    bad = [((np.empty(3, np.float32), np.empty(4, np.float32)), ValueError),
+           ((np.empty(3, np.float64), np.empty(3, np.float32)), TypeError),
+           ((np.empty(3, np.float32)[::-1], np.empty(3, np.float32)), ValueError),
+           ((np.empty(3, np.float32),), TypeError)]
+    for args, exc in bad:
+        with pytest.raises(exc) as direct:
+            _core._tanh_forward(*args)
+        with pytest.raises(exc) as prepared:
+            _core._prepare(_core._tanh_forward, *args)
+        assert str(prepared.value) == str(direct.value)
+    assert _core._prepare(_core._tanh_forward, np.empty((4, 5), np.float32), x[:, ::2]) is None
+    assert _core._prepare(_core._linear_forward, out, x, np.empty((9, 9), np.float32),
+                          None) is None
+    assert _core._prepare(len, x) is None and _core._prepare(5) is None
+    with pytest.raises(TypeError, match="needs the binding"):
+        _core._prepare()
+    p = _core._prepare(_core._tanh_forward, out, x)
+    with pytest.raises(TypeError, match="takes no arguments"):
+        p(1)
+    with pytest.raises(TypeError):
+        _PREPARED()
+
+
 @pytest.mark.parametrize("spec", ["teacher", "student", "conditional", "sn"])
 def test_predict_same_bits_as_eval_forward(rng, threads, spec, monkeypatch):
     """Network.predict replays the core calls of an eval-mode forward recorded once per
@@ -1000,7 +1133,11 @@ def test_predict_same_bits_as_eval_forward(rng, threads, spec, monkeypatch):
                 y = net.forward(x, labels, train=False).copy()
                 assert np.array_equal(net.predict(x, labels), y), (spec, fuse, head, N, t)
                 assert np.array_equal(net.predict(x.astype(np.float64), labels), y)
+            if head and net._plan is not None:   # a generator's calls, each prepared
+                assert all(type(c) is _PREPARED for c in net._plan[2]), net._plan[2]
     assert (net._plan is None) == (spec in ("conditional", "sn"))
+    if net._plan is not None:   # no fusions: linear and batch norm calls stay partials
+        assert any(type(c) is _PREPARED for c in net._plan[2])
     # in-place changes after the plan was made: weights, running statistics
     x = rng.standard_normal((1,) + shape).astype(np.float32)
     labels = rng.integers(0, 10, 1) if net.needs_labels else None
