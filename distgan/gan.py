@@ -634,9 +634,10 @@ class GAN:
         net = self.g_ema if ema else self.generator
         if labels is None and self.num_classes is None and 0 < n <= batch_size:
             # one batch of an unconditional model: the noise drawn straight into
-            # predict's plan and its output copied once, with no _Stream, slices or
-            # copy in (the Python around a teacher's one-image sample took ~5 % of
-            # its time, its caches cold after the kernels: PERFORMANCE.md log 130)
+            # predict's plan, the plan run and its output copied in one core call,
+            # with no _Stream, slices or copy in (the Python around a teacher's
+            # one-image sample took ~5 % of its time, its caches cold after the
+            # kernels: PERFORMANCE.md log 130)
             if ema and self._ema_stats_step != self.step_count:
                 self._refresh_ema_stats()
             off = 0 if seed is not None else self._sample_offset
@@ -645,7 +646,7 @@ class GAN:
             if y is not None:
                 if seed is None:
                     self._sample_offset = off + n * self.latent_dim
-                return y.copy()
+                return y
         stream = _Stream(seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5,
                          0 if seed is not None else getattr(self, "_sample_offset", 0))
         if self.num_classes is not None:

@@ -996,12 +996,14 @@ class Network:
     def _predict_normal(self, n, seed, offset):
         """:meth:`predict` of n inputs of standard normals from the counter-based
         stream (seed, offset) (:func:`distgan.ops.normal`), drawn straight into the
-        plan's input; None, drawing nothing, where predict takes :meth:`forward`."""
+        plan's input, as a new array: the noise, the plan's calls and the copy in one
+        ``_core._run_plan`` call. None, drawing nothing, where predict takes
+        :meth:`forward`."""
         plan = self._ready_plan(n)
         if plan is None:
             return None
-        _core._rng_normal(plan[1], seed, offset)
-        return self._run_plan(plan)
+        self._prime_plan(plan)
+        return _core._run_plan(plan[2], plan[1], seed, offset, plan[3])
 
     def _ready_plan(self, n):
         """:meth:`predict`'s plan for batches of n (made on first use), or None where
@@ -1015,16 +1017,21 @@ class Network:
         return plan
 
     def _run_plan(self, plan):
-        """Runs a plan of :meth:`_ready_plan` on what its input holds (the kept packs
-        remade first if the weights changed); returns its output buffer."""
+        """Runs a plan of :meth:`_ready_plan` on what its input holds; returns its
+        output buffer."""
+        self._prime_plan(plan)
+        for call in plan[2]:
+            call()
+        return plan[3]
+
+    def _prime_plan(self, plan):
+        """Before a plan runs: its kept packs remade if the weights changed, and
+        :meth:`backward` told that the state it needs is gone."""
         if plan[4] and self._packed_at != self._wversion:
             for pack in plan[4]:
                 pack()
             self._packed_at = self._wversion
         self._backward_ok = False
-        for call in plan[2]:
-            call()
-        return plan[3]
 
     def _make_plan(self, n):
         """:meth:`predict`'s plan for batches of n, or None where it takes forward."""

@@ -10,7 +10,10 @@
 * batch norm in eval mode for one image of a flat batch: its scales are the scalar
   formula's bits, and its outputs those of the same image in a batch of two;
 * a generator's head in one call (_linear_bn_convt_forward, and Network's eval-mode
-  forward through it): the bits of its layers one by one, forward and backward.
+  forward through it): the bits of its layers one by one, forward and backward;
+* prepared calls (_prepare: a forward binding's arguments checked once) and
+  _run_plan (noise, a plan's calls and a copy of its output in one call): the
+  bindings' bits, references held, the bindings' errors; Network.predict through them.
 """
 import subprocess
 import sys
@@ -1099,6 +1102,38 @@ def test_prepared_calls_hold_their_arrays_and_check_as_the_bindings(rng):
         p(1)
     with pytest.raises(TypeError):
         _PREPARED()
+
+
+def test_run_plan_draws_runs_and_copies(rng):
+    """_core._run_plan(calls, inp, seed, offset, out): inp filled with the normals of
+    _rng_normal at (seed, offset), the calls run in order (prepared ones and any other
+    callable), and a new array with out's values after them returned; an exception of
+    a call stops the run and propagates; arguments checked."""
+    from distgan import ops
+    inp, mid, out = (np.full((2, 6), np.nan, np.float32) for _ in range(3))
+    order = []
+    calls = (_core._prepare(_core._tanh_forward, mid, inp), lambda: order.append(1),
+             _core._prepare(_core._relu_forward, out, mid))
+    y = _core._run_plan(calls, inp, 7, 2**40 + 3, out)
+    z = ops.normal((2, 6), 7, 2**40 + 3)
+    assert np.array_equal(inp, z) and order == [1]
+    want = np.maximum(np.tanh(z), 0)
+    assert np.allclose(y, want, atol=1e-6) and np.array_equal(y, out)
+    assert y.flags.owndata and y.flags.c_contiguous and y is not out
+    def boom():
+        raise KeyError("boom")
+    out[...] = np.nan
+    with pytest.raises(KeyError, match="boom"):
+        _core._run_plan((calls[0], boom, calls[2]), inp, 7, 0, out)
+    assert np.isnan(out).all()   # the call after it did not run
+    with pytest.raises(TypeError):
+        _core._run_plan(list(calls), inp, 7, 0, out)
+    with pytest.raises(TypeError, match="inp must be float32"):
+        _core._run_plan(calls, inp.astype(np.float64), 7, 0, out)
+    with pytest.raises(ValueError, match="seed must be in"):
+        _core._run_plan(calls, inp, -1, 0, out)
+    with pytest.raises(TypeError):
+        _core._run_plan(calls, inp, 7, 0, [1.0])
 
 
 @pytest.mark.parametrize("spec", ["teacher", "student", "conditional", "sn"])
