@@ -54,6 +54,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "distgan.h"
 
@@ -2826,33 +2827,57 @@ exit:
 /* Module                                                                     */
 /* ------------------------------------------------------------------------- */
 
-/* _run_plan(calls, inp, seed, offset, out): a plan's sample in one call. inp
- * filled with N(0, 1) draws of the stream (seed, offset), as _rng_normal fills
- * it; then each of the tuple calls run in turn (a prepared call's op directly,
- * anything else called with no arguments); returns a new C-ordered copy of the
- * array out once they have run. One call instead of five for a one-image sample
- * (GAN.sample; PERFORMANCE.md log 130). */
+/* A new C-ordered copy of a: for a C-contiguous float32 a, a new array and one
+ * memcpy, not NumPy's copy with its dtype-transfer machinery, whose code runs
+ * cold after a one-image sample's kernels (~1.3 % of a teacher's sample,
+ * PERFORMANCE.md log 130). */
+static PyObject *
+copy_array(PyArrayObject *a)
+{
+    PyObject *c;
+
+    if (PyArray_TYPE(a) != NPY_FLOAT || !PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISNOTSWAPPED(a)) {
+        return PyArray_NewCopy(a, NPY_CORDER);
+    }
+    c = PyArray_SimpleNew(PyArray_NDIM(a), PyArray_DIMS(a), NPY_FLOAT);
+    if (c != NULL) {
+        memcpy(PyArray_DATA((PyArrayObject *)c), PyArray_DATA(a), (size_t)PyArray_NBYTES(a));
+    }
+    return c;
+}
+
+/* _run_plan(calls, inp, src, at, out): a plan's sample in one call. inp filled
+ * from src[at:] (its input: the noise, drawn ahead), then each of the tuple calls
+ * run in turn (a prepared call's op directly, anything else called with no
+ * arguments); returns a new C-ordered copy of the array out once they have run.
+ * One call instead of five for a one-image sample (GAN.sample; PERFORMANCE.md
+ * log 130). */
 static PyObject *
 py_run_plan(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
 {
     static const char op[] = "_run_plan";
-    static char *kwlist[] = {"calls", "inp", "seed", "offset", "out", NULL};
-    dg_arg inp = ARG("inp");
-    dg_u64 seed = {op, "seed", 0}, offset = {op, "offset", 0};
+    static char *kwlist[] = {"calls", "inp", "src", "at", "out", NULL};
+    dg_arg inp = ARG("inp"), src = ARG("src");
+    dg_arg *all[] = {&inp, &src};
+    Py_ssize_t at;
     PyObject *calls, *out, *ret = NULL;
-    dg_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O&O&O&O!:_run_plan", kwlist, &PyTuple_Type,
-                                     &calls, conv_output, &inp, conv_u64, &seed, conv_u64,
-                                     &offset, &PyArray_Type, &out)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O&O&nO!:_run_plan", kwlist, &PyTuple_Type,
+                                     &calls, conv_output, &inp, conv_input, &src, &at,
+                                     &PyArray_Type, &out)) {
         goto exit;
     }
-    Py_BEGIN_ALLOW_THREADS
-    st = dg_rng_normal(F32(inp), SIZE(inp), seed.value, offset.value);
-    Py_END_ALLOW_THREADS
-    if (check_status(op, st) < 0) {
+    if (at < 0 || (size_t)at > SIZE(src) || SIZE(src) - (size_t)at < SIZE(inp)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: src[at:] must hold inp's %zu values, got at = %zd of %zu", op,
+                     SIZE(inp), at, SIZE(src));
         goto exit;
     }
+    if (check_overlap(op, all, NARGS(all), 0) < 0) {
+        goto exit;
+    }
+    memcpy(PyArray_DATA(inp.arr), (const float *)PyArray_DATA(src.arr) + at,
+           SIZE(inp) * sizeof(float));
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(calls); i++) {
         PyObject *c = PyTuple_GET_ITEM(calls, i);
         PyObject *r = Py_IS_TYPE(c, &dg_prepared_type)
@@ -2863,9 +2888,10 @@ py_run_plan(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
         }
         Py_DECREF(r);
     }
-    ret = PyArray_NewCopy((PyArrayObject *)out, NPY_CORDER);
+    ret = copy_array((PyArrayObject *)out);
 exit:
     Py_XDECREF(inp.arr);
+    Py_XDECREF(src.arr);
     return ret;
 }
 
@@ -2932,9 +2958,9 @@ py_prepare(PyObject *Py_UNUSED(self), PyObject *args, PyObject *kwds)
      #name "($module, /)\n--\n\n" doc}
 
 static PyMethodDef dg_methods[] = {
-    KW_METHOD(_run_plan, "($module, /, calls, inp, seed, offset, out)",
-              "inp filled with N(0, 1) draws (as _rng_normal), each of the calls run, "
-              "then a new copy of out returned: a plan's sample in one call."),
+    KW_METHOD(_run_plan, "($module, /, calls, inp, src, at, out)",
+              "inp filled from src[at:], each of the calls run, then a new copy of out "
+              "returned: a plan's sample in one call."),
     KW_METHOD(_prepare, "($module, fn, /, *args, **kwargs)",
               "fn(*args, **kwargs) as a prepared call, its arguments checked now: calling "
               "it with no arguments runs it again on the same arrays. None when fn (a "

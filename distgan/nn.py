@@ -993,17 +993,15 @@ class Network:
                 return self._run_plan(plan)
         return self.forward(x, labels, train=False)
 
-    def _predict_normal(self, n, seed, offset):
-        """:meth:`predict` of n inputs of standard normals from the counter-based
-        stream (seed, offset) (:func:`distgan.ops.normal`), drawn straight into the
-        plan's input, as a new array: the noise, the plan's calls and the copy in one
-        ``_core._run_plan`` call. None, drawing nothing, where predict takes
-        :meth:`forward`."""
+    def _predict_from(self, n, src, at):
+        """:meth:`predict` of the n inputs at ``src[at:]`` (a flat float32 array), as a
+        new array: the copy in, the plan's calls and the copy out in one
+        ``_core._run_plan`` call. None where predict takes :meth:`forward`."""
         plan = self._ready_plan(n)
         if plan is None:
             return None
         self._prime_plan(plan)
-        return _core._run_plan(plan[2], plan[1], seed, offset, plan[3])
+        return _core._run_plan(plan[2], plan[1], src, at, plan[3])
 
     def _ready_plan(self, n):
         """:meth:`predict`'s plan for batches of n (made on first use), or None where

@@ -12,7 +12,7 @@
 * a generator's head in one call (_linear_bn_convt_forward, and Network's eval-mode
   forward through it): the bits of its layers one by one, forward and backward;
 * prepared calls (_prepare: a forward binding's arguments checked once) and
-  _run_plan (noise, a plan's calls and a copy of its output in one call): the
+  _run_plan (a plan's input, calls and a copy of its output in one call): the
   bindings' bits, references held, the bindings' errors; Network.predict through them.
 """
 import subprocess
@@ -1104,36 +1104,44 @@ def test_prepared_calls_hold_their_arrays_and_check_as_the_bindings(rng):
         _PREPARED()
 
 
-def test_run_plan_draws_runs_and_copies(rng):
-    """_core._run_plan(calls, inp, seed, offset, out): inp filled with the normals of
-    _rng_normal at (seed, offset), the calls run in order (prepared ones and any other
-    callable), and a new array with out's values after them returned; an exception of
-    a call stops the run and propagates; arguments checked."""
-    from distgan import ops
+def test_run_plan_fills_runs_and_copies(rng):
+    """_core._run_plan(calls, inp, src, at, out): inp filled from src[at:], the calls
+    run in order (prepared ones and any other callable), and a new array with out's
+    values after them returned (C-ordered, of out's dtype); an exception of a call
+    stops the run and propagates; arguments checked."""
     inp, mid, out = (np.full((2, 6), np.nan, np.float32) for _ in range(3))
+    src = rng.standard_normal(30).astype(np.float32)
     order = []
     calls = (_core._prepare(_core._tanh_forward, mid, inp), lambda: order.append(1),
              _core._prepare(_core._relu_forward, out, mid))
-    y = _core._run_plan(calls, inp, 7, 2**40 + 3, out)
-    z = ops.normal((2, 6), 7, 2**40 + 3)
-    assert np.array_equal(inp, z) and order == [1]
-    want = np.maximum(np.tanh(z), 0)
+    y = _core._run_plan(calls, inp, src, 5, out)
+    assert np.array_equal(inp.ravel(), src[5:17]) and order == [1]
+    want = np.maximum(np.tanh(src[5:17]), 0).reshape(2, 6)
     assert np.allclose(y, want, atol=1e-6) and np.array_equal(y, out)
     assert y.flags.owndata and y.flags.c_contiguous and y is not out
+    yt = _core._run_plan(calls, inp, src, 18, out.T)   # any array: a C-ordered copy
+    assert yt.flags.c_contiguous and np.array_equal(yt, out.T)
+    assert np.array_equal(inp.ravel(), src[18:30])
+    o64 = out.astype(np.float64)   # not written by the calls
+    y64 = _core._run_plan(calls, inp, src, 0, o64)
+    assert y64.dtype == np.float64 and np.array_equal(y64, o64) and y64 is not o64
     def boom():
         raise KeyError("boom")
     out[...] = np.nan
     with pytest.raises(KeyError, match="boom"):
-        _core._run_plan((calls[0], boom, calls[2]), inp, 7, 0, out)
+        _core._run_plan((calls[0], boom, calls[2]), inp, src, 0, out)
     assert np.isnan(out).all()   # the call after it did not run
+    for at in (-1, 19, 31):
+        with pytest.raises(ValueError, match=r"src\[at:\] must hold inp's 12 values"):
+            _core._run_plan(calls, inp, src, at, out)
+    with pytest.raises(ValueError, match="overlap"):
+        _core._run_plan(calls, inp, inp.ravel(), 0, out)
     with pytest.raises(TypeError):
-        _core._run_plan(list(calls), inp, 7, 0, out)
-    with pytest.raises(TypeError, match="inp must be float32"):
-        _core._run_plan(calls, inp.astype(np.float64), 7, 0, out)
-    with pytest.raises(ValueError, match="seed must be in"):
-        _core._run_plan(calls, inp, -1, 0, out)
+        _core._run_plan(list(calls), inp, src, 0, out)
+    with pytest.raises(TypeError, match="src must be float32"):
+        _core._run_plan(calls, inp, src.astype(np.float64), 0, out)
     with pytest.raises(TypeError):
-        _core._run_plan(calls, inp, 7, 0, [1.0])
+        _core._run_plan(calls, inp, src, 0, [1.0])
 
 
 @pytest.mark.parametrize("spec", ["teacher", "student", "conditional", "sn"])
