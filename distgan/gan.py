@@ -632,39 +632,44 @@ class GAN:
         with self._sample_lock:
             return self._sample(n, labels, seed, batch_size, ema)
 
-    def _normals(self, key, off, size):
-        """(block, at): the stream (key, off)'s next ``size`` normals at block[at:],
-        from a block of them drawn ahead (``_NOISE_AHEAD`` one-image samples' worth):
-        the same values as drawn one sample at a time (each is its counter's), and one
-        draw, whose code runs cold after a sample's kernels, per block rather than
-        per sample (~1.5 % of a teacher's one-image sample, PERFORMANCE.md log 130)."""
-        ahead = self._ahead
-        if ahead is None or ahead[0] != key or not ahead[1] <= off <= ahead[2] - size:
+    def _normals(self, key, off, size, ahead):
+        """(block, at): the stream (key, off)'s next ``size`` normals at block[at:].
+        With ``ahead`` (the unseeded stream), from a block of them drawn ahead
+        (``_NOISE_AHEAD`` one-image samples' worth): the same values as drawn one
+        sample at a time (each is its counter's), and one draw, whose code runs cold
+        after a sample's kernels, per block rather than per sample (~1.5 % of a
+        teacher's one-image sample, PERFORMANCE.md log 130). Otherwise just those."""
+        if not ahead:
+            block = np.empty(size, np.float32)
+            _core._rng_normal(block, key, off)
+            return block, 0
+        kept = self._ahead
+        if kept is None or kept[0] != key or not kept[1] <= off <= kept[2] - size:
             block = np.empty(max(size, _NOISE_AHEAD * self.latent_dim), np.float32)
             _core._rng_normal(block, key, off)
-            ahead = self._ahead = (key, off, off + block.size, block)
-        return ahead[3], off - ahead[1]
+            kept = self._ahead = (key, off, off + block.size, block)
+        return kept[3], off - kept[1]
 
     def _sample(self, n, labels, seed, batch_size, ema):
         net = self.g_ema if ema else self.generator
         if labels is None and self.num_classes is None and 0 < n <= batch_size:
-            # one batch of an unconditional model: the noise drawn straight into
+            # one batch of an unconditional model: its noise (_normals) copied into
             # predict's plan, the plan run and its output copied in one core call,
-            # with no _Stream, slices or copy in (the Python around a teacher's
+            # with no _Stream, z array or slices (the Python around a teacher's
             # one-image sample took ~5 % of its time, its caches cold after the
             # kernels: PERFORMANCE.md log 130)
             if ema and self._ema_stats_step != self.step_count:
                 self._refresh_ema_stats()
             off = 0 if seed is not None else self._sample_offset
             key = (seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5) & _U64
-            src, at = self._normals(key, off, n * self.latent_dim)
+            src, at = self._normals(key, off, n * self.latent_dim, ahead=seed is None)
             y = net._predict_from(n, src, at)
             if y is not None:
                 if seed is None:
                     self._sample_offset = off + n * self.latent_dim
                 return y
         stream = _Stream(seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5,
-                         0 if seed is not None else getattr(self, "_sample_offset", 0))
+                         0 if seed is not None else self._sample_offset)
         if self.num_classes is not None:
             if labels is None:
                 labels = stream.integers(self.num_classes, n)

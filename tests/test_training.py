@@ -389,8 +389,12 @@ def test_sample_shapes_range_and_seeds(rng):
     assert np.array_equal(one, want[0]) and np.array_equal(three, want[1])
     assert np.array_equal(more, np.concatenate(want[2:]))
     assert one.shape == (1, 1, 28, 28) and one.flags.owndata and three.flags.owndata
-    # the noise drawn 64 samples ahead: 70 one-image samples cross a block's end
-    many = np.concatenate([fresh.sample(1) for _ in range(70)])
+    # the noise drawn 64 samples ahead: 70 one-image samples cross a block's end,
+    # seeded ones among them (their own stream) leaving the unseeded stream as it is
+    seeded = fresh.sample(1, seed=9)
+    many = np.concatenate([fresh.sample(1) if i % 10 else
+                           (fresh.sample(1), fresh.sample(1, seed=9))[0] for i in range(70)])
+    assert np.array_equal(fresh.sample(1, seed=9), seeded)
     z = ops.normal((78, fresh.latent_dim), 0 * 2 + 5, 0)[8:]
     assert np.array_equal(many, np.concatenate(
         [fresh.g_ema.forward(z[i:i + 1], train=False).copy() for i in range(70)]))
