@@ -84,7 +84,6 @@ def adversarial_loss(kind, logits, real_target):
     return float(loss), dx.reshape(logits.shape)
 
 
-_U64 = 0xFFFFFFFFFFFFFFFF   # stream keys are taken modulo 2**64
 _NOISE_AHEAD = 64           # one-image samples whose noise GAN._normals draws at once
 
 
@@ -92,7 +91,7 @@ class _Stream:
     """A position in a counter-based random stream (seed, offset)."""
 
     def __init__(self, seed, offset=0):
-        self.seed = int(seed) & _U64
+        self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
         self.offset = int(offset)
 
     def normal(self, shape):
@@ -640,18 +639,17 @@ class GAN:
         after a sample's kernels, per block rather than per sample (~1.5 % of a
         teacher's one-image sample, PERFORMANCE.md log 130). Otherwise just those."""
         if not ahead:
-            block = np.empty(size, np.float32)
-            _core._rng_normal(block, key, off)
-            return block, 0
+            return _Stream(key, off).normal(size), 0
         kept = self._ahead
         if kept is None or kept[0] != key or not kept[1] <= off <= kept[2] - size:
-            block = np.empty(max(size, _NOISE_AHEAD * self.latent_dim), np.float32)
-            _core._rng_normal(block, key, off)
+            block = _Stream(key, off).normal(max(size, _NOISE_AHEAD * self.latent_dim))
             kept = self._ahead = (key, off, off + block.size, block)
         return kept[3], off - kept[1]
 
     def _sample(self, n, labels, seed, batch_size, ema):
         net = self.g_ema if ema else self.generator
+        key = seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5
+        off = 0 if seed is not None else self._sample_offset
         if labels is None and self.num_classes is None and 0 < n <= batch_size:
             # one batch of an unconditional model: its noise (_normals) copied into
             # predict's plan, the plan run and its output copied in one core call,
@@ -660,16 +658,13 @@ class GAN:
             # kernels: PERFORMANCE.md log 130)
             if ema and self._ema_stats_step != self.step_count:
                 self._refresh_ema_stats()
-            off = 0 if seed is not None else self._sample_offset
-            key = (seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5) & _U64
             src, at = self._normals(key, off, n * self.latent_dim, ahead=seed is None)
             y = net._predict_from(n, src, at)
             if y is not None:
                 if seed is None:
                     self._sample_offset = off + n * self.latent_dim
                 return y
-        stream = _Stream(seed * 2 + 3 if seed is not None else self.config["seed"] * 2 + 5,
-                         0 if seed is not None else self._sample_offset)
+        stream = _Stream(key, off)
         if self.num_classes is not None:
             if labels is None:
                 labels = stream.integers(self.num_classes, n)
